@@ -1,0 +1,1 @@
+"""Switchyard: one OpenAI-shaped client for every model (placeholder while the client lands)."""
