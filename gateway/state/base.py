@@ -142,7 +142,14 @@ class StateBackend(Protocol):
         ...
 
     def reserve(
-        self, key: str, limit: int, amount: int, reservation_id: str, lease_s: float, window_end: float, now: float
+        self,
+        key: str,
+        limit: int,
+        amount: int,
+        reservation_id: str,
+        lease_s: float,
+        window_end: float,
+        now: float,
     ) -> ReserveResult:
         """Hold ``amount`` if ``used + reserved + amount <= limit`` after reclaiming expired leases."""
         ...
@@ -153,6 +160,10 @@ class StateBackend(Protocol):
 
     def release(self, key: str, reservation_id: str, now: float) -> bool:
         """Drop a live reservation without spending; ``False`` if there was none."""
+        ...
+
+    def budget_usage(self, key: str, now: float) -> tuple[int, int]:
+        """Return ``(used, reserved)`` of a budget window, counting only unexpired reservations."""
         ...
 
     def breaker_allow(self, key: str, now: float) -> BreakerState:

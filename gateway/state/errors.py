@@ -1,46 +1,38 @@
-"""Errors raised by the shared state layer, budgets and rate limits.
+"""Errors of the state layer, budgets and rate limits, rooted in ``gateway.errors``.
 
-These live here until ``gateway/errors.py`` absorbs them; the names and attributes are meant to be
-kept when they move.
+``gateway.errors`` owns the tree; this module adds the few specific classes the state layer
+raises, each a subclass of a class users already catch::
 
-Tree::
-
-    StateError (Exception)
-     ├── StateBackendError                  a backend failed to answer
-     │    ├── StateBackendUnavailableError  cannot reach it (start-up or mid-run); URL redacted
-     │    └── StateCorruptError             the SQLite file is unreadable; names the path
-     └── QuotaError                          HTTP 429 semantics, raised before any upstream call
-          ├── BudgetExceededError            a spend budget has no room; carries name and reset time
-          └── RateLimitExceededError         a local RPM/TPM limit; carries retry-after
+    GatewayError
+     └── StateBackendError                    (gateway.errors)
+          ├── StateBackendUnavailableError    cannot reach it (start-up or mid-run); URL redacted
+          └── StateCorruptError               the SQLite file is unreadable; names the path
+    RateLimitError (429)
+     └── BudgetExceededError                  (gateway.errors) a budget has no room
+          └── RateLimitExceededError          a local RPM/TPM limit; ``retry_after_s``
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import math
 
+from gateway.errors import BudgetExceededError, StateBackendError
 
-class StateError(Exception):
-    """Root of the errors of the state layer.
-
-    Attributes:
-        code: A stable, dotted error code such as ``"state.unavailable"``.
-    """
-
-    code: str = "state.error"
-
-
-class StateBackendError(StateError):
-    """A state backend failed to carry out an operation."""
-
-    code = "state.backend"
+__all__ = [
+    "BudgetExceededError",
+    "RateLimitExceededError",
+    "StateBackendError",
+    "StateBackendUnavailableError",
+    "StateCorruptError",
+]
 
 
 class StateBackendUnavailableError(StateBackendError, ConnectionError):
-    """The backend cannot be reached (at start-up or mid-run).
+    """The backend cannot be reached, at start-up or mid-run.
 
     Args:
         message: What happened and how to fix it; never contains a password.
-        url: The backend URL with any password replaced by ``***``.
+        url: The backend URL with any password replaced.
     """
 
     code = "state.unavailable"
@@ -63,57 +55,28 @@ class StateCorruptError(StateBackendError):
     def __init__(self, path: str, detail: str) -> None:
         super().__init__(
             f"state file {path!r} is not a readable SQLite database ({detail}); it was not modified. "
-            "Move it aside or point the gateway at another path."
+            "Move it aside or point the state URL at another path."
         )
         self.path = path
 
 
-class QuotaError(StateError):
-    """A local quota refused the request; maps to HTTP 429.
-
-    Attributes:
-        status_code: Always 429.
-    """
-
-    code = "quota"
-    status_code: int = 429
-
-
-class BudgetExceededError(QuotaError):
-    """A budget has no room for this request's worst-case cost.
+class RateLimitExceededError(BudgetExceededError):
+    """A local rate limit (RPM or TPM) refused the request before any upstream call.
 
     Args:
-        budget: The budget's name.
-        reset_at: Unix time when the budget's window ends and it refills.
-        limit: The budget's limit, as configured (USD or tokens).
-        unit: ``"usd"`` or ``"tokens"``.
+        limit: The rate limit's name (also in ``budget``, as for every policy limit).
+        retry_after_s: Seconds after which the same request would be admitted if nothing else
+            consumed the limit meanwhile; ``math.inf`` when it can never fit (cost above the burst).
     """
 
-    code = "budget.exceeded"
-
-    def __init__(self, budget: str, *, reset_at: float, limit: object, unit: str) -> None:
-        when = datetime.fromtimestamp(reset_at, tz=UTC).isoformat()
+    def __init__(self, limit: str, *, retry_after_s: float, now: float) -> None:
+        never = math.isinf(retry_after_s)
+        when = "never fits: its cost exceeds the burst" if never else f"retry after {retry_after_s:.3f} s"
         super().__init__(
-            f"budget {budget!r} ({limit} {unit}) has no room for this request; it resets at {when}"
+            f"rate limit {limit!r} exceeded; {when}",
+            budget=limit,
+            reset_at=None if never else now + retry_after_s,
+            retry_after_s=None if never else retry_after_s,
         )
-        self.budget = budget
-        self.reset_at = reset_at
-        self.limit = limit
-        self.unit = unit
-
-
-class RateLimitExceededError(QuotaError):
-    """A local rate limit (RPM or TPM) refused the request.
-
-    Args:
-        limit: The rate limit's name.
-        retry_after_s: Seconds after which the same request would be admitted, if nothing else
-            consumes the limit meanwhile. ``math.inf`` when the request can never fit.
-    """
-
-    code = "rate_limit.exceeded"
-
-    def __init__(self, limit: str, *, retry_after_s: float) -> None:
-        super().__init__(f"rate limit {limit!r} exceeded; retry after {retry_after_s:.3f} s")
         self.limit = limit
         self.retry_after_s = retry_after_s

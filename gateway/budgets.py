@@ -1,0 +1,295 @@
+"""Spend budgets per team, API key or route, per minute, hour, day or month, in USD or tokens.
+
+A request goes through three steps:
+
+1. :meth:`Budgets.reserve` holds the request's **worst-case** cost (prompt tokens plus
+   ``max_tokens``, priced) in every budget that applies, before any upstream call. If one budget
+   has no room, the holds already taken are released and :class:`BudgetExceededError` (HTTP 429)
+   names that budget and when it resets.
+2. :meth:`Budgets.settle` replaces the hold by the actual cost once the call is done. Settling is
+   idempotent per reservation id: replaying it changes nothing.
+3. :meth:`Budgets.release` drops the hold when the call failed without consuming tokens.
+
+Boundary, exactly: a request is admitted when ``used + reserved + worst_case <= limit``, where
+``used`` is the settled spend of the window and ``reserved`` the live holds. A request that brings
+the budget exactly to its limit is admitted; one that would pass it by a single unit (one token,
+or one micro-dollar: USD amounts are counted in whole micro-dollars, worst cases and actuals rounded
+up, limits rounded down) is refused. A zero-cost request is admitted while ``used + reserved <=
+limit``.
+
+What this guarantees: when worst cases are upper bounds, the settled spend never exceeds the limit,
+whatever the concurrency. When an actual exceeds its worst case (a wrong estimate), the excess is
+charged in full (metering never lies) and the overspend is at most the sum of the overruns of the
+requests in flight when the budget filled; one request's overrun when they are sequential.
+
+Holds are leases (``lease_s``, default 10 minutes): if a process dies with holds in flight, they are
+reclaimed once the lease has passed, so a budget is never starved by a dead process. Choose a lease
+longer than your longest call.
+
+Windows are calendar windows in UTC (a minute, an hour, a day from midnight, a month from the 1st);
+``reset_at`` is the end of the window. A hold is settled in the window where it was taken, or in the
+current one if that window has ended. Budgets fail closed: if the state backend cannot be reached,
+``reserve`` raises :class:`~gateway.state.errors.StateBackendUnavailableError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import math
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Literal
+
+from gateway.errors import BudgetExceededError
+from gateway.state.base import StateBackend
+
+Period = Literal["minute", "hour", "day", "month"]
+Unit = Literal["usd", "tokens"]
+Scope = Literal["team", "key", "route", "global"]
+
+DEFAULT_LEASE_S = 600.0
+MICRO_USD = Decimal(1_000_000)
+_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+
+__all__ = ["Budget", "BudgetExceededError", "BudgetReservation", "BudgetStatus", "Budgets", "Cost", "Subject"]
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """One budget, as a policy declares it.
+
+    Attributes:
+        name: Unique name, shown in errors.
+        limit: USD (a ``Decimal``) or tokens (an ``int``) per window.
+        unit: ``"usd"`` or ``"tokens"``.
+        period: ``"minute"``, ``"hour"``, ``"day"`` or ``"month"`` (UTC calendar windows).
+        scope: Each ``"team"``, ``"key"`` or ``"route"`` gets its own allowance; ``"global"`` is one.
+    """
+
+    name: str
+    limit: Decimal | int
+    unit: Unit = "usd"
+    period: Period = "day"
+    scope: Scope = "team"
+
+    def __post_init__(self) -> None:
+        if self.unit not in ("usd", "tokens"):
+            raise ValueError(f"budget {self.name!r}: unit must be 'usd' or 'tokens', got {self.unit!r}")
+        if self.period not in ("minute", "hour", "day", "month"):
+            raise ValueError(f"budget {self.name!r}: period must be minute, hour, day or month")
+        if self.scope not in ("team", "key", "route", "global"):
+            raise ValueError(f"budget {self.name!r}: scope must be team, key, route or global")
+        if Decimal(self.limit) < 0:
+            raise ValueError(f"budget {self.name!r}: limit must be >= 0, got {self.limit}")
+
+    def units(self, cost: Cost) -> int:
+        """The integer amount this budget counts for ``cost`` (micro-USD rounded up, or tokens)."""
+        if self.unit == "tokens":
+            return cost.tokens
+        return int((cost.usd * MICRO_USD).to_integral_value(ROUND_CEILING))
+
+    def limit_units(self) -> int:
+        if self.unit == "tokens":
+            return int(self.limit)
+        return int((Decimal(self.limit) * MICRO_USD).to_integral_value(ROUND_FLOOR))
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """Who a request is for. An empty value is its own bucket (``""``), never "no budget"."""
+
+    team: str = ""
+    key: str = ""
+    route: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """A cost in both units; each budget reads the one it counts."""
+
+    usd: Decimal = Decimal(0)
+    tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Hold:
+    budget: Budget
+    key: str
+    window_end: float
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetReservation:
+    """The holds of one request, to pass to :meth:`Budgets.settle` or :meth:`Budgets.release`."""
+
+    reservation_id: str
+    subject: Subject
+    holds: tuple[_Hold, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStatus:
+    """Where a budget stands for one subject, in the budget's own unit."""
+
+    name: str
+    unit: Unit
+    limit: Decimal | int
+    used: Decimal | int
+    reserved: Decimal | int
+    reset_at: float
+
+
+def window(period: Period, now: float) -> tuple[float, float]:
+    """Return ``(start, end)`` of the UTC calendar window of ``period`` that contains ``now``."""
+    if period != "month":
+        size = _SECONDS[period]
+        start = math.floor(now / size) * size
+        return float(start), float(start + size)
+    day = datetime.fromtimestamp(now, tz=UTC)
+    first = datetime(day.year, day.month, 1, tzinfo=UTC).timestamp()
+    return first, first + calendar.monthrange(day.year, day.month)[1] * 86400.0
+
+
+class Budgets:
+    """Reserve, settle and release spend against a set of budgets held in a state backend.
+
+    Args:
+        backend: Where the windows live; share it (SQLite, Redis) to share budgets between processes.
+        budgets: The budgets that apply to every request (each per its scope).
+        lease_s: How long a hold survives without being settled or released.
+        clock: Returns the current Unix time.
+
+    Example:
+        >>> from gateway.state.memory import MemoryBackend
+        >>> budgets = Budgets(MemoryBackend(), [Budget("team-daily", Decimal("1.00"))])
+        >>> hold = budgets.reserve(Subject(team="a"), Cost(usd=Decimal("0.40")))
+        >>> budgets.settle(hold, Cost(usd=Decimal("0.25")))
+        >>> budgets.status(Subject(team="a"))[0].used
+        Decimal('0.25')
+    """
+
+    def __init__(
+        self,
+        backend: StateBackend,
+        budgets: Sequence[Budget],
+        *,
+        lease_s: float = DEFAULT_LEASE_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        names = [b.name for b in budgets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"budget names must be unique, got {names}")
+        if lease_s <= 0:
+            raise ValueError(f"lease_s must be positive, got {lease_s}")
+        self.backend = backend
+        self.budgets = tuple(budgets)
+        self.lease_s = lease_s
+        self._clock = clock
+
+    def _hold(self, budget: Budget, subject: Subject, now: float) -> _Hold:
+        start, end = window(budget.period, now)
+        who = "*" if budget.scope == "global" else getattr(subject, budget.scope)
+        return _Hold(budget, f"budget:{budget.name}:{budget.scope}={who}:{int(start)}", end)
+
+    def reserve(
+        self, subject: Subject, worst_case: Cost, *, reservation_id: str | None = None
+    ) -> BudgetReservation:
+        """Hold ``worst_case`` in every budget, or in none.
+
+        Args:
+            subject: Whose budgets to charge.
+            worst_case: An upper bound of the request's cost.
+            reservation_id: Reuse one to make a retried ``reserve`` idempotent; random by default.
+
+        Returns:
+            The holds, to settle or release.
+
+        Raises:
+            BudgetExceededError: A budget has no room; nothing stays held.
+            StateBackendUnavailableError: The backend cannot be reached (budgets fail closed).
+        """
+        rid = reservation_id or uuid.uuid4().hex
+        now = self._clock()
+        taken: list[_Hold] = []
+        for budget in self.budgets:
+            hold = self._hold(budget, subject, now)
+            result = self.backend.reserve(
+                hold.key,
+                budget.limit_units(),
+                budget.units(worst_case),
+                rid,
+                self.lease_s,
+                hold.window_end,
+                now,
+            )
+            if not result.granted:
+                self._drop(taken, rid, now)
+                raise _exceeded(budget, hold.window_end, now)
+            taken.append(hold)
+        return BudgetReservation(rid, subject, tuple(taken))
+
+    def _drop(self, holds: Sequence[_Hold], rid: str, now: float) -> None:
+        for hold in holds:
+            self.backend.release(hold.key, rid, now)
+
+    def settle(self, reservation: BudgetReservation, actual: Cost) -> None:
+        """Charge the actual cost in place of the holds; replaying a settlement changes nothing."""
+        now = self._clock()
+        for hold in reservation.holds:
+            if hold.window_end <= now:  # the window ended mid-call: the spend lands in the current one
+                hold = self._hold(hold.budget, reservation.subject, now)
+            self.backend.settle(
+                hold.key, reservation.reservation_id, hold.budget.units(actual), hold.window_end, now
+            )
+
+    def release(self, reservation: BudgetReservation) -> None:
+        """Drop the holds without spending (the call failed before consuming tokens)."""
+        self._drop(reservation.holds, reservation.reservation_id, self._clock())
+
+    def status(self, subject: Subject) -> list[BudgetStatus]:
+        """Return where each budget stands for ``subject`` in the current window."""
+        now = self._clock()
+        report = []
+        for budget in self.budgets:
+            hold = self._hold(budget, subject, now)
+            used, reserved = self.backend.budget_usage(hold.key, now)
+            report.append(
+                BudgetStatus(budget.name, budget.unit, budget.limit, _from_units(budget, used),
+                             _from_units(budget, reserved), hold.window_end)
+            )  # fmt: skip
+        return report
+
+    async def areserve(
+        self, subject: Subject, worst_case: Cost, *, reservation_id: str | None = None
+    ) -> BudgetReservation:
+        """Async :meth:`reserve`; the backend call runs in a worker thread."""
+        return await asyncio.to_thread(self.reserve, subject, worst_case, reservation_id=reservation_id)
+
+    async def asettle(self, reservation: BudgetReservation, actual: Cost) -> None:
+        """Async :meth:`settle`."""
+        await asyncio.to_thread(self.settle, reservation, actual)
+
+    async def arelease(self, reservation: BudgetReservation) -> None:
+        """Async :meth:`release`."""
+        await asyncio.to_thread(self.release, reservation)
+
+
+def _exceeded(budget: Budget, reset_at: float, now: float) -> BudgetExceededError:
+    when = datetime.fromtimestamp(reset_at, tz=UTC).isoformat()
+    limit = f"${budget.limit}" if budget.unit == "usd" else f"{budget.limit} tokens"
+    return BudgetExceededError(
+        f"budget {budget.name!r} ({limit} per {budget.period}, per {budget.scope}) has no room for this "
+        f"request's worst-case cost; it resets at {when}",
+        budget=budget.name,
+        reset_at=reset_at,
+        retry_after_s=max(0.0, reset_at - now),
+    )
+
+
+def _from_units(budget: Budget, amount: int) -> Decimal | int:
+    return amount if budget.unit == "tokens" else Decimal(amount) / MICRO_USD

@@ -1,0 +1,226 @@
+"""Redis state backend: state shared by every process on every machine.
+
+Every multi-step operation is one Lua script, run with EVALSHA and loaded again transparently
+when Redis answers ``NOSCRIPT`` (after a restart or ``SCRIPT FLUSH``): redis-py's
+``register_script`` does exactly that.
+
+Failure behaviour: each command gives up after ``timeout_s`` (connect and read alike) and redis-py's
+own retries are switched off, so an unreachable, stopped or restarting server surfaces as
+:class:`~gateway.state.errors.StateBackendUnavailableError` within about ``timeout_s``; nothing
+hangs. Callers decide what that means: budgets fail closed, rate limits follow their ``fail_open``
+flag. Once the server is back, the next call reconnects by itself.
+
+Keys are ``<key_prefix><key>``; a budget window uses four keys sharing one hash tag, so the scripts
+also run on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from gateway.state import _logic, _lua
+from gateway.state.base import (
+    BreakerState,
+    Decision,
+    JSONValue,
+    ReserveResult,
+    UsageRecord,
+    UsageTotal,
+    eval_key,
+    sum_usage,
+)
+from gateway.state.errors import StateBackendError, StateBackendUnavailableError
+from gateway.state.urls import redact_url
+
+if TYPE_CHECKING:
+    from redis.commands.core import Script
+
+DEFAULT_KEY_PREFIX = "switchyard:"
+DEFAULT_TIMEOUT_S = 1.0
+_USAGE_CHUNK = 1000
+
+
+def _fmt(value: float) -> str:
+    return repr(float(value))
+
+
+class RedisBackend:
+    """A :class:`~gateway.state.base.StateBackend` on a Redis server.
+
+    Args:
+        url: ``redis://[:password@]host:port/db`` (or ``rediss://``).
+        key_prefix: Prepended to every key, so several gateways (or tests) can share one server.
+        timeout_s: Connect and read timeout of every command.
+
+    Raises:
+        StateBackendUnavailableError: The server cannot be reached at start-up. The message names
+            the URL with its password replaced by ``***``.
+    """
+
+    def __init__(
+        self, url: str, *, key_prefix: str = DEFAULT_KEY_PREFIX, timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> None:
+        self.url = redact_url(url)
+        self.key_prefix = key_prefix
+        self._client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+            lib_name=None,
+            lib_version=None,
+        )
+        self._password = self._client.connection_pool.connection_kwargs.get("password")
+        script = self._client.register_script
+        self._incr, self._ewma, self._gcra = script(_lua.INCR), script(_lua.EWMA), script(_lua.GCRA)
+        self._reserve, self._settle = script(_lua.RESERVE), script(_lua.SETTLE)
+        self._release, self._usage = script(_lua.RELEASE), script(_lua.USAGE)
+        self._allow, self._record = script(_lua.BREAKER_ALLOW), script(_lua.BREAKER_RECORD)
+        self._append = script(_lua.APPEND_USAGE)
+        with self._errors():
+            self._client.ping()
+
+    def __repr__(self) -> str:
+        return f"RedisBackend({self.url!r}, key_prefix={self.key_prefix!r})"
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """The one place where redis-py's errors become state errors, with the password removed."""
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StateBackendUnavailableError(
+                f"cannot reach Redis at {self.url}: {self._scrub(exc)}. Check that the server is running "
+                "and reachable, or choose another state backend.",
+                url=self.url,
+            ) from None
+        except redis.RedisError as exc:
+            raise StateBackendError(f"Redis at {self.url} failed: {self._scrub(exc)}") from None
+
+    def _scrub(self, exc: BaseException) -> str:
+        text = str(exc)
+        return text.replace(self._password, "***") if self._password else text
+
+    def _key(self, key: str) -> str:
+        return self.key_prefix + key
+
+    def _window_keys(self, key: str) -> list[str]:
+        base = f"{self.key_prefix}{{{key}}}"
+        return [base, base + ":live", base + ":expiry", base + ":settled"]
+
+    def _run(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        with self._errors():
+            return script(keys=list(keys), args=list(args), client=self._client)
+
+    def incr(self, key: str, amount: float, ttl_s: float | None = None) -> float:
+        ttl_ms = 0 if ttl_s is None else max(1, math.ceil(ttl_s * 1000))
+        return float(self._run(self._incr, [self._key(key)], [_fmt(amount), ttl_ms]))
+
+    def get_json(self, key: str) -> JSONValue | None:
+        import json
+
+        with self._errors():
+            text = self._client.get(self._key(key))
+        return None if text is None else json.loads(text)
+
+    def set_json(self, key: str, value: JSONValue, ttl_s: float | None = None) -> None:
+        import json
+
+        ttl_ms = None if ttl_s is None else max(1, math.ceil(ttl_s * 1000))
+        with self._errors():
+            self._client.set(self._key(key), json.dumps(value), px=ttl_ms)
+
+    def ewma_observe(self, key: str, value: float, alpha: float) -> float:
+        _logic.ewma(None, value, alpha)  # validates alpha the same way as the other backends
+        return float(self._run(self._ewma, [self._key(key)], [_fmt(value), _fmt(alpha)]))
+
+    def rate_limit(
+        self, key: str, rate_per_s: float, burst: float, cost: float, now: float, *, force: bool = False
+    ) -> Decision:
+        _logic.gcra(None, now, rate_per_s, burst, 0, True)  # validates rate and burst
+        args = [_fmt(rate_per_s), _fmt(burst), _fmt(cost), _fmt(now), "1" if force else "0"]
+        allowed, retry_after, remaining = self._run(self._gcra, [self._key(key)], args)
+        return Decision(bool(allowed), float(retry_after), int(remaining))
+
+    def reserve(
+        self,
+        key: str,
+        limit: int,
+        amount: int,
+        reservation_id: str,
+        lease_s: float,
+        window_end: float,
+        now: float,
+    ) -> ReserveResult:
+        args = [int(limit), int(amount), reservation_id, _fmt(lease_s), _fmt(window_end), _fmt(now)]
+        granted, used, reserved, reclaimed = self._run(self._reserve, self._window_keys(key), args)
+        return ReserveResult(bool(granted), int(used), int(reserved), int(reclaimed))
+
+    def settle(self, key: str, reservation_id: str, actual: int, window_end: float, now: float) -> bool:
+        args = [reservation_id, int(actual), _fmt(window_end), _fmt(now)]
+        return bool(self._run(self._settle, self._window_keys(key), args))
+
+    def release(self, key: str, reservation_id: str, now: float) -> bool:
+        return bool(self._run(self._release, self._window_keys(key), [reservation_id]))
+
+    def budget_usage(self, key: str, now: float) -> tuple[int, int]:
+        used, reserved = self._run(self._usage, self._window_keys(key), [_fmt(now)])
+        return int(used), int(reserved)
+
+    @staticmethod
+    def _breaker(reply: list[Any]) -> BreakerState:
+        status, allowed, calls, failures, retry_at = reply
+        return BreakerState(status.decode(), bool(allowed), int(calls), int(failures), float(retry_at))
+
+    def breaker_allow(self, key: str, now: float) -> BreakerState:
+        return self._breaker(self._run(self._allow, [self._key(f"breaker:{key}")], [_fmt(now)]))
+
+    def breaker_record(
+        self,
+        key: str,
+        ok: bool,
+        now: float,
+        window_s: float,
+        min_calls: int,
+        error_rate: float,
+        cooldown_s: float,
+    ) -> BreakerState:
+        args = ["1" if ok else "0", _fmt(now), _fmt(window_s), min_calls, _fmt(error_rate), _fmt(cooldown_s)]
+        return self._breaker(self._run(self._record, [self._key(f"breaker:{key}")], args))
+
+    def append_usage(self, records: Sequence[UsageRecord]) -> None:
+        args: list[Any] = []
+        for record in records:
+            args += [record.record_id, _fmt(record.ts), _logic.usage_to_json(record)]
+        if args:
+            self._run(self._append, [self._key("usage:records"), self._key("usage:index")], args)
+
+    def query_usage(
+        self, since: float, group_by: Sequence[str] = (), until: float | None = None
+    ) -> list[UsageTotal]:
+        high = "+inf" if until is None else f"({_fmt(until)}"
+        with self._errors():
+            index = self._key("usage:index")
+            ids: list[Any] = self._client.zrangebyscore(index, _fmt(since), high)  # type: ignore[assignment]
+            bodies: list[Any] = []
+            for start in range(0, len(ids), _USAGE_CHUNK):
+                bodies += self._client.hmget(self._key("usage:records"), ids[start : start + _USAGE_CHUNK])
+        return sum_usage([_logic.usage_from_json(body) for body in bodies if body is not None], group_by)
+
+    def put_eval(self, eval_set: str, model: str, record: Mapping[str, JSONValue]) -> None:
+        self.set_json(eval_key(eval_set, model), dict(record))
+
+    def latest_eval(self, eval_set: str, model: str) -> dict[str, JSONValue] | None:
+        value = self.get_json(eval_key(eval_set, model))
+        return None if value is None else dict(value)
+
+    def close(self) -> None:
+        self._client.close()
