@@ -10,8 +10,8 @@ from typing import Any
 
 from gateway.state.base import BreakerState, Decision, UsageRecord
 
-# Float sums of emission intervals (0.01 * 10) land a hair off; never refuse for that.
-EPSILON = 1e-9
+# Unix times near 1.8e9 carry ~2.4e-7 s of float precision: never refuse for less than a microsecond.
+EPSILON = 1e-6
 
 
 def gcra(
@@ -28,10 +28,10 @@ def gcra(
     new_tat = base + cost * interval
     allow_at = new_tat - burst * interval
     if force or now + EPSILON >= allow_at:
-        remaining = math.floor(burst - (new_tat - now) * rate_per_s + EPSILON)
+        remaining = math.floor(burst - (new_tat - now) * rate_per_s + 1e-3)
         return new_tat, Decision(True, 0.0, max(0, remaining))
     retry_after = math.inf if cost > burst else allow_at - now
-    remaining = math.floor(burst - (base - now) * rate_per_s + EPSILON)
+    remaining = math.floor(burst - (base - now) * rate_per_s + 1e-3)
     return None, Decision(False, retry_after, max(0, remaining))
 
 

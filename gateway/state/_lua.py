@@ -30,14 +30,14 @@ local tat = tonumber(redis.call('GET', KEYS[1]))
 if (not tat) or tat < now then tat = now end
 local new_tat = tat + cost * interval
 local allow_at = new_tat - burst * interval
-if ARGV[5] == '1' or now + 1e-9 >= allow_at then
+if ARGV[5] == '1' or now + 1e-6 >= allow_at then
   redis.call('SET', KEYS[1], string.format('%.17g', new_tat), 'PX',
              math.ceil((math.max(new_tat - now, 0) + 1) * 1000))
-  return {1, '0', math.max(0, math.floor(burst - (new_tat - now) * rate + 1e-9))}
+  return {1, '0', math.max(0, math.floor(burst - (new_tat - now) * rate + 1e-3))}
 end
 local retry = 'inf'
 if cost <= burst then retry = string.format('%.17g', allow_at - now) end
-return {0, retry, math.max(0, math.floor(burst - (tat - now) * rate + 1e-9))}
+return {0, retry, math.max(0, math.floor(burst - (tat - now) * rate + 1e-3))}
 """
 
 # Budget window keys: KEYS = {totals hash, live hash id->amount, expiry zset id->time, settled set}.

@@ -75,8 +75,7 @@ class RedisBackend:
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
-            lib_name=None,
-            lib_version=None,
+            driver_info=None,  # no CLIENT SETINFO round trip on each (re)connect
         )
         self._password = self._client.connection_pool.connection_kwargs.get("password")
         script = self._client.register_script
