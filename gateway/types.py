@@ -233,6 +233,7 @@ class _WithGateway(BaseModel):
     """Carries ``.gateway`` as a private attribute, so dumps stay identical to the SDK's."""
 
     _gateway: GatewayInfo | None = PrivateAttr(default=None)
+    _http_response: Any = PrivateAttr(default=None)
 
     @property
     def gateway(self) -> GatewayInfo | None:
@@ -370,6 +371,10 @@ class ChatRequest(_RequestModel):
     safety_identifier: str | None = None
     functions: list[dict[str, Any]] | None = None
     function_call: str | dict[str, Any] | None = None
+
+    # Set when the caller's values failed validation: OpenAI-compatible upstreams still get the body
+    # as written (their 400 is the answer); other protocols refuse it before any call.
+    _invalid: str | None = PrivateAttr(default=None)
 
     @pydantic.field_validator("messages")
     @classmethod

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pydantic
 
@@ -32,6 +32,8 @@ from providers.base import (
 )
 
 NAME = "openai"
+
+_M = TypeVar("_M", bound=pydantic.BaseModel)
 
 _REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 
@@ -84,7 +86,7 @@ def parse_embeddings_response(
     return _validate(CreateEmbeddingResponse, decode_json(body, target.provider), target)
 
 
-def _validate[M: pydantic.BaseModel](model: type[M], data: Any, target: Target) -> M:
+def _validate(model: type[_M], data: Any, target: Target) -> _M:
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:

@@ -1,0 +1,348 @@
+"""The resource objects of the client: ``chat.completions``, ``embeddings``, ``models``.
+
+Parameters are checked against the chat-completions API's names (``ChatParams``): an unknown keyword
+raises ``TypeError`` as the SDK does; values are not second-guessed for OpenAI-compatible upstreams,
+so the upstream's own 400 comes back as ``BadRequestError`` with its body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Required, TypedDict
+
+import httpx
+import pydantic
+
+from gateway import transport
+from gateway.attempts import StreamInfo
+from gateway.streaming import AsyncStream, Stream
+from gateway.structured import parse_choices, type_to_response_format
+from gateway.types import (
+    ChatCompletion,
+    ChatRequest,
+    CreateEmbeddingResponse,
+    EmbeddingRequest,
+    Model,
+    NotGiven,
+    Omit,
+)
+
+if TYPE_CHECKING:
+    from gateway.client import AsyncOpenAI, OpenAI
+
+
+class ChatParams(TypedDict, total=False):
+    """Every parameter of ``chat.completions.create`` (the API's, then the SDK's per-call options)."""
+
+    messages: Required[list[dict[str, Any]]]
+    model: Required[str]
+    audio: Any
+    frequency_penalty: float | None
+    function_call: Any
+    functions: Any
+    logit_bias: dict[str, int] | None
+    logprobs: bool | None
+    max_completion_tokens: int | None
+    max_tokens: int | None
+    metadata: dict[str, str] | None
+    modalities: list[str] | None
+    n: int | None
+    parallel_tool_calls: bool
+    prediction: Any
+    presence_penalty: float | None
+    prompt_cache_key: str
+    reasoning_effort: str | None
+    response_format: Any
+    safety_identifier: str
+    seed: int | None
+    service_tier: str | None
+    stop: str | list[str] | None
+    store: bool | None
+    stream: bool | None
+    stream_options: dict[str, Any] | None
+    temperature: float | None
+    tool_choice: Any
+    tools: list[dict[str, Any]]
+    top_logprobs: int | None
+    top_p: float | None
+    user: str
+    verbosity: str | None
+    web_search_options: Any
+    extra_headers: dict[str, str] | None
+    extra_query: dict[str, object] | None
+    extra_body: dict[str, object] | None
+    timeout: float | httpx.Timeout | None | NotGiven
+
+
+_CHAT_PARAMS = frozenset(ChatParams.__annotations__)
+_CALL_OPTIONS = frozenset({"extra_headers", "extra_query", "extra_body", "timeout"})
+
+
+class CallOptions:
+    __slots__ = ("headers", "timeout", "query")
+
+    def __init__(self, headers: dict[str, str], timeout: Any, query: dict[str, str]) -> None:
+        self.headers, self.timeout, self.query = headers, timeout, query
+
+
+def split_params(
+    method: str, params: dict[str, Any], allowed: frozenset[str], default_timeout: Any
+) -> tuple[dict[str, Any], CallOptions]:
+    """Drop NOT_GIVEN/omit values, reject unknown names with ``TypeError``, merge ``extra_body``."""
+    for name in params:
+        if name not in allowed:
+            raise TypeError(f"{method}() got an unexpected keyword argument '{name}'")
+    body = {k: v for k, v in params.items() if k not in _CALL_OPTIONS and not isinstance(v, NotGiven | Omit)}
+    body.update(params.get("extra_body") or {})
+    timeout = params.get("timeout", default_timeout)
+    headers = {k: str(v) for k, v in (params.get("extra_headers") or {}).items() if not isinstance(v, Omit)}
+    query = {k: str(v) for k, v in (params.get("extra_query") or {}).items()}
+    return body, CallOptions(headers, default_timeout if isinstance(timeout, NotGiven) else timeout, query)
+
+
+def chat_request(body: dict[str, Any]) -> ChatRequest:
+    missing = [name for name in ("model", "messages") if name not in body]
+    if missing:
+        raise TypeError(f"create() missing required keyword arguments: {', '.join(repr(m) for m in missing)}")
+    try:
+        return ChatRequest.model_validate(body)
+    except pydantic.ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(p) for p in error["loc"])
+        req = ChatRequest.model_construct(**body)
+        req._invalid = f"{field}: {error['msg']}"
+        return req
+
+
+class Completions:
+    def __init__(self, client: OpenAI) -> None:
+        self._client = client
+        self.with_raw_response = RawCompletions(self)
+
+    def create(self, **params: Any) -> ChatCompletion | Stream:
+        body, options = split_params("create", params, _CHAT_PARAMS, self._client.timeout)
+        req = chat_request(body)
+        plan = self._client._planner.plan(req.model, req)
+        headers = {**options.headers}
+        if req.stream:
+            info = StreamInfo()
+            iterator = self._client._executor.stream(
+                req, plan, headers=headers, timeout=options.timeout, holder=info
+            )
+            return Stream(iterator, info)
+        return self._client._executor.complete(req, plan, headers=headers, timeout=options.timeout)
+
+    def parse(self, *, response_format: Any = None, **params: Any) -> ChatCompletion:
+        """``create`` with a pydantic class as ``response_format``; fills ``message.parsed``."""
+        if params.get("stream"):
+            raise TypeError("parse() does not support stream=True; use create(stream=True)")
+        if response_format is not None:
+            params["response_format"] = type_to_response_format(response_format)
+        reply = self.create(**params)
+        if not isinstance(reply, ChatCompletion):
+            raise TypeError("parse() expected a non-streaming reply")
+        return parse_choices(reply, response_format, params.get("tools"))
+
+
+class AsyncCompletions:
+    def __init__(self, client: AsyncOpenAI) -> None:
+        self._client = client
+        self.with_raw_response = AsyncRawCompletions(self)
+
+    async def create(self, **params: Any) -> ChatCompletion | AsyncStream:
+        body, options = split_params("create", params, _CHAT_PARAMS, self._client.timeout)
+        req = chat_request(body)
+        plan = self._client._planner.plan(req.model, req)
+        headers = {**options.headers}
+        if req.stream:
+            info = StreamInfo()
+            iterator = self._client._executor.stream(
+                req, plan, headers=headers, timeout=options.timeout, holder=info
+            )
+            return AsyncStream(iterator, info)
+        return await self._client._executor.complete(req, plan, headers=headers, timeout=options.timeout)
+
+    async def parse(self, *, response_format: Any = None, **params: Any) -> ChatCompletion:
+        if params.get("stream"):
+            raise TypeError("parse() does not support stream=True; use create(stream=True)")
+        if response_format is not None:
+            params["response_format"] = type_to_response_format(response_format)
+        reply = await self.create(**params)
+        if not isinstance(reply, ChatCompletion):
+            raise TypeError("parse() expected a non-streaming reply")
+        return parse_choices(reply, response_format, params.get("tools"))
+
+
+class Chat:
+    def __init__(self, client: OpenAI) -> None:
+        self.completions = Completions(client)
+
+
+class AsyncChat:
+    def __init__(self, client: AsyncOpenAI) -> None:
+        self.completions = AsyncCompletions(client)
+
+
+# --- raw responses -------------------------------------------------------------------------------
+
+
+class RawResponse:
+    """What ``with_raw_response`` returns: the upstream's status and headers, and ``parse()``."""
+
+    def __init__(self, parsed: Any, http_response: httpx.Response | None) -> None:
+        self._parsed = parsed
+        self.http_response = http_response
+
+    @property
+    def headers(self) -> httpx.Headers:
+        return self.http_response.headers if self.http_response is not None else httpx.Headers()
+
+    @property
+    def status_code(self) -> int:
+        return self.http_response.status_code if self.http_response is not None else 200
+
+    @property
+    def request_id(self) -> str | None:
+        return self.headers.get("x-request-id")
+
+    @property
+    def url(self) -> httpx.URL | None:
+        return self.http_response.url if self.http_response is not None else None
+
+    @property
+    def text(self) -> str:
+        if isinstance(self._parsed, pydantic.BaseModel):
+            return self._parsed.model_dump_json(exclude_unset=True)
+        return ""
+
+    def parse(self) -> Any:
+        return self._parsed
+
+
+class RawCompletions:
+    def __init__(self, completions: Completions) -> None:
+        self._completions = completions
+
+    def create(self, **params: Any) -> RawResponse:
+        reply = self._completions.create(**params)
+        if isinstance(reply, Stream):
+            first = _prime(reply)
+            return RawResponse(first, reply.response)
+        return RawResponse(reply, reply._http_response)
+
+    def parse(self, **params: Any) -> RawResponse:
+        reply = self._completions.parse(**params)
+        return RawResponse(reply, reply._http_response)
+
+
+class AsyncRawCompletions:
+    def __init__(self, completions: AsyncCompletions) -> None:
+        self._completions = completions
+
+    async def create(self, **params: Any) -> RawResponse:
+        reply = await self._completions.create(**params)
+        if isinstance(reply, AsyncStream):
+            return RawResponse(reply, None)
+        return RawResponse(reply, reply._http_response)
+
+    async def parse(self, **params: Any) -> RawResponse:
+        reply = await self._completions.parse(**params)
+        return RawResponse(reply, reply._http_response)
+
+
+def _prime(stream: Stream) -> Stream:
+    """Start a stream so its response headers are known; the first chunk is kept for the caller."""
+    try:
+        first = next(stream)
+    except StopIteration:
+        return stream
+    rest = stream._iterator
+
+    def chained() -> Iterator[Any]:
+        yield first
+        yield from rest
+
+    return Stream(chained(), stream._info)
+
+
+# --- embeddings and models -----------------------------------------------------------------------
+
+_EMBED_PARAMS = frozenset({"input", "model", "dimensions", "encoding_format", "user"}) | _CALL_OPTIONS
+
+
+class Embeddings:
+    def __init__(self, client: OpenAI) -> None:
+        self._client = client
+
+    def create(self, **params: Any) -> CreateEmbeddingResponse:
+        body, options = split_params("create", params, _EMBED_PARAMS, self._client.timeout)
+        req = EmbeddingRequest.model_validate(body)
+        plan = self._client._planner.plan(req.model)
+        return self._client._executor.embed(req, plan, headers=options.headers, timeout=options.timeout)
+
+
+class AsyncEmbeddings:
+    def __init__(self, client: AsyncOpenAI) -> None:
+        self._client = client
+
+    async def create(self, **params: Any) -> CreateEmbeddingResponse:
+        body, options = split_params("create", params, _EMBED_PARAMS, self._client.timeout)
+        req = EmbeddingRequest.model_validate(body)
+        plan = self._client._planner.plan(req.model)
+        return await self._client._executor.embed(req, plan, headers=options.headers, timeout=options.timeout)
+
+
+class ModelPage(pydantic.BaseModel):
+    """``models.list()``: iterable like the SDK's ``SyncPage[Model]``, with ``.data``."""
+
+    data: list[Model]
+    object: str = "list"
+
+    def __iter__(self) -> Iterator[Model]:  # type: ignore[override]
+        return iter(self.data)
+
+
+class Models:
+    def __init__(self, client: OpenAI) -> None:
+        self._client = client
+
+    def list(self, **params: Any) -> ModelPage:
+        from gateway.targets import client_target
+
+        target = client_target(self._client._config, "")
+        spec = _models_spec(target.base_url, dict(target.headers), target.api_key)
+        raw = transport.send(self._client._http, spec, extra_headers={}, timeout=self._client.timeout)
+        return _models_page(raw)
+
+
+class AsyncModels:
+    def __init__(self, client: AsyncOpenAI) -> None:
+        self._client = client
+
+    async def list(self, **params: Any) -> ModelPage:
+        from gateway.targets import client_target
+
+        target = client_target(self._client._config, "")
+        spec = _models_spec(target.base_url, dict(target.headers), target.api_key)
+        raw = await transport.send_async(
+            self._client._http, spec, extra_headers={}, timeout=self._client.timeout
+        )
+        return _models_page(raw)
+
+
+def _models_spec(base_url: str, headers: dict[str, str], api_key: str | None) -> Any:
+    from providers.base import HTTPRequestSpec
+
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return HTTPRequestSpec("GET", base_url.rstrip("/") + "/models", headers)
+
+
+def _models_page(raw: transport.RawResponse) -> ModelPage:
+    from providers.base import decode_json, error_from_json_body
+
+    if raw.status >= 400:
+        error = error_from_json_body(raw.status, raw.headers, raw.body)
+        error.attach(raw.http_request, raw.http_response)
+        raise error
+    return ModelPage.model_validate(decode_json(raw.body, "openai"))
