@@ -99,6 +99,13 @@ class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
     allow_reuse_address = True
     block_on_close = False
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up (a closed stream, a cancelled hedge) is normal traffic here.
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError | OSError):
+            super().handle_error(request, client_address)
+
 
 class LoopbackServer:
     """Serve ``handler`` on 127.0.0.1 on a free port, in a thread.
