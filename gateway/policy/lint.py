@@ -1,0 +1,166 @@
+"""Lints: settings that are valid but probably wrong. Warnings, or errors under ``--strict``.
+
+| code | what |
+| --- | --- |
+| ``lint.fallback-smaller-context`` | a fallback candidate has a smaller context window than the primary |
+| ``lint.requires-unsatisfiable`` | a route requires a capability no candidate has |
+| ``lint.no-local-candidate`` | ``data: local_only`` but no candidate is tagged ``local`` |
+| ``lint.matches-nothing`` | a budget or rate limit matches a route that does not exist |
+| ``lint.no-price`` | a candidate has no input or output price: cost scores and budgets see it as unknown |
+| ``lint.zero-weights`` | a route's weights sum to zero, so scores cannot rank candidates |
+| ``lint.impossible-resilience`` | attempts or retries below zero, delays out of order, a deadline shorter than connect |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.policy._source import Path
+from gateway.policy.loader import source_map
+from gateway.policy.located import format_path
+from gateway.policy.references import policy_index
+from gateway.policy.schema import Policy, Route
+
+__all__ = ["LintWarning", "lint_policy"]
+
+
+@dataclass(frozen=True, slots=True)
+class LintWarning:
+    """One lint finding, located like a ``PolicyError``."""
+
+    code: str
+    message: str
+    field_path: str
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        where = self.file or "<policy>"
+        if self.line is not None:
+            where += f":{self.line}:{self.column}"
+        return f"{where}: warning [{self.code}] at {self.field_path}: {self.message}"
+
+
+class _Findings:
+    def __init__(self, policy: Policy) -> None:
+        self.smap = source_map(policy)
+        self.found: list[LintWarning] = []
+
+    def add(self, code: str, path: Path, message: str) -> None:
+        loc = self.smap.locate(path)
+        self.found.append(
+            LintWarning(
+                code=code,
+                message=message,
+                field_path=format_path(path),
+                file=self.smap.file,
+                line=loc.line if loc else None,
+                column=loc.column if loc else None,
+            )
+        )
+
+
+def _lint_candidates(policy: Policy, name: str, route: Route, out: _Findings) -> None:
+    index = policy_index(policy)
+    specs = [index.models[full] for full in index.routes.get(name, ())]
+    base: Path = ("routes", name)
+    primary = specs[0] if specs else None
+    for i, spec in enumerate(specs):
+        path = (*base, "candidates", i)
+        if not spec.has_price:
+            out.add(
+                "lint.no-price", path, f"{spec.name!r} has no price: its cost counts as unknown (the worst)"
+            )
+        if primary is None or i == 0 or spec.context_window is None or primary.context_window is None:
+            continue
+        if spec.context_window < primary.context_window:
+            out.add(
+                "lint.fallback-smaller-context",
+                path,
+                f"fallback {spec.name!r} holds {spec.context_window} tokens, the primary {primary.name!r} "
+                f"{primary.context_window}: prompts that fit the primary may not fit it",
+            )
+    for j, capability in enumerate(route.requires):
+        if specs and not any(spec.supports(capability) for spec in specs):
+            out.add(
+                "lint.requires-unsatisfiable", (*base, "requires", j), f"no candidate supports {capability!r}"
+            )
+    if route.data == "local_only" and not any("local" in spec.tags for spec in specs):
+        out.add(
+            "lint.no-local-candidate",
+            (*base, "data"),
+            "data is local_only but no candidate is tagged 'local'",
+        )
+
+
+def _lint_objective(name: str, route: Route, out: _Findings) -> None:
+    weights = route.weights
+    if weights is not None and weights.quality + weights.speed + weights.cost == 0:
+        out.add(
+            "lint.zero-weights",
+            ("routes", name, "weights"),
+            "weights sum to zero: candidates keep their order",
+        )
+
+
+def _lint_resilience(name: str, route: Route, out: _Findings) -> None:
+    base: Path = ("routes", name)
+    if route.fallback.max_attempts < 1:
+        out.add(
+            "lint.impossible-resilience",
+            (*base, "fallback", "max_attempts"),
+            "max_attempts below 1: nothing is tried",
+        )
+    retry = route.retry
+    if retry.max_retries < 0:
+        out.add("lint.impossible-resilience", (*base, "retry", "max_retries"), "max_retries is negative")
+    if retry.initial_delay_s < 0 or retry.initial_delay_s > retry.max_delay_s:
+        out.add(
+            "lint.impossible-resilience",
+            (*base, "retry", "initial_delay_s"),
+            "initial_delay_s must be between 0 and max_delay_s",
+        )
+    timeouts = route.timeouts
+    if timeouts.total_s is not None and timeouts.total_s < timeouts.connect_s:
+        out.add(
+            "lint.impossible-resilience",
+            (*base, "timeouts", "total_s"),
+            f"the deadline ({timeouts.total_s}s) is shorter than the connect timeout ({timeouts.connect_s}s)",
+        )
+    if (
+        timeouts.total_s is not None
+        and timeouts.first_token_s is not None
+        and timeouts.first_token_s > timeouts.total_s
+    ):
+        out.add(
+            "lint.impossible-resilience",
+            (*base, "timeouts", "first_token_s"),
+            "first_token_s is longer than the whole deadline total_s",
+        )
+
+
+def lint_policy(policy: Policy) -> list[LintWarning]:
+    """Every lint finding of ``policy``, in file order.
+
+    Example:
+        >>> from gateway.policy import parse_policy
+        >>> text = "version: 1\\nroutes:\\n  r:\\n    candidates: [gpt-4o-mini]\\n    weights: {}\\n"
+        >>> [w.code for w in lint_policy(parse_policy(text))]
+        ['lint.zero-weights']
+    """
+    out = _Findings(policy)
+    for name, route in policy.routes.items():
+        _lint_candidates(policy, name, route, out)
+        _lint_objective(name, route, out)
+        _lint_resilience(name, route, out)
+    for section, entries in (("budgets", policy.budgets), ("rate_limits", policy.rate_limits)):
+        for name, entry in entries.items():
+            route_name = entry.match.route
+            if route_name is not None and route_name not in policy.routes:
+                out.add(
+                    "lint.matches-nothing",
+                    (section, name, "match", "route"),
+                    f"no route is named {route_name!r}",
+                )
+    return sorted(out.found, key=lambda w: (w.line or 0, w.column or 0))

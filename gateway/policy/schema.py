@@ -1,0 +1,246 @@
+"""The policy file's schema: pydantic models with ``extra="forbid"`` wherever users write.
+
+Defaults for retries and timeouts match the openai SDK (see ``gateway/_constants.py``). Values that
+can only be judged against the rest of the policy (a route naming an unknown model) are checked by
+``gateway.policy.references``; settings that are legal but unwise are reported by
+``gateway.policy.lint``.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+
+__all__ = [
+    "BUILTIN_DEFAULT_WEIGHTS",
+    "Budget",
+    "Capability",
+    "Fallback",
+    "FallbackTrigger",
+    "Hedge",
+    "Match",
+    "ModelCapabilities",
+    "ModelEntry",
+    "Policy",
+    "Price",
+    "ProviderConfig",
+    "ProviderKind",
+    "RateLimit",
+    "Retry",
+    "Route",
+    "StateConfig",
+    "Telemetry",
+    "Timeouts",
+    "Weights",
+]
+
+ProviderKind: TypeAlias = Literal["openai", "anthropic", "gemini", "local"]
+Capability: TypeAlias = Literal["tools", "vision", "json_schema", "streaming"]
+FallbackTrigger: TypeAlias = Literal[
+    "rate_limit", "server_error", "timeout", "connection", "context_length", "content_filter", "auth"
+]
+DEFAULT_FALLBACK_ON: tuple[FallbackTrigger, ...] = ("rate_limit", "server_error", "timeout", "connection")
+Window: TypeAlias = Literal["minute", "hour", "day", "month"]
+
+
+class _Section(BaseModel):
+    # hide_input_in_errors: a value may have come from ${ENV}; errors must never echo it.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True, protected_namespaces=())
+
+
+class ProviderConfig(_Section):
+    """One deployment. A name that matches a built-in host (``openai``, ``groq``…) inherits its fields."""
+
+    kind: ProviderKind | None = None
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    api_version: str | None = None
+    options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class Price(_Section):
+    """USD per one million tokens."""
+
+    input: Decimal | None = Field(default=None, ge=0)
+    cached_input: Decimal | None = Field(default=None, ge=0)
+    output: Decimal | None = Field(default=None, ge=0)
+
+
+class ModelCapabilities(_Section):
+    tools: bool | None = None
+    vision: bool | None = None
+    json_schema: bool | None = None
+    streaming: bool | None = None
+
+
+class ModelEntry(_Section):
+    """A model: every field overrides the catalog entry of the same name, if there is one."""
+
+    provider: str | None = None
+    model: str | None = Field(default=None, description="the upstream model name")
+    price: Price | None = None
+    context_window: int | None = Field(default=None, gt=0)
+    max_output: int | None = Field(default=None, gt=0)
+    capabilities: ModelCapabilities | None = None
+    tags: list[str] | None = None
+    quality: float | None = Field(default=None, ge=0, le=1, description="prior quality, 0..1")
+    ttft_s: float | None = Field(default=None, gt=0, description="prior time to first token")
+    tokens_per_s: float | None = Field(default=None, gt=0, description="prior output speed")
+
+
+class Weights(_Section):
+    quality: float = Field(default=0.0, ge=0)
+    speed: float = Field(default=0.0, ge=0)
+    cost: float = Field(default=0.0, ge=0)
+
+
+BUILTIN_DEFAULT_WEIGHTS = Weights(quality=0.5, speed=0.25, cost=0.25)
+
+
+def _default_fallback_on() -> list[FallbackTrigger]:
+    return list(DEFAULT_FALLBACK_ON)
+
+
+class Fallback(_Section):
+    on: list[FallbackTrigger] = Field(default_factory=_default_fallback_on)
+    max_attempts: int = 3  # legal but unwise values (< 1) are a lint, not a schema error
+
+
+class Retry(_Section):
+    max_retries: int = 2
+    initial_delay_s: float = 0.5
+    max_delay_s: float = 8.0
+
+
+class Timeouts(_Section):
+    connect_s: float = Field(default=5.0, gt=0)
+    read_s: float = Field(default=600.0, gt=0)
+    first_token_s: float | None = Field(default=None, gt=0)
+    stream_idle_s: float | None = Field(default=None, gt=0)
+    total_s: float | None = Field(default=None, gt=0)
+
+
+class Hedge(_Section):
+    """Send a second request when the first is slow: after a fixed delay or the observed p95."""
+
+    after_ms: int | None = Field(default=None, gt=0)
+    p95: bool = False
+    max_extra_cost_usd: Decimal | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> Hedge:
+        if (self.after_ms is None) == (not self.p95):
+            raise ValueError("hedge needs exactly one of 'after_ms' or 'p95: true'")
+        return self
+
+
+class Route(_Section):
+    """A named choice among candidate models, with an objective, constraints and resilience settings."""
+
+    candidates: list[str] = Field(min_length=1)
+    weights: Weights | None = None
+    minimize: Literal["cost", "latency"] | None = None
+    min_quality: float | None = Field(default=None, ge=0, le=1)
+    max_latency_ms: float | None = Field(default=None, gt=0)
+    max_cost_usd: Decimal | None = Field(default=None, ge=0)
+    requires: list[Capability] = Field(default_factory=list)
+    data: Literal["any", "local_only"] = "any"
+    balance: Literal["weighted", "least_busy"] | None = None
+    balance_weights: dict[str, float] = Field(default_factory=dict)
+    explore: float = Field(default=0.0, ge=0, le=1)
+    expected_output_tokens: int = Field(default=256, gt=0)
+    fallback: Fallback = Field(default_factory=Fallback)
+    retry: Retry = Field(default_factory=Retry)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    hedge: Hedge | None = None
+    buffer_tokens: int = Field(default=0, ge=0)
+    drop_unsupported_params: bool = False
+    eval_set: str | None = None
+
+    @model_validator(mode="after")
+    def _one_objective(self) -> Route:
+        if self.weights is not None and self.minimize is not None:
+            raise ValueError("a route takes 'weights' or 'minimize', not both")
+        return self
+
+    @property
+    def effective_weights(self) -> Weights:
+        """The weights the router uses: the route's own, or ``BUILTIN_DEFAULT_WEIGHTS``."""
+        return self.weights if self.weights is not None else BUILTIN_DEFAULT_WEIGHTS
+
+
+class Match(_Section):
+    """Which requests a budget or rate limit counts; an absent field matches everything."""
+
+    team: str | None = None
+    key: str | None = None
+    route: str | None = None
+    user: str | None = None
+
+
+class Budget(_Section):
+    match: Match = Field(default_factory=Match)
+    window: Window
+    limit_usd: Decimal | None = Field(default=None, ge=0)
+    limit_tokens: int | None = Field(default=None, ge=0)
+    on_exceed: Literal["reject", "cheaper"] = "reject"
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> Budget:
+        if (self.limit_usd is None) == (self.limit_tokens is None):
+            raise ValueError("a budget needs exactly one of 'limit_usd' or 'limit_tokens'")
+        return self
+
+
+class RateLimit(_Section):
+    match: Match = Field(default_factory=Match)
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    burst: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> RateLimit:
+        if self.rpm is None and self.tpm is None:
+            raise ValueError("a rate limit needs 'rpm', 'tpm' or both")
+        return self
+
+
+class StateConfig(_Section):
+    backend: Literal["memory", "sqlite", "redis"] = "memory"
+    path: str | None = None
+    url: SecretStr | None = None
+    key_prefix: str = "switchyard:"
+    fail_open: bool = True
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> StateConfig:
+        if self.backend == "sqlite" and not self.path:
+            raise ValueError("backend 'sqlite' needs 'path'")
+        if self.backend == "redis" and self.url is None:
+            raise ValueError("backend 'redis' needs 'url'")
+        return self
+
+
+class Telemetry(_Section):
+    capture_content: bool = False
+    service_name: str = "switchyard"
+
+
+class Policy(_Section):
+    """A whole policy file. Build it with ``load_policy`` or ``parse_policy`` to get located errors."""
+
+    version: Literal[1]
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    models: dict[str, ModelEntry] = Field(default_factory=dict)
+    routes: dict[str, Route] = Field(default_factory=dict)
+    budgets: dict[str, Budget] = Field(default_factory=dict)
+    rate_limits: dict[str, RateLimit] = Field(default_factory=dict)
+    state: StateConfig = Field(default_factory=StateConfig)
+    telemetry: Telemetry = Field(default_factory=Telemetry)
+
+    # Filled by the loader: where each value came from, and the resolved model table (see index).
+    _source: object = PrivateAttr(default=None)
+    _index: object = PrivateAttr(default=None)
