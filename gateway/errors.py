@@ -113,9 +113,16 @@ class APIResponseValidationError(APIError):
     status_code: int
 
     def __init__(
-        self, message: str, *, response: httpx.Response | None = None, body: object | None = None, status_code: int = 200
+        self,
+        message: str,
+        *,
+        response: httpx.Response | None = None,
+        body: object | None = None,
+        status_code: int = 200,
     ) -> None:
-        super().__init__(message, response.request if response is not None and _has_request(response) else None, body=body)
+        super().__init__(
+            message, response.request if response is not None and _has_request(response) else None, body=body
+        )
         self.response = response
         self.status_code = status_code
 
@@ -210,7 +217,9 @@ class APITimeoutError(APIConnectionError):
 class StreamInterruptedError(APIError):
     """A stream failed after content reached the caller; ``chunks_delivered`` says how far it got."""
 
-    def __init__(self, message: str, *, provider: str, chunks_delivered: int, cause: BaseException | None = None) -> None:
+    def __init__(
+        self, message: str, *, provider: str, chunks_delivered: int, cause: BaseException | None = None
+    ) -> None:
         super().__init__(message, None, body=None)
         self.provider = provider
         self.chunks_delivered = chunks_delivered
@@ -280,7 +289,12 @@ class UnsupportedParameterError(BadRequestError):
     """A request parameter the chosen provider cannot express; raised before any network call."""
 
     def __init__(self, message: str, *, param: str, provider: str) -> None:
-        body = {"message": message, "type": "invalid_request_error", "param": param, "code": "unsupported_parameter"}
+        body = {
+            "message": message,
+            "type": "invalid_request_error",
+            "param": param,
+            "code": "unsupported_parameter",
+        }
         super().__init__(message, body=body, status_code=400)
         self.provider = provider
         self.code = "unsupported_parameter"
@@ -302,7 +316,9 @@ class NoRouteError(BadRequestError):
 class BudgetExceededError(RateLimitError):
     """A budget or rate limit of the policy refused the request before any upstream call."""
 
-    def __init__(self, message: str, *, budget: str, reset_at: float | None, retry_after_s: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, budget: str, reset_at: float | None, retry_after_s: float | None = None
+    ) -> None:
         headers = {"retry-after": str(max(0, round(retry_after_s)))} if retry_after_s is not None else {}
         body = {"message": message, "type": "budget_exceeded", "code": "budget_exceeded"}
         super().__init__(message, body=body, status_code=429, headers=headers)
@@ -319,7 +335,11 @@ class AllAttemptsFailedError(APIStatusError):
 
     def __init__(self, message: str, *, attempts: list[Any], cause: APIError) -> None:
         status = cause.status_code if isinstance(cause, APIStatusError) else 502
-        body = cause.body if isinstance(cause, APIStatusError) else {"message": str(cause), "type": "all_attempts_failed"}
+        body = (
+            cause.body
+            if isinstance(cause, APIStatusError)
+            else {"message": str(cause), "type": "all_attempts_failed"}
+        )
         response = cause.response if isinstance(cause, APIStatusError) else None
         super().__init__(message, response=response, body=body, status_code=status)
         self.attempts = attempts
