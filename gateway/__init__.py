@@ -7,6 +7,14 @@ programs use. Heavy machinery (policies, the local engine, the CLI's output) loa
 
 from __future__ import annotations
 
+import sys as _sys
+
+if "httpx" not in _sys.modules:
+    # httpx imports its command-line tool at import time when `rich` is installed (rich, pygments
+    # and click: tens of milliseconds, and rich must load only when used). Blocking that one
+    # submodule makes httpx fall back to its stub `httpx.main`; nothing else of httpx changes.
+    _sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
 import httpx as _httpx
 
 from gateway._constants import DEFAULT_CONNECTION_LIMITS, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT

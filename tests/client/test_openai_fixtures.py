@@ -42,9 +42,10 @@ def _body(name: str) -> Any:
 
 @pytest.fixture
 def clients(openai_url: str) -> Iterator[tuple[gateway.OpenAI, openai.OpenAI]]:
-    with gateway.OpenAI(api_key="sk-test", base_url=openai_url, max_retries=0) as ours, openai.OpenAI(
-        api_key="sk-test", base_url=openai_url, max_retries=0
-    ) as sdk:
+    with (
+        gateway.OpenAI(api_key="sk-test", base_url=openai_url, max_retries=0) as ours,
+        openai.OpenAI(api_key="sk-test", base_url=openai_url, max_retries=0) as sdk,
+    ):
         yield ours, sdk
 
 
@@ -71,8 +72,10 @@ def test_json_fixture_parses_like_the_sdk(name: str, clients: tuple[gateway.Open
 @pytest.mark.parametrize("name", [n for n in JSON_NAMES if _status(n) >= 400])
 def test_error_fixture_raises_like_the_sdk(name: str, clients: tuple[gateway.OpenAI, openai.OpenAI]) -> None:
     ours, sdk = clients
-    call = (lambda c: c.embeddings.create(model=f"fixture:{name}", input="x")) if "embeddings" in name else (
-        lambda c: c.chat.completions.create(model=f"fixture:{name}", messages=MESSAGES)
+    call = (
+        (lambda c: c.embeddings.create(model=f"fixture:{name}", input="x"))
+        if "embeddings" in name
+        else (lambda c: c.chat.completions.create(model=f"fixture:{name}", messages=MESSAGES))
     )
     with pytest.raises(openai.APIStatusError) as sdk_error:
         call(sdk)
@@ -94,10 +97,18 @@ def test_error_fixture_raises_like_the_sdk(name: str, clients: tuple[gateway.Ope
 @pytest.mark.parametrize("name", SSE_NAMES)
 def test_sse_fixture_streams_like_the_sdk(name: str, clients: tuple[gateway.OpenAI, openai.OpenAI]) -> None:
     ours, sdk = clients
-    got = [c.to_dict() for c in ours.chat.completions.create(model=f"fixture:{name}", messages=MESSAGES, stream=True)]
-    want = [c.to_dict() for c in sdk.chat.completions.create(model=f"fixture:{name}", messages=MESSAGES, stream=True)]
+    got = [
+        c.to_dict()
+        for c in ours.chat.completions.create(model=f"fixture:{name}", messages=MESSAGES, stream=True)
+    ]
+    want = [
+        c.to_dict()
+        for c in sdk.chat.completions.create(model=f"fixture:{name}", messages=MESSAGES, stream=True)
+    ]
     assert got == want
-    raw = next(f / f"{name}.response.sse" for f in FOLDERS if (f / f"{name}.response.sse").exists()).read_text()
+    raw = next(
+        f / f"{name}.response.sse" for f in FOLDERS if (f / f"{name}.response.sse").exists()
+    ).read_text()
     events = [line[6:] for line in raw.splitlines() if line.startswith("data: ") and line != "data: [DONE]"]
     assert got == [json.loads(e) for e in events]
 
@@ -118,6 +129,8 @@ def test_chunk_payloads_parse(path: Path) -> None:
     for chunk in chunks:
         for choice in chunk.choices:
             for call in choice.delta.tool_calls or ():
-                calls[call.index] = calls.get(call.index, "") + ((call.function and call.function.arguments) or "")
+                calls[call.index] = calls.get(call.index, "") + (
+                    (call.function and call.function.arguments) or ""
+                )
     assert calls and all(json.loads(arguments) is not None for arguments in calls.values())
     assert protocol.end_stream(state) == []

@@ -1,0 +1,91 @@
+"""The rules of the house, checked: the public surface, the layering, and a light ``import gateway``."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import gateway
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_all_lists_exactly_the_public_names() -> None:
+    public = {name for name in vars(gateway) if not name.startswith("_")} - {"annotations"}
+    modules = {name for name in public if type(getattr(gateway, name)).__name__ == "module"}
+    assert set(gateway.__all__) == public - modules | {"__version__"}
+    assert gateway.__all__ == sorted(
+        gateway.__all__, key=lambda n: (n.startswith("_"), n)
+    ) or gateway.__all__ == sorted(gateway.__all__)
+
+
+def test_openai_module_level_names_exist() -> None:
+    for name in (
+        "OpenAI",
+        "AsyncOpenAI",
+        "OpenAIError",
+        "APIError",
+        "APIStatusError",
+        "APIConnectionError",
+        "APITimeoutError",
+        "BadRequestError",
+        "AuthenticationError",
+        "PermissionDeniedError",
+        "NotFoundError",
+        "ConflictError",
+        "UnprocessableEntityError",
+        "RateLimitError",
+        "InternalServerError",
+        "NOT_GIVEN",
+        "NotGiven",
+        "pydantic_function_tool",
+        "Stream",
+        "AsyncStream",
+        "Timeout",
+        "DEFAULT_MAX_RETRIES",
+    ):
+        assert hasattr(gateway, name), name
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_providers_import_only_types_errors_and_their_base() -> None:
+    allowed_gateway = {"gateway.types", "gateway.errors"}
+    banned = {"httpx", "tenacity", "redis", "torch"}
+    for path in (ROOT / "providers").glob("*.py"):
+        for name in _imports(path):
+            top = name.split(".")[0]
+            assert top not in banned, f"{path.name} imports {name}"
+            if top == "gateway":
+                assert name in allowed_gateway, f"{path.name} imports {name}"
+            if top == "local_engine":
+                assert path.name == "local.py", (
+                    f"only providers/local.py may reach local_engine ({path.name})"
+                )
+
+
+def test_local_engine_imports_nothing_of_gateway() -> None:
+    for path in (ROOT / "local_engine").rglob("*.py"):
+        for name in _imports(path):
+            assert name.split(".")[0] not in ("gateway", "providers"), f"{path} imports {name}"
+
+
+def test_import_gateway_stays_light() -> None:
+    code = (
+        "import sys, gateway; "
+        "heavy = [m for m in ('torch', 'transformers', 'matplotlib', 'rich', 'numpy', 'tiktoken', 'redis', "
+        "'opentelemetry.sdk', 'yaml', 'local_engine', 'providers.openai') if m in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
