@@ -67,7 +67,17 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2, socket_timeout=0.2)
         deadline = time.monotonic() + 10
@@ -128,7 +138,9 @@ def backend_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def backend(backend_kind: str, clock: FakeClock, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+def backend(
+    backend_kind: str, clock: FakeClock, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Any]:
     """Each backend of the suite; memory and SQLite read TTLs from ``clock``, Redis from its own time."""
     if backend_kind == "memory":
         made: Any = MemoryBackend(clock=clock)

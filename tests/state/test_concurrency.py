@@ -89,7 +89,9 @@ def test_no_overspend_and_no_starvation_when_estimates_are_upper_bounds(kind, wo
 
 
 @pytest.mark.parametrize("kind", SHARED)
-def test_overspend_is_bounded_by_the_overruns_in_flight_when_actuals_exceed_estimates(kind, workers, shared_url):
+def test_overspend_is_bounded_by_the_overruns_in_flight_when_actuals_exceed_estimates(
+    kind, workers, shared_url
+):
     prefix = f"test:{uuid.uuid4().hex[:12]}:"
     rounds = _run_rounds(workers, shared_url(kind), prefix, actual=(ESTIMATE, ESTIMATE + 30), stale=0)
     print(f"\n{kind} overrun rounds: {rounds}")
@@ -146,7 +148,9 @@ def test_rate_limit_across_processes_admits_at_most_rate_times_time_plus_burst(k
     refused = [(t, r) for result in results for t, r in result["refused"]]
     stamps = admitted + [t for t, _ in refused]
     span = max(stamps) - min(stamps)
-    print(f"\n{kind}: {len(stamps)} requests over {span:.3f} s, {len(admitted)} admitted, {len(refused)} refused")
+    print(
+        f"\n{kind}: {len(stamps)} requests over {span:.3f} s, {len(admitted)} admitted, {len(refused)} refused"
+    )
     assert len(stamps) == PROCESSES * 250
     assert len(admitted) <= rate * span + burst
     assert len(admitted) >= rate * span * 0.8  # the limiter is not stricter than it should be

@@ -89,7 +89,9 @@ class _Down:
     """A backend whose server is gone."""
 
     def rate_limit(self, *args, **kwargs):
-        raise StateBackendUnavailableError("cannot reach Redis at redis://cache:6379", url="redis://cache:6379")
+        raise StateBackendUnavailableError(
+            "cannot reach Redis at redis://cache:6379", url="redis://cache:6379"
+        )
 
 
 def test_fail_open_admits_and_logs_when_the_backend_is_down(caplog, clock):

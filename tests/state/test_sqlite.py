@@ -1,0 +1,80 @@
+"""SQLite specifics: WAL mode, persistence, corrupt and unopenable files, URL parsing."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from gateway.errors import StateBackendError
+from gateway.state import BackendConfig, open_backend
+from gateway.state.errors import StateCorruptError
+from gateway.state.memory import MemoryBackend
+from gateway.state.sqlite import SQLiteBackend
+
+T0 = 1_800_000_000.0
+
+
+def test_state_survives_a_restart_and_runs_in_wal_mode(tmp_path):
+    path = tmp_path / "state.sqlite"
+    first = open_backend(f"sqlite://{path}")
+    first.incr("hits", 3)
+    first.reserve("b", 100, 40, "r1", 600, T0 + 3600, T0)
+    first.settle("b", "r1", 30, T0 + 3600, T0)
+    first.reserve("b", 100, 50, "r2", 600, T0 + 3600, T0)
+    first.close()
+    second = open_backend(f"sqlite://{path}")
+    assert second.incr("hits", 1) == 4.0
+    assert second.budget_usage("b", T0) == (30, 50)
+    second.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_a_corrupt_file_is_reported_with_its_path_and_left_untouched(tmp_path):
+    path = tmp_path / "state.sqlite"
+    garbage = b"this is not a database, it is a shopping list\n" * 200
+    path.write_bytes(garbage)
+    with pytest.raises(StateCorruptError) as caught:
+        open_backend(f"sqlite://{path}")
+    assert caught.value.path == str(path)
+    assert str(path) in str(caught.value)
+    assert "not modified" in str(caught.value)
+    assert isinstance(caught.value, StateBackendError)
+    assert path.read_bytes() == garbage
+
+
+def test_a_file_corrupted_while_open_is_reported_not_overwritten(tmp_path):
+    path = tmp_path / "state.sqlite"
+    backend = SQLiteBackend(str(path))
+    backend.incr("hits", 1)
+    backend.close()
+    damaged = b"\x00" * 100 + path.read_bytes()[100:]  # the 100-byte header is gone
+    path.write_bytes(damaged)
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"state.sqlite{suffix}").unlink(missing_ok=True)
+    with pytest.raises(StateCorruptError, match="state.sqlite"):
+        SQLiteBackend(str(path)).incr("hits", 1)
+    assert path.read_bytes() == damaged
+
+
+def test_an_unopenable_path_is_a_backend_error_naming_it(tmp_path):
+    missing = tmp_path / "no-such-dir" / "state.sqlite"
+    with pytest.raises(StateBackendError, match="no-such-dir") as caught:
+        open_backend(f"sqlite://{missing}")
+    assert not isinstance(caught.value, StateCorruptError)
+
+
+def test_urls_choose_the_backend(tmp_path):
+    assert isinstance(open_backend("memory://"), MemoryBackend)
+    assert isinstance(open_backend(BackendConfig(f"sqlite://{tmp_path / 's.sqlite'}")), SQLiteBackend)
+    with pytest.raises(ValueError, match="needs a path"):
+        open_backend("sqlite://")
+    with pytest.raises(ValueError, match=r"unknown state backend URL 'mongodb://<redacted>@db'"):
+        open_backend("mongodb://admin:hunter22@db")
+
+
+def test_config_repr_hides_the_password():
+    config = BackendConfig("redis://:hunter22@cache:6379/0")
+    assert "hunter22" not in repr(config)
+    assert "cache:6379" in repr(config)
