@@ -1,0 +1,231 @@
+"""The ``Meter``: an observer that turns each attempt into at most one priced usage record.
+
+Rules, in order:
+
+1. An attempt that consumed tokens produces exactly one record; one that consumed none (an error
+   before any content, a refused request) produces none. An attempt *consumed tokens* when the
+   upstream reported usage with a non-zero total, when a stream delivered text, or when it
+   succeeded (a success without usage is recorded with zero tokens and marked estimated).
+2. Reported usage is authoritative. A stream without reported usage is counted from the text it
+   delivered (``AttemptRecord.streamed_text``, see ``tokens.count_text``) and marked estimated.
+3. Records are idempotent per ``(request_id, attempt)``: the meter drops a replay it has seen, and
+   every sink stores a record id once, so replays across processes change nothing either.
+4. Nothing on the request path blocks: records go to a bounded queue per sink (``sinks.py``).
+
+Example:
+    >>> from gateway import OpenAI
+    >>> from gateway.metering import Meter, MemorySink
+    >>> sink = MemorySink()
+    >>> meter = Meter(sink)
+    >>> client = OpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", observer=meter)
+    >>> meter.close()
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from gateway.attempts import AttemptRecord
+from gateway.metering.pricing import PriceTable
+from gateway.metering.records import UsageRecord, api_key_id, outcome_of, split_metadata
+from gateway.metering.sinks import (
+    DEFAULT_FLUSH_INTERVAL_S,
+    DEFAULT_QUEUE_SIZE,
+    BufferedWriter,
+    Sink,
+    WriterStats,
+)
+from gateway.metering.tokens import CountFn, count_text
+
+__all__ = ["Meter", "MeterStats", "usage_record"]
+
+logger = logging.getLogger("gateway.metering")
+
+SEEN_CAPACITY = 100_000  # record ids remembered for in-process deduplication
+
+
+@dataclass(frozen=True, slots=True)
+class MeterStats:
+    """What the meter did so far.
+
+    Attributes:
+        records: Usage records produced.
+        skipped: Attempts that consumed no tokens (no record, by design).
+        replays: Attempts seen a second time and ignored.
+        unpriced: Records whose model has no price (cost ``None``).
+        sinks: Each sink's writer counters, in the order the sinks were given.
+    """
+
+    records: int
+    skipped: int
+    replays: int
+    unpriced: int
+    sinks: tuple[WriterStats, ...]
+
+    @property
+    def dropped(self) -> int:
+        """Records a full queue refused, over all sinks."""
+        return sum(s.dropped for s in self.sinks)
+
+
+def usage_record(
+    attempt: AttemptRecord,
+    prices: PriceTable,
+    *,
+    now: float,
+    count_fns: Mapping[str, CountFn] | None = None,
+) -> UsageRecord | None:
+    """The usage record of one attempt, or ``None`` when it consumed no tokens.
+
+    Args:
+        attempt: What the request loop reported.
+        prices: Where the cost comes from.
+        now: The wall-clock time the record is stamped with.
+        count_fns: Local models' tokenizers by model name, to count unreported stream usage exactly.
+    """
+    candidate = attempt.candidate
+    usage = attempt.usage
+    estimated = attempt.usage_estimated
+    if usage is not None:
+        prompt, completion = usage.prompt_tokens, usage.completion_tokens
+        prompt_details, completion_details = usage.prompt_tokens_details, usage.completion_tokens_details
+        cached = (prompt_details.cached_tokens or 0) if prompt_details is not None else 0
+        reasoning = (completion_details.reasoning_tokens or 0) if completion_details is not None else 0
+    elif attempt.streamed_text:
+        count_fn = (count_fns or {}).get(candidate.name)
+        prompt, cached, reasoning = 0, 0, 0
+        completion = count_text(attempt.streamed_text, candidate.name, count_fn=count_fn).tokens
+        estimated = True
+    elif attempt.outcome == "ok":
+        prompt = cached = completion = reasoning = 0
+        estimated = True
+    else:
+        return None
+    if prompt + completion <= 0 and attempt.outcome != "ok":
+        return None  # a failure that reported zero usage consumed nothing
+    team, tags = split_metadata(attempt.metadata)
+    cost = prices.cost(
+        candidate.name,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cached_tokens=cached,
+        reasoning_tokens=reasoning,
+        provider=candidate.target.provider,
+    )
+    return UsageRecord(
+        request_id=attempt.request_id,
+        attempt=attempt.attempt,
+        ts=now,
+        model=candidate.name,
+        provider=candidate.target.provider,
+        prompt_tokens=prompt,
+        cached_tokens=cached,
+        completion_tokens=completion,
+        reasoning_tokens=reasoning,
+        cost_usd=cost,
+        user=attempt.user,
+        key_id=api_key_id(candidate.target.api_key),
+        team=team,
+        tags=tags,
+        route=attempt.route or "",
+        latency_s=attempt.duration_s,
+        ttft_s=attempt.ttft_s,
+        outcome=outcome_of(attempt.outcome),
+        status_code=attempt.status_code,
+        estimated=estimated,
+    )
+
+
+class Meter:
+    """Observes attempts and writes one priced usage record per attempt that consumed tokens.
+
+    Args:
+        sinks: One sink or several (each gets its own bounded queue and writer thread).
+        prices: The price table; the bundled catalog's when ``None``.
+        count_fns: Local models' own tokenizers, by model name.
+        queue_size: Per sink, the most records waiting to be written.
+        flush_interval_s: How long a record may wait in the queue.
+        clock: Wall-clock time for the records' ``ts``.
+    """
+
+    def __init__(
+        self,
+        sinks: Sink | Sequence[Sink] = (),
+        *,
+        prices: PriceTable | None = None,
+        count_fns: Mapping[str, CountFn] | None = None,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        sink_list = [sinks] if isinstance(sinks, Sink) else list(sinks)
+        self._writers = [
+            BufferedWriter(s, queue_size=queue_size, flush_interval_s=flush_interval_s) for s in sink_list
+        ]
+        self._prices = prices
+        self._count_fns = dict(count_fns or {})
+        self._clock = clock
+        self._seen: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self._records = self._skipped = self._replays = self._unpriced = 0
+
+    @property
+    def prices(self) -> PriceTable:
+        """The price table (the catalog's is loaded on first use)."""
+        if self._prices is None:
+            self._prices = PriceTable.from_catalog()
+        return self._prices
+
+    def attempt_finished(self, record: AttemptRecord) -> None:
+        """The observer hook: meter one attempt. Never raises into the request path."""
+        key = (record.request_id, record.attempt)
+        with self._lock:
+            if key in self._seen:
+                self._replays += 1
+                return
+            self._seen[key] = None
+            if len(self._seen) > SEEN_CAPACITY:
+                self._seen.popitem(last=False)
+        try:
+            usage = usage_record(record, self.prices, now=self._clock(), count_fns=self._count_fns)
+        except Exception:  # noqa: BLE001 - metering must not fail a request; the failure is logged
+            logger.exception("could not meter attempt %s:%d", record.request_id, record.attempt)
+            return
+        with self._lock:
+            if usage is None:
+                self._skipped += 1
+                return
+            self._records += 1
+            self._unpriced += usage.cost_usd is None
+        for writer in self._writers:
+            writer.submit(usage)
+
+    def stats(self) -> MeterStats:
+        """Counters of the meter and of each sink's writer."""
+        with self._lock:
+            counts = (self._records, self._skipped, self._replays, self._unpriced)
+        return MeterStats(*counts, sinks=tuple(w.stats() for w in self._writers))
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Write every queued record now; ``True`` when all sinks drained within ``timeout``."""
+        drained = [writer.flush(timeout) for writer in self._writers]  # flush every sink, even after a False
+        return all(drained)
+
+    def close(self) -> None:
+        """Flush, stop the writer threads and close the sinks. Also done at interpreter exit."""
+        for writer in self._writers:
+            writer.close()
+        dropped = self.stats().dropped
+        if dropped:
+            logger.warning("the usage meter dropped %d records because a queue was full", dropped)
+
+    def __enter__(self) -> Meter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
