@@ -244,3 +244,11 @@ class Policy(_Section):
     # Filled by the loader: where each value came from, and the resolved model table (see index).
     _source: object = PrivateAttr(default=None)
     _index: object = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:
+        # Equal content is an equal policy, wherever it was loaded from (the private attrs differ).
+        if not isinstance(other, Policy):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # holds dicts: not hashable, as pydantic's would fail anyway
