@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.attempts import Candidate, Plan
-from gateway.targets import ClientConfig, client_target, host_target, split_model, unknown_route
+from gateway.targets import ClientConfig, client_target, host_target, require_key, split_model, unknown_route
 from gateway.types import ChatRequest
 from providers.hosts import HOSTS
 
@@ -31,4 +31,6 @@ class Planner:
         provider, name = split_model(model)
         if provider is None or provider == "openai":
             return Candidate(client_target(self.config, name), model)
-        return Candidate(host_target(HOSTS[provider], name), model)
+        target = host_target(HOSTS[provider], name)
+        require_key(target)
+        return Candidate(target, model)

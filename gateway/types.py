@@ -383,8 +383,8 @@ class ChatRequest(_RequestModel):
         return messages
 
     def body(self) -> dict[str, Any]:
-        """The request as the OpenAI wire body: only the fields the caller set."""
-        return self.model_dump(exclude_unset=True)
+        """The request as the OpenAI wire body: only the fields the caller set, values as given."""
+        return self.model_dump(exclude_unset=True, warnings=False)
 
     @property
     def max_output_tokens(self) -> int | None:
