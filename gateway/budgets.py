@@ -50,7 +50,8 @@ from gateway.state.base import StateBackend
 
 Period = Literal["minute", "hour", "day", "month"]
 Unit = Literal["usd", "tokens"]
-Scope = Literal["team", "key", "route", "global"]
+Scope = Literal["team", "key", "route", "user", "global"]
+SCOPES = ("team", "key", "route", "user", "global")
 
 DEFAULT_LEASE_S = 600.0
 MICRO_USD = Decimal(1_000_000)
@@ -68,7 +69,10 @@ class Budget:
         limit: USD (a ``Decimal``) or tokens (an ``int``) per window.
         unit: ``"usd"`` or ``"tokens"``.
         period: ``"minute"``, ``"hour"``, ``"day"`` or ``"month"`` (UTC calendar windows).
-        scope: Each ``"team"``, ``"key"`` or ``"route"`` gets its own allowance; ``"global"`` is one.
+        scope: Each ``"team"``, ``"key"``, ``"route"`` or ``"user"`` gets its own allowance;
+            ``"global"`` is one allowance for every request it applies to.
+        match: Only requests whose subject has these values count, e.g. ``(("team", "a"),)``;
+            empty matches every request (a policy's ``match:`` with ``scope="global"``).
     """
 
     name: str
@@ -76,16 +80,22 @@ class Budget:
     unit: Unit = "usd"
     period: Period = "day"
     scope: Scope = "team"
+    match: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.unit not in ("usd", "tokens"):
             raise ValueError(f"budget {self.name!r}: unit must be 'usd' or 'tokens', got {self.unit!r}")
         if self.period not in ("minute", "hour", "day", "month"):
             raise ValueError(f"budget {self.name!r}: period must be minute, hour, day or month")
-        if self.scope not in ("team", "key", "route", "global"):
-            raise ValueError(f"budget {self.name!r}: scope must be team, key, route or global")
+        if self.scope not in SCOPES:
+            raise ValueError(f"budget {self.name!r}: scope must be one of {', '.join(SCOPES)}")
+        check_match(f"budget {self.name!r}", self.match)
         if Decimal(self.limit) < 0:
             raise ValueError(f"budget {self.name!r}: limit must be >= 0, got {self.limit}")
+
+    def applies(self, subject: Subject) -> bool:
+        """Whether requests of ``subject`` count against this budget."""
+        return all(getattr(subject, field) == value for field, value in self.match)
 
     def units(self, cost: Cost) -> int:
         """The integer amount this budget counts for ``cost`` (micro-USD rounded up, or tokens)."""
@@ -106,6 +116,14 @@ class Subject:
     team: str = ""
     key: str = ""
     route: str = ""
+    user: str = ""
+
+
+def check_match(owner: str, match: tuple[tuple[str, str], ...]) -> None:
+    """Refuse a ``match`` that names something other than a subject field."""
+    for field, _ in match:
+        if field not in ("team", "key", "route", "user"):
+            raise ValueError(f"{owner}: cannot match on {field!r}; use team, key, route or user")
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +235,8 @@ class Budgets:
         now = self._clock()
         taken: list[_Hold] = []
         for budget in self.budgets:
+            if not budget.applies(subject):
+                continue
             hold = self._hold(budget, subject, now)
             result = self.backend.reserve(
                 hold.key,
@@ -252,10 +272,10 @@ class Budgets:
         self._drop(reservation.holds, reservation.reservation_id, self._clock())
 
     def status(self, subject: Subject) -> list[BudgetStatus]:
-        """Return where each budget stands for ``subject`` in the current window."""
+        """Return where each budget that applies to ``subject`` stands in the current window."""
         now = self._clock()
         report = []
-        for budget in self.budgets:
+        for budget in filter(lambda b: b.applies(subject), self.budgets):
             hold = self._hold(budget, subject, now)
             used, reserved = self.backend.budget_usage(hold.key, now)
             report.append(

@@ -27,12 +27,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from gateway.budgets import SCOPES, Scope, Subject, check_match
 from gateway.errors import StateBackendError
 from gateway.state.base import StateBackend
 from gateway.state.errors import RateLimitExceededError
 
 Unit = Literal["requests", "tokens"]
-Scope = Literal["team", "key", "route", "global"]
 
 _log = logging.getLogger("gateway.ratelimit")
 
@@ -48,7 +48,9 @@ class RateLimit:
         rate_per_s: Sustained rate, in units per second.
         burst: Units admitted at once from idle; a request costing more never fits.
         unit: ``"requests"`` (cost 1 each) or ``"tokens"`` (cost = estimated tokens).
-        scope: Each ``"key"``, ``"team"`` or ``"route"`` gets its own limit; ``"global"`` is one.
+        scope: Each ``"key"``, ``"team"``, ``"route"`` or ``"user"`` gets its own limit;
+            ``"global"`` is one limit for every request it applies to.
+        match: Only requests whose subject has these values count, e.g. ``(("route", "chat"),)``.
     """
 
     name: str
@@ -56,6 +58,7 @@ class RateLimit:
     burst: float
     unit: Unit = "requests"
     scope: Scope = "key"
+    match: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not (self.rate_per_s > 0 and math.isfinite(self.rate_per_s)):
@@ -64,8 +67,9 @@ class RateLimit:
             raise ValueError(f"rate limit {self.name!r}: burst must be >= 1, got {self.burst}")
         if self.unit not in ("requests", "tokens"):
             raise ValueError(f"rate limit {self.name!r}: unit must be 'requests' or 'tokens'")
-        if self.scope not in ("team", "key", "route", "global"):
-            raise ValueError(f"rate limit {self.name!r}: scope must be team, key, route or global")
+        if self.scope not in SCOPES:
+            raise ValueError(f"rate limit {self.name!r}: scope must be one of {', '.join(SCOPES)}")
+        check_match(f"rate limit {self.name!r}", self.match)
 
     @classmethod
     def rpm(
@@ -131,21 +135,22 @@ class RateLimiter:
         self.fail_open = fail_open
         self._clock = clock
 
-    def _charges(self, subject: object, tokens: int) -> list[_Charge]:
+    def _charges(self, subject: Subject, tokens: int) -> list[_Charge]:
         charges = []
         for limit in self.limits:
+            if not all(getattr(subject, field) == value for field, value in limit.match):
+                continue
             cost = 1.0 if limit.unit == "requests" else float(tokens)
             if cost > 0:
                 who = "*" if limit.scope == "global" else getattr(subject, limit.scope)
                 charges.append(_Charge(limit, f"ratelimit:{limit.name}:{limit.scope}={who}", cost))
         return charges
 
-    def acquire(self, subject: object, tokens: int = 0) -> RateLimitGrant:
+    def acquire(self, subject: Subject, tokens: int = 0) -> RateLimitGrant:
         """Consume one request and ``tokens`` estimated tokens from every limit, or nothing.
 
         Args:
-            subject: Who is asking: an object with ``team``, ``key`` and ``route`` attributes
-                (such as :class:`gateway.budgets.Subject`).
+            subject: Who is asking.
             tokens: The request's estimated tokens (prompt plus ``max_tokens``).
 
         Returns:
@@ -206,7 +211,7 @@ class RateLimiter:
                 "token usage not recorded: state backend %r unavailable (fail_open=True)", self.backend
             )
 
-    async def aacquire(self, subject: object, tokens: int = 0) -> RateLimitGrant:
+    async def aacquire(self, subject: Subject, tokens: int = 0) -> RateLimitGrant:
         """Async :meth:`acquire`; the backend calls run in a worker thread."""
         return await asyncio.to_thread(self.acquire, subject, tokens)
 

@@ -162,3 +162,28 @@ def test_invalid_budgets_are_refused_when_built(kwargs, message):
 def test_duplicate_budget_names_are_refused(backend):
     with pytest.raises(ValueError, match="unique"):
         Budgets(backend, [Budget("b", USD(1)), Budget("b", USD(2))])
+
+
+def test_match_limits_a_budget_to_the_requests_it_names(backend, clock):
+    support = Budget("support", 100, "tokens", scope="global", match=(("route", "support"),))
+    budgets = Budgets(backend, [support], clock=clock)
+    budgets.reserve(Subject(route="support"), Cost(tokens=100))
+    budgets.reserve(Subject(route="batch"), Cost(tokens=10_000))  # not counted
+    with pytest.raises(BudgetExceededError):
+        budgets.reserve(Subject(team="b", route="support"), Cost(tokens=1))
+    assert budgets.status(Subject(route="batch")) == []
+    with pytest.raises(ValueError, match="cannot match on 'colour'"):
+        Budget("b", 1, match=(("colour", "red"),))
+
+
+def test_sequential_overruns_overspend_by_at_most_one_request(backend, clock):
+    budgets = Budgets(backend, [Budget("b", 1000, "tokens")], clock=clock)
+    while True:
+        try:
+            hold = budgets.reserve(TEAM_A, Cost(tokens=100))
+        except BudgetExceededError:
+            break
+        budgets.settle(hold, Cost(tokens=150))  # the estimate was 50 % short
+    used = budgets.status(TEAM_A)[0].used
+    assert used == 1050  # the 7th call was admitted at 900 (900 + 100 fits) and cost 150
+    assert 0 < used - 1000 <= 150
