@@ -8,7 +8,9 @@ Failure behaviour: each command gives up after ``timeout_s`` (connect and read a
 own retries are switched off, so an unreachable, stopped or restarting server surfaces as
 :class:`~gateway.state.errors.StateBackendUnavailableError` within about ``timeout_s``; nothing
 hangs. Callers decide what that means: budgets fail closed, rate limits follow their ``fail_open``
-flag. Once the server is back, the next call reconnects by itself.
+flag. Once the server is back, the next call reconnects by itself. A command that timed out may
+still run when a stopped server resumes: a late ``reserve`` then holds room until its lease ends
+(the safe direction), and a late ``settle`` is idempotent.
 
 Keys are ``<key_prefix><key>``; a budget window uses four keys sharing one hash tag, so the scripts
 also run on Redis Cluster.
@@ -17,6 +19,7 @@ also run on Redis Cluster.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -124,15 +127,11 @@ class RedisBackend:
         return float(self._run(self._incr, [self._key(key)], [_fmt(amount), ttl_ms]))
 
     def get_json(self, key: str) -> JSONValue | None:
-        import json
-
         with self._errors():
             text = self._client.get(self._key(key))
         return None if text is None else json.loads(text)
 
     def set_json(self, key: str, value: JSONValue, ttl_s: float | None = None) -> None:
-        import json
-
         ttl_ms = None if ttl_s is None else max(1, math.ceil(ttl_s * 1000))
         with self._errors():
             self._client.set(self._key(key), json.dumps(value), px=ttl_ms)

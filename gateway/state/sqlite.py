@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -42,6 +43,8 @@ CREATE TABLE IF NOT EXISTS settled (key TEXT NOT NULL, id TEXT NOT NULL, window_
     PRIMARY KEY (key, id));
 CREATE TABLE IF NOT EXISTS usage (record_id TEXT PRIMARY KEY, ts REAL NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS usage_ts ON usage (ts);
+CREATE INDEX IF NOT EXISTS budget_end ON budget (window_end);
+CREATE INDEX IF NOT EXISTS settled_end ON settled (window_end);
 """
 
 
@@ -85,13 +88,14 @@ class SQLiteBackend:
 
     def _connect(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
+        if db is None or self._local.pid != os.getpid():  # never reuse a connection across fork
             db = sqlite3.connect(
                 self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False
             )
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
+            self._local.pid = os.getpid()
             self._local.writes = 0
             with self._all_lock:
                 self._all.append(db)
@@ -108,11 +112,11 @@ class SQLiteBackend:
             raise StateCorruptError(self.path, str(exc)) from exc
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction: taken the write lock up front, so no upgrade deadlock."""
+    def _tx(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction; writers take the lock up front (``BEGIN IMMEDIATE``): no upgrade deadlock."""
         with self._errors():
             db = self._connect()
-            db.execute("BEGIN IMMEDIATE")
+            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield db
             except BaseException:
@@ -146,7 +150,7 @@ class SQLiteBackend:
             return value
 
     def get_json(self, key: str) -> JSONValue | None:
-        with self._tx() as db:
+        with self._tx(write=False) as db:
             return self._read(db, key)
 
     def set_json(self, key: str, value: JSONValue, ttl_s: float | None = None) -> None:
@@ -229,7 +233,7 @@ class SQLiteBackend:
             return cursor.rowcount > 0
 
     def budget_usage(self, key: str, now: float) -> tuple[int, int]:
-        with self._tx() as db:
+        with self._tx(write=False) as db:
             row = db.execute("SELECT used, window_end FROM budget WHERE key = ?", (key,)).fetchone()
             if row is None or row[1] <= now:
                 return (0, 0)
@@ -273,7 +277,7 @@ class SQLiteBackend:
     def query_usage(
         self, since: float, group_by: Sequence[str] = (), until: float | None = None
     ) -> list[UsageTotal]:
-        with self._tx() as db:
+        with self._tx(write=False) as db:
             rows = db.execute(
                 "SELECT body FROM usage WHERE ts >= ? AND ts < ?",
                 (since, float("inf") if until is None else until),
