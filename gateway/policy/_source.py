@@ -127,7 +127,13 @@ def _mark(node: Node) -> Location:
 
 
 def _read_yaml(text: str, smap: SourceMap, problems: list[PolicyError]) -> Any:
-    loader = _PolicyLoader(text)
+    try:
+        loader = _PolicyLoader(text)
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        message = f"invalid YAML: character {exc.character!r} is not allowed"
+        raise _error(smap, message, "policy.syntax", Location(line, column)) from None
     try:
         root = loader.get_single_node()
     except _TooDeep as exc:

@@ -130,6 +130,8 @@ def parse_policy(
             )
         )
         raise combine(filename, problems)
+    if problems:  # unsafe tags, duplicate keys: the document is not what its author meant; stop here
+        raise combine(filename, problems)
     data = expand_env(data, (), os.environ if env is None else env, smap, problems)
     policy = _validate(data, smap, problems)
     if problems or policy is None:

@@ -19,7 +19,9 @@ from pydantic import BaseModel, ValidationError
 from gateway.errors import PolicyError
 from gateway.policy._source import Path, SourceMap
 
-__all__ = ["combine", "did_you_mean", "format_path", "from_validation_error", "located"]
+__all__ = ["MAX_ERRORS", "combine", "did_you_mean", "format_path", "from_validation_error", "located"]
+
+MAX_ERRORS = 50  # reported in full; past this, a broken or hostile file gets a count, not a list
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
@@ -66,7 +68,11 @@ def located(smap: SourceMap, message: str, code: str, path: Path, *, key: bool =
 
 def combine(file: str, errors: list[PolicyError]) -> PolicyError:
     """One ``PolicyError`` carrying all of ``errors`` (sorted by position); itself when there is one."""
-    ordered = sorted(errors, key=lambda e: (e.line or 0, e.column or 0))
+    ordered = sorted(errors, key=lambda e: (e.line is None, e.line or 0, e.column or 0))
+    if len(ordered) > MAX_ERRORS:
+        more = len(ordered) - MAX_ERRORS
+        ordered = ordered[:MAX_ERRORS]
+        ordered.append(PolicyError(f"... and {more} more problems", code="policy.too-many-errors", file=file))
     if len(ordered) == 1:
         return ordered[0]
     first = ordered[0]
@@ -159,4 +165,9 @@ def from_validation_error(
     exc: ValidationError, root: type[BaseModel], data: Any, smap: SourceMap
 ) -> list[PolicyError]:
     """Every error of ``exc`` as a located ``PolicyError``."""
-    return [_one(error, root, data, smap) for error in exc.errors(include_url=False, include_input=False)]
+    errors = exc.errors(include_url=False, include_input=False)
+    found = [_one(error, root, data, smap) for error in errors[:MAX_ERRORS]]
+    if len(errors) > MAX_ERRORS:
+        message = f"... and {len(errors) - MAX_ERRORS} more schema problems"
+        found.append(PolicyError(message, code="policy.too-many-errors", file=smap.file))
+    return found

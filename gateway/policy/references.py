@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from gateway.catalog import ModelSpec, load_catalog
 from gateway.errors import PolicyError
 from gateway.policy._source import Path
-from gateway.policy.located import did_you_mean
+from gateway.policy.located import MAX_ERRORS, did_you_mean
 from gateway.policy.schema import ModelEntry, Policy
 from providers.hosts import HOSTS
 
@@ -120,7 +120,9 @@ def raw_candidate_problems(data: Mapping[str, Any]) -> list[Problem]:
         candidates = route.get("candidates") if isinstance(route, dict) else None
         for i, candidate in enumerate(candidates if isinstance(candidates, list) else ()):
             if isinstance(candidate, str) and _resolve(candidate, policy_models) is None:
-                hint = did_you_mean(candidate, _model_names(policy_models))
+                hint = (
+                    did_you_mean(candidate, _model_names(policy_models)) if len(problems) < MAX_ERRORS else ""
+                )
                 path = ("routes", route_name, "candidates", i)
                 problems.append(Problem(path, f"unknown model {candidate!r}{hint}", "policy.unknown-model"))
     return problems
@@ -169,7 +171,9 @@ def _resolve_routes(
             path: Path = ("routes", route_name, "candidates", i)
             full = resolve_model_name(policy, candidate)
             if full is None:
-                hint = did_you_mean(candidate, _model_names(policy.models))
+                hint = (
+                    did_you_mean(candidate, _model_names(policy.models)) if len(problems) < MAX_ERRORS else ""
+                )
                 problems.append(Problem(path, f"unknown model {candidate!r}{hint}", "policy.unknown-model"))
             elif full in resolved:
                 problems.append(

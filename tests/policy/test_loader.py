@@ -66,7 +66,11 @@ def test_values_are_resolved_and_typed() -> None:
     index = policy_index(policy)
     assert index.routes["support"] == ("cheap", "anthropic/claude-haiku-4-5", "openai/gpt-4.1")
     cheap = index.models["cheap"]
-    assert (cheap.upstream, cheap.context_window, cheap.input_price) == ("gpt-4o-mini", 128000, Decimal("0.15"))
+    assert (cheap.upstream, cheap.context_window, cheap.input_price) == (
+        "gpt-4o-mini",
+        128000,
+        Decimal("0.15"),
+    )
 
 
 def test_secrets_are_expanded_but_never_shown() -> None:
@@ -99,7 +103,7 @@ def test_unknown_model_names_the_candidate_index_and_suggests() -> None:
 
 def test_unknown_provider_is_located_with_a_suggestion() -> None:
     errors = errors_of("version: 1\nmodels:\n  m:\n    provider: opneai\n")
-    assert where(errors) == [(4, 15, 'models.m.provider', "policy.unknown-provider")]
+    assert where(errors) == [(4, 15, "models.m.provider", "policy.unknown-provider")]
     assert "did you mean 'openai'?" in errors[0].message
 
 
@@ -203,7 +207,11 @@ def test_policy_overrides_a_catalog_entry_field_by_field() -> None:
         env=ENV,
     )
     spec = policy_index(policy).models["openai/gpt-4o"]
-    assert (spec.input_price, spec.output_price, spec.tags) == (Decimal("2.50"), Decimal(9), frozenset({"preferred"}))
+    assert (spec.input_price, spec.output_price, spec.tags) == (
+        Decimal("2.50"),
+        Decimal(9),
+        frozenset({"preferred"}),
+    )
     assert spec.context_window == 128000
 
 
