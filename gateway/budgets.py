@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import contextlib
 import math
 import time
 import uuid
@@ -45,7 +46,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Literal
 
-from gateway.errors import BudgetExceededError
+from gateway.errors import BudgetExceededError, StateBackendError
 from gateway.state.base import StateBackend
 
 Period = Literal["minute", "hour", "day", "month"]
@@ -234,6 +235,17 @@ class Budgets:
         rid = reservation_id or uuid.uuid4().hex
         now = self._clock()
         taken: list[_Hold] = []
+        try:
+            self._reserve_each(subject, worst_case, rid, now, taken)
+        except StateBackendError:
+            with contextlib.suppress(StateBackendError):  # if this fails too, the leases expire
+                self._drop(taken, rid, now)
+            raise
+        return BudgetReservation(rid, subject, tuple(taken))
+
+    def _reserve_each(
+        self, subject: Subject, worst_case: Cost, rid: str, now: float, taken: list[_Hold]
+    ) -> None:
         for budget in self.budgets:
             if not budget.applies(subject):
                 continue
@@ -251,7 +263,6 @@ class Budgets:
                 self._drop(taken, rid, now)
                 raise _exceeded(budget, hold.window_end, now)
             taken.append(hold)
-        return BudgetReservation(rid, subject, tuple(taken))
 
     def _drop(self, holds: Sequence[_Hold], rid: str, now: float) -> None:
         for hold in holds:

@@ -11,7 +11,7 @@ then corrects them by the difference to the actual tokens (a correction is appli
 limit: the tokens were spent).
 
 Failure behaviour: ``fail_open=True`` (the default) admits requests when the state backend cannot be
-reached, logging a warning each time: a rate limit protects an upstream quota that the provider
+reached, logging a warning (at most every ``WARN_EVERY_S`` seconds): a rate limit protects an upstream quota that the provider
 enforces anyway, and losing the limiter should not take the gateway down. ``fail_open=False`` raises
 :class:`~gateway.state.errors.StateBackendUnavailableError` instead. (Budgets, which guard money,
 always fail closed.)
@@ -35,6 +35,7 @@ from gateway.state.errors import RateLimitExceededError
 Unit = Literal["requests", "tokens"]
 
 _log = logging.getLogger("gateway.ratelimit")
+WARN_EVERY_S = 10.0
 
 __all__ = ["RateLimit", "RateLimitExceededError", "RateLimitGrant", "RateLimiter"]
 
@@ -134,6 +135,7 @@ class RateLimiter:
         self.limits = tuple(limits)
         self.fail_open = fail_open
         self._clock = clock
+        self._warned_at = -math.inf
 
     def _charges(self, subject: Subject, tokens: int) -> list[_Charge]:
         charges = []

@@ -7,7 +7,8 @@ when Redis answers ``NOSCRIPT`` (after a restart or ``SCRIPT FLUSH``): redis-py'
 Failure behaviour: each command gives up after ``timeout_s`` (connect and read alike) and redis-py's
 own retries are switched off, so an unreachable, stopped or restarting server surfaces as
 :class:`~gateway.state.errors.StateBackendUnavailableError` within about ``timeout_s``; nothing
-hangs. Callers decide what that means: budgets fail closed, rate limits follow their ``fail_open``
+hangs. After a failure, calls fail at once for ``retry_interval_s`` rather than each waiting out
+the timeout. Callers decide what that means: budgets fail closed, rate limits follow their ``fail_open``
 flag. Once the server is back, the next call reconnects by itself. A command that timed out may
 still run when a stopped server resumes: a late ``reserve`` then holds room until its lease ends
 (the safe direction), and a late ``settle`` is idempotent.
@@ -21,7 +22,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 
 DEFAULT_KEY_PREFIX = "switchyard:"
 DEFAULT_TIMEOUT_S = 1.0
+DEFAULT_RETRY_INTERVAL_S = 0.25
 _USAGE_CHUNK = 1000
 
 
@@ -61,6 +64,9 @@ class RedisBackend:
         url: ``redis://[:password@]host:port/db`` (or ``rediss://``).
         key_prefix: Prepended to every key, so several gateways (or tests) can share one server.
         timeout_s: Connect and read timeout of every command.
+        retry_interval_s: After a connection failure, calls fail at once for this long instead of
+            each waiting ``timeout_s`` on a dead server; then the next call tries again.
+        monotonic: The clock of ``retry_interval_s``.
 
     Raises:
         StateBackendUnavailableError: The server cannot be reached at start-up. The message names
@@ -68,10 +74,19 @@ class RedisBackend:
     """
 
     def __init__(
-        self, url: str, *, key_prefix: str = DEFAULT_KEY_PREFIX, timeout_s: float = DEFAULT_TIMEOUT_S
+        self,
+        url: str,
+        *,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        retry_interval_s: float = DEFAULT_RETRY_INTERVAL_S,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = redact_url(url)
         self.key_prefix = key_prefix
+        self._retry_interval_s = retry_interval_s
+        self._monotonic = monotonic
+        self._down_until = 0.0
         self._client = redis.Redis.from_url(
             url,
             socket_timeout=timeout_s,
@@ -96,9 +111,15 @@ class RedisBackend:
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
         """The one place where redis-py's errors become state errors, with the password removed."""
+        if self._monotonic() < self._down_until:
+            raise StateBackendUnavailableError(
+                f"Redis at {self.url} failed less than {self._retry_interval_s} s ago; not retrying yet",
+                url=self.url,
+            )
         try:
             yield
         except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self._down_until = self._monotonic() + self._retry_interval_s
             raise StateBackendUnavailableError(
                 f"cannot reach Redis at {self.url}: {self._scrub(exc)}. Check that the server is running "
                 "and reachable, or choose another state backend.",
