@@ -1,0 +1,208 @@
+"""Token counting: encodings, the chat-format overhead, tools, estimates, local tokenizers, speed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from gateway.metering import TokenCount, count_chat, count_text, count_tools, encoding_for
+from gateway.metering import tokens as tokens_module
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_current_weather",
+        "description": "Get the current weather in a given location",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"},
+                "unit": {
+                    "type": "string",
+                    "description": "The unit of temperature",
+                    "enum": ["celsius", "fahrenheit"],
+                },
+            },
+            "required": ["location"],
+        },
+    },
+}
+
+COOKBOOK_MESSAGES = [
+    {
+        "role": "system",
+        "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain English.",
+    },
+    {"role": "system", "name": "example_user", "content": "New synergies will help drive top-line growth."},
+    {
+        "role": "system",
+        "name": "example_assistant",
+        "content": "Things working well together will increase revenue.",
+    },
+    {
+        "role": "system",
+        "name": "example_user",
+        "content": "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage.",
+    },
+    {
+        "role": "system",
+        "name": "example_assistant",
+        "content": "Let's talk later when we're less busy about how to do better.",
+    },
+    {
+        "role": "user",
+        "content": "This late pivot means we don't have time to boil the ocean for the client deliverable.",
+    },
+]
+
+
+@pytest.mark.parametrize(
+    ("model", "encoding"),
+    [
+        ("gpt-4o", "o200k_base"),
+        ("openai/gpt-4o-mini", "o200k_base"),
+        ("gpt-4.1-nano", "o200k_base"),
+        ("gpt-5", "o200k_base"),
+        ("o3-mini", "o200k_base"),
+        ("gpt-4", "cl100k_base"),
+        ("gpt-3.5-turbo", "cl100k_base"),
+        ("text-embedding-3-small", "cl100k_base"),
+    ],
+)
+def test_encoding_per_model(model: str, encoding: str) -> None:
+    assert encoding_for(model) == encoding
+
+
+def test_cookbook_example_counts_exactly_with_cl100k() -> None:
+    # OpenAI's cookbook ("How to count tokens with tiktoken") reports 129 prompt tokens for gpt-4.
+    assert count_chat(COOKBOOK_MESSAGES, "gpt-4") == TokenCount(129, False, "cl100k_base")
+
+
+def test_overhead_per_message_name_and_priming() -> None:
+    one = count_chat([{"role": "user", "content": "hello"}], "gpt-4").tokens
+    two = count_chat([{"role": "user", "content": "hello"}] * 2, "gpt-4").tokens
+    named = count_chat([{"role": "user", "content": "hello", "name": "bob"}], "gpt-4").tokens
+    hello, user, bob = (count_text(t, "gpt-4").tokens for t in ("hello", "user", "bob"))
+    assert one == 3 + user + hello + 3
+    assert two - one == 3 + user + hello
+    assert named - one == bob + 1
+
+
+def test_o200k_model_offline_is_counted_with_the_nearest_encoding_and_marked() -> None:
+    count = count_chat([{"role": "user", "content": "hello world"}], "gpt-4o-mini")
+    assert count.method in ("o200k_base", "cl100k_base")
+    assert count.approximate is (count.method != "o200k_base")
+
+
+def test_tools_follow_the_cookbook() -> None:
+    # The cookbook's function-calling example: the tool adds its own tokens beyond the messages'.
+    messages = [{"role": "user", "content": "What's the weather like in San Francisco?"}]
+    with_tools = count_chat(messages, "gpt-4", tools=[WEATHER_TOOL]).tokens
+    without = count_chat(messages, "gpt-4").tokens
+    tool = count_tools([WEATHER_TOOL], "gpt-4").tokens
+    assert with_tools - without == tool
+    enc = tokens_module._load("cl100k_base").encoder
+    assert enc is not None
+
+    def n(text: str) -> int:
+        return len(enc.encode_ordinary(text))
+
+    expected = (
+        7
+        + n("get_current_weather:Get the current weather in a given location")
+        + 3
+        + 3
+        + n("location:string:The city and state, e.g. San Francisco, CA")
+        + 3
+        + (-3 + 3 + n("celsius") + 3 + n("fahrenheit"))
+        + n("unit:string:The unit of temperature")
+        + 12
+    )
+    assert tool == expected
+
+
+def test_content_parts_tool_calls_and_images() -> None:
+    parts = [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "x"}}],
+        }
+    ]
+    count = count_chat(parts, "gpt-4")
+    assert count.approximate and count.tokens == 3 + 1 + count_text("look", "gpt-4").tokens + 85 + 3
+    call = [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}
+            ],
+        }
+    ]
+    assert (
+        count_chat(call, "gpt-4").tokens
+        == 3 + count_text("assistant", "gpt-4").tokens + 1 + count_text('{"a":1}', "gpt-4").tokens + 3
+    )
+
+
+def test_anthropic_and_gemini_are_documented_estimates() -> None:
+    messages = [{"role": "user", "content": "x" * 400}]
+    claude = count_chat(messages, "anthropic/claude-3-5-haiku-latest")
+    gemini = count_chat(messages, "gemini/gemini-2.0-flash")
+    assert (claude.approximate, claude.method) == (True, "anthropic-estimate")
+    assert gemini == TokenCount(
+        3 + 4 + 1 + 100, True, "gemini-estimate"
+    )  # priming, per message, "user", 400/4
+    assert count_text("x" * 10, "gemini-1.5-pro") == TokenCount(3, True, "gemini-estimate")
+    plain = count_text("hello world", "gpt-4").tokens
+    assert count_text("hello world", "claude-sonnet-4").tokens == -(-plain * 12 // 10)
+
+
+def test_local_model_counts_with_its_own_tokenizer() -> None:
+    def count_fn(text: str) -> int:
+        return len(text.split())
+
+    assert count_text("a b c", "local/smollm2-135m-instruct", count_fn=count_fn) == TokenCount(
+        3, False, "local-tokenizer"
+    )
+    assert count_text("a b c", "local/smollm2-135m-instruct").approximate
+
+
+def test_other_compatible_models_are_approximate() -> None:
+    count = count_text("hello world", "groq/llama-3.1-8b-instant")
+    assert count.approximate and count.method == "cl100k_base"
+
+
+def test_character_estimate_when_tiktoken_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tiktoken", None)  # an import that fails, like a broken install
+    tokens_module._load.cache_clear()
+    try:
+        assert count_text("x" * 9, "gpt-4") == TokenCount(3, True, "chars/4")
+        assert count_chat([{"role": "user", "content": "x" * 8}], "gpt-4") == TokenCount(
+            3 + 1 + 2 + 3, True, "chars/4"
+        )
+    finally:
+        tokens_module._load.cache_clear()
+
+
+def test_short_chat_is_fast() -> None:
+    messages = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "What is the capital of France?"},
+    ]
+    count_chat(messages, "gpt-4o-mini")  # load the encoder
+    runs = 2000
+    start = time.perf_counter()
+    for _ in range(runs):
+        count_chat(messages, "gpt-4o-mini")
+    per_call_us = (time.perf_counter() - start) / runs * 1e6
+    assert per_call_us < 50, per_call_us
+
+
+def test_import_gateway_does_not_import_tiktoken() -> None:
+    code = "import sys, gateway, gateway.metering, gateway.telemetry; print('tiktoken' in sys.modules, 'opentelemetry.sdk' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
