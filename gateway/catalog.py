@@ -40,9 +40,11 @@ class ModelSpec:
     output_price: Decimal | None = None
     context_window: int | None = None
     max_output: int | None = None
+    # A model nobody described is assumed capable: trying it and falling back on an error costs
+    # less than never routing to a model that could have served.
     tools: bool = True
-    vision: bool = False
-    json_schema: bool = False
+    vision: bool = True
+    json_schema: bool = True
     streaming: bool = True
     tags: frozenset[str] = frozenset()
     quality: float | None = None
@@ -97,8 +99,8 @@ def _spec(name: str, entry: dict[str, Any]) -> ModelSpec:
         context_window=entry.get("context_window"),
         max_output=entry.get("max_output"),
         tools=bool(caps.get("tools", True)),
-        vision=bool(caps.get("vision", False)),
-        json_schema=bool(caps.get("json_schema", False)),
+        vision=bool(caps.get("vision", True)),
+        json_schema=bool(caps.get("json_schema", True)),
         streaming=bool(caps.get("streaming", True)),
         tags=frozenset(entry.get("tags") or ()),
         quality=entry.get("quality"),

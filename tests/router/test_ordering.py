@@ -1,0 +1,105 @@
+"""Ranking: ties, balance, minimize, exploration, live stats, evals, local load; purity."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from decimal import Decimal
+
+from gateway.router import MIN_LIVE_SAMPLES, EvalScore, LocalEngineLoad, ModelStats, StatsSnapshot, plan
+from tests.router.conftest import policy_with, request
+
+TWINS = "  twin-a: {provider: openai, price: {input: 1, output: 1}, quality: 0.5}\n" \
+        "  twin-b: {provider: openai, price: {input: 1, output: 1}, quality: 0.5}\n" \
+        "  twin-c: {provider: openai, price: {input: 1, output: 1}, quality: 0.5}\n"  # fmt: skip
+
+
+def _order(policy, stats=None, rng=None, evals=None, route="r", **extra) -> list[str]:
+    result = plan(request(**extra), route, policy, stats or StatsSnapshot(), prompt_tokens=1000, evals=evals, rng=rng)
+    return [c.model for c in result.candidates]
+
+
+def test_ties_keep_the_declared_order() -> None:
+    assert _order(policy_with("    candidates: [twin-c, twin-a, twin-b]\n", TWINS)) == ["twin-c", "twin-a", "twin-b"]
+
+
+def test_zero_weights_keep_the_declared_order() -> None:
+    policy = policy_with("    candidates: [local, big, small]\n    weights: {}\n")
+    assert _order(policy) == ["local", "big", "small"]
+
+
+def test_least_busy_among_equals() -> None:
+    policy = policy_with("    candidates: [twin-a, twin-b, twin-c, big]\n    balance: least_busy\n", TWINS)
+    stats = StatsSnapshot(models={"twin-a": ModelStats(in_flight=4), "twin-b": ModelStats(in_flight=1)})
+    # big scores differently, so it is ranked on its own; the twins are ordered by in_flight.
+    assert [m for m in _order(policy, stats) if m.startswith("twin")] == ["twin-c", "twin-b", "twin-a"]
+
+
+def test_weighted_balance_follows_the_weights() -> None:
+    policy = policy_with(
+        "    candidates: [twin-a, twin-b]\n    balance: weighted\n    balance_weights: {twin-a: 3, twin-b: 1}\n", TWINS
+    )
+    assert _order(policy) == ["twin-a", "twin-b"]  # no rng: deterministic
+    rng = random.Random(7)
+    firsts = Counter(_order(policy, rng=rng)[0] for _ in range(4000))
+    assert 0.72 < firsts["twin-a"] / 4000 < 0.78
+
+
+def test_minimize_cost_and_latency() -> None:
+    policy = policy_with("    candidates: [big, small, local, unpriced]\n    minimize: cost\n", "  unpriced: {provider: openai}\n")
+    assert _order(policy) == ["local", "small", "big", "unpriced"]
+    policy = policy_with("    candidates: [big, small, local]\n    minimize: latency\n")
+    assert _order(policy, max_tokens=500) == ["small", "big", "local"]
+    result = plan(request(), "r", policy, StatsSnapshot(), prompt_tokens=10)
+    assert {c.basis for c in result.candidates} == {"minimize latency"}
+
+
+def test_minimize_respects_constraints() -> None:
+    policy = policy_with("    candidates: [big, small, local]\n    minimize: cost\n    min_quality: 0.5\n")
+    assert _order(policy) == ["small", "big"]
+
+
+def test_exploration_moves_a_runner_up_first() -> None:
+    policy = policy_with("    candidates: [big, small, local]\n    explore: 1.0\n")
+    result = plan(request(), "r", policy, StatsSnapshot(), prompt_tokens=1000, rng=random.Random(1))
+    assert result.candidates[0].basis == "explore" and result.candidates[0].model != "small"
+    assert _order(policy) == ["small", "big", "local"]  # no rng: no exploration
+    assert _order(policy_with("    candidates: [big, small, local]\n"), rng=random.Random(1)) == ["small", "big", "local"]
+
+
+def test_live_stats_replace_priors_after_enough_samples(worked) -> None:
+    slow = ModelStats(ttft_s=30.0, tokens_per_s=10.0, samples=MIN_LIVE_SAMPLES - 1)
+    assert _order(worked, StatsSnapshot(models={"small": slow}), route="support")[0] == "small"
+    slow = ModelStats(ttft_s=30.0, tokens_per_s=10.0, samples=MIN_LIVE_SAMPLES)
+    result = plan(request(), "support", worked, StatsSnapshot(models={"small": slow}), prompt_tokens=1000)
+    assert [c.model for c in result.candidates] == ["big", "small", "local"]
+    assert result.candidates[1].latency_s == 30.0 + 500 / 10.0
+
+
+def test_eval_scores_replace_quality_priors(worked) -> None:
+    evals = {"local": EvalScore(score=0.95, samples=200)}
+    result = plan(request(), "support", worked, StatsSnapshot(), prompt_tokens=1000, evals=evals)
+    assert result.candidates[0].model == "local" and result.candidates[0].quality == 0.95
+
+
+def test_local_engine_load_slows_local_models(worked) -> None:
+    idle = plan(request(), "support", worked, StatsSnapshot(), prompt_tokens=1000)
+    busy = StatsSnapshot(local_engine=LocalEngineLoad(queue_depth=3, running=4, tokens_per_s=100.0))
+    loaded = plan(request(), "support", worked, busy, prompt_tokens=1000)
+    latency = {c.model: c.latency_s for c in loaded.candidates}
+    assert latency["local"] == 0.1 * 4 + 500 / (100.0 / 5)
+    assert latency["big"] == {c.model: c.latency_s for c in idle.candidates}["big"]
+
+
+def test_plan_is_pure(worked) -> None:
+    stats = StatsSnapshot(models={"big": ModelStats(in_flight=2)})
+    before = worked.model_dump()
+    first = plan(request(), "support", worked, stats, prompt_tokens=1000)
+    second = plan(request(), "support", worked, stats, prompt_tokens=1000)
+    assert first == second and worked.model_dump() == before
+
+
+def test_costs_are_exact_decimals(worked) -> None:
+    result = plan(request(max_tokens=333), "support", worked, StatsSnapshot(), prompt_tokens=777)
+    big = next(c for c in result.candidates if c.model == "big")
+    assert big.cost_usd == (777 * Decimal("2.50") + 333 * Decimal("10.00")) / Decimal(1_000_000)
