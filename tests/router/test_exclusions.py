@@ -22,7 +22,10 @@ def _excluded(result) -> list[tuple[str, str]]:
         ({"tools": TOOLS}, "tools"),
         ({"functions": [{"name": "f", "parameters": {}}]}, "tools"),
         ({"messages": [{"role": "user", "content": IMAGE}]}, "vision"),
-        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, "json_schema"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}},
+            "json_schema",
+        ),
     ],
 )
 def test_missing_capability_from_the_request(worked, extra, capability) -> None:
@@ -35,7 +38,9 @@ def test_missing_capability_from_the_request(worked, extra, capability) -> None:
 
 
 def test_json_object_mode_needs_no_json_schema(worked) -> None:
-    result = plan(request(response_format={"type": "json_object"}), "support", worked, StatsSnapshot(), prompt_tokens=10)
+    result = plan(
+        request(response_format={"type": "json_object"}), "support", worked, StatsSnapshot(), prompt_tokens=10
+    )
     assert result.exclusions == ()
 
 
@@ -56,7 +61,9 @@ def test_context_window_counts_prompt_output_and_buffer() -> None:
     fits = plan(request(max_tokens=1000), "r", policy, StatsSnapshot(), prompt_tokens=7092)
     assert fits.exclusions == ()
     result = plan(request(max_tokens=1000), "r", policy, StatsSnapshot(), prompt_tokens=7093)
-    assert result.exclusions == (Exclusion("local", "context_window", "needs 8193 tokens, the window holds 8192"),)
+    assert result.exclusions == (
+        Exclusion("local", "context_window", "needs 8193 tokens, the window holds 8192"),
+    )
 
 
 def test_max_output(worked) -> None:
@@ -89,7 +96,9 @@ def test_local_only() -> None:
 
 def test_min_quality_max_latency_max_cost() -> None:
     policy = policy_with("    candidates: [big, small, local]\n    min_quality: 0.5\n")
-    assert _excluded(plan(request(), "r", policy, StatsSnapshot(), prompt_tokens=1000)) == [("local", "min_quality")]
+    assert _excluded(plan(request(), "r", policy, StatsSnapshot(), prompt_tokens=1000)) == [
+        ("local", "min_quality")
+    ]
     policy = policy_with("    candidates: [big, small, local]\n    max_latency_ms: 5000\n")
     result = plan(request(max_tokens=500), "r", policy, StatsSnapshot(), prompt_tokens=1000)
     assert result.exclusions == (
@@ -125,6 +134,6 @@ def test_unknown_route_suggests(worked) -> None:
 def test_a_model_name_plans_that_model_alone(worked) -> None:
     result = plan(request(), "gpt-4o-mini", worked, StatsSnapshot(), prompt_tokens=10)
     assert [(c.model, c.upstream) for c in result.candidates] == [("openai/gpt-4o-mini", "gpt-4o-mini")]
-    assert [c.model for c in plan(request(), "route:small", worked, StatsSnapshot(), prompt_tokens=1).candidates] == [
-        "small"
-    ]
+    assert [
+        c.model for c in plan(request(), "route:small", worked, StatsSnapshot(), prompt_tokens=1).candidates
+    ] == ["small"]

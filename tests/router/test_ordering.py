@@ -15,12 +15,18 @@ TWINS = "  twin-a: {provider: openai, price: {input: 1, output: 1}, quality: 0.5
 
 
 def _order(policy, stats=None, rng=None, evals=None, route="r", **extra) -> list[str]:
-    result = plan(request(**extra), route, policy, stats or StatsSnapshot(), prompt_tokens=1000, evals=evals, rng=rng)
+    result = plan(
+        request(**extra), route, policy, stats or StatsSnapshot(), prompt_tokens=1000, evals=evals, rng=rng
+    )
     return [c.model for c in result.candidates]
 
 
 def test_ties_keep_the_declared_order() -> None:
-    assert _order(policy_with("    candidates: [twin-c, twin-a, twin-b]\n", TWINS)) == ["twin-c", "twin-a", "twin-b"]
+    assert _order(policy_with("    candidates: [twin-c, twin-a, twin-b]\n", TWINS)) == [
+        "twin-c",
+        "twin-a",
+        "twin-b",
+    ]
 
 
 def test_zero_weights_keep_the_declared_order() -> None:
@@ -37,7 +43,8 @@ def test_least_busy_among_equals() -> None:
 
 def test_weighted_balance_follows_the_weights() -> None:
     policy = policy_with(
-        "    candidates: [twin-a, twin-b]\n    balance: weighted\n    balance_weights: {twin-a: 3, twin-b: 1}\n", TWINS
+        "    candidates: [twin-a, twin-b]\n    balance: weighted\n    balance_weights: {twin-a: 3, twin-b: 1}\n",
+        TWINS,
     )
     assert _order(policy) == ["twin-a", "twin-b"]  # no rng: deterministic
     rng = random.Random(7)
@@ -46,7 +53,10 @@ def test_weighted_balance_follows_the_weights() -> None:
 
 
 def test_minimize_cost_and_latency() -> None:
-    policy = policy_with("    candidates: [big, small, local, unpriced]\n    minimize: cost\n", "  unpriced: {provider: openai}\n")
+    policy = policy_with(
+        "    candidates: [big, small, local, unpriced]\n    minimize: cost\n",
+        "  unpriced: {provider: openai}\n",
+    )
     assert _order(policy) == ["local", "small", "big", "unpriced"]
     policy = policy_with("    candidates: [big, small, local]\n    minimize: latency\n")
     assert _order(policy, max_tokens=500) == ["small", "big", "local"]
@@ -64,7 +74,11 @@ def test_exploration_moves_a_runner_up_first() -> None:
     result = plan(request(), "r", policy, StatsSnapshot(), prompt_tokens=1000, rng=random.Random(1))
     assert result.candidates[0].basis == "explore" and result.candidates[0].model != "small"
     assert _order(policy) == ["small", "big", "local"]  # no rng: no exploration
-    assert _order(policy_with("    candidates: [big, small, local]\n"), rng=random.Random(1)) == ["small", "big", "local"]
+    assert _order(policy_with("    candidates: [big, small, local]\n"), rng=random.Random(1)) == [
+        "small",
+        "big",
+        "local",
+    ]
 
 
 def test_live_stats_replace_priors_after_enough_samples(worked) -> None:

@@ -12,7 +12,12 @@ from tests.router.conftest import request
 
 def test_worked_example(worked) -> None:
     result = plan(request(), "support", worked, StatsSnapshot(), prompt_tokens=1000)
-    assert (result.route, result.prompt_tokens, result.output_tokens, result.exclusions) == ("support", 1000, 500, ())
+    assert (result.route, result.prompt_tokens, result.output_tokens, result.exclusions) == (
+        "support",
+        1000,
+        500,
+        (),
+    )
     small, big, local = result.candidates
     assert small == Candidate(
         model="small",
@@ -32,7 +37,17 @@ def test_worked_example(worked) -> None:
         1.0, pytest.approx(14.6 / 15.8), 0.0, pytest.approx(0.777215190), "weights",
     )  # fmt: skip
     assert local == Candidate(
-        "local", "local", "local", 0.2, pytest.approx(20.1), Decimal(0), 0.0, 0.0, 1.0, pytest.approx(0.2), "weights"
+        "local",
+        "local",
+        "local",
+        0.2,
+        pytest.approx(20.1),
+        Decimal(0),
+        0.0,
+        0.0,
+        1.0,
+        pytest.approx(0.2),
+        "weights",
     )
     assert small.reason == (
         "weights: total 0.845 (quality 0.71, speed 1.00, cost 0.94; est. quality 0.70, 4.30s, $0.000450)"
