@@ -225,7 +225,7 @@ class AsyncOpenAI(_ClientBase):
             observer=observer,
         )
         self._owns_http = http_client is None
-        self._http = http_client or httpx.AsyncClient(timeout=self.timeout, limits=DEFAULT_CONNECTION_LIMITS)
+        self._http = http_client or _default_async_http(self.timeout)
         self._executor = AsyncExecutor(
             self._http, observer=self._observer, retry=RetrySettings(max_retries=max_retries)
         )
@@ -249,6 +249,18 @@ class AsyncOpenAI(_ClientBase):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _default_async_http(timeout: float | httpx.Timeout | None) -> httpx.AsyncClient:
+    """httpx with the gateway's linear-pool transport, unless the environment sets a proxy."""
+    if any(
+        os.environ.get(name)
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+    ):
+        return httpx.AsyncClient(timeout=timeout, limits=DEFAULT_CONNECTION_LIMITS)
+    from gateway._aio_transport import AsyncioTransport
+
+    return httpx.AsyncClient(timeout=timeout, transport=AsyncioTransport())
 
 
 def _load_policy(policy: Any) -> Any:

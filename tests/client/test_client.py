@@ -12,7 +12,6 @@ import pytest
 import gateway
 from gateway import OpenAI
 from tests.servers.http import JSONReply, LoopbackServer, Recorded, Reply, SSEReply, sse_pieces
-from tests.servers.openai_server import handle
 
 MESSAGES = [{"role": "user", "content": "hello world"}]
 
