@@ -187,3 +187,20 @@ def wait_until(check: Callable[[], bool], timeout: float = 5.0) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+@pytest.fixture
+def make_client() -> Iterator[Callable[..., Any]]:
+    """``make_client(**kwargs)``: a ``gateway.OpenAI`` closed at teardown."""
+    import gateway
+
+    made: list[gateway.OpenAI] = []
+
+    def make(**kwargs: Any) -> gateway.OpenAI:
+        client = gateway.OpenAI(**kwargs)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()

@@ -1,0 +1,171 @@
+"""Telemetry: GenAI spans per request and attempt, the client metrics, content only when opted in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+import gateway
+from gateway.metering import ModelPrice, PriceTable
+from gateway.telemetry import Telemetry
+
+PRICES = PriceTable({"openai/gpt-4o-mini": ModelPrice(Decimal("0.15"), Decimal("0.60"))})
+
+
+@dataclass
+class OTel:
+    spans: InMemorySpanExporter
+    metrics: InMemoryMetricReader
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+
+    def telemetry(self, **kwargs: Any) -> Telemetry:
+        return Telemetry(
+            tracer_provider=self.tracer_provider, meter_provider=self.meter_provider, prices=PRICES, **kwargs
+        )
+
+    def finished(self) -> list[ReadableSpan]:
+        return list(self.spans.get_finished_spans())
+
+    def metric_points(self) -> dict[str, list[Any]]:
+        data = self.metrics.get_metrics_data()
+        points: dict[str, list[Any]] = {}
+        for resource in data.resource_metrics if data else ():
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    points.setdefault(metric.name, []).extend(metric.data.data_points)
+        return points
+
+
+@pytest.fixture
+def otel() -> Iterator[OTel]:
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    yield OTel(exporter, reader, tracer_provider, meter_provider)
+    tracer_provider.shutdown()
+    meter_provider.shutdown()
+
+
+def test_request_and_attempt_spans_follow_genai_conventions(
+    otel: OTel, scripted_url: str, make_client: Callable[..., gateway.OpenAI]
+) -> None:
+    telemetry = otel.telemetry()
+    client = make_client(api_key="sk-test", base_url=scripted_url, observer=telemetry)
+    client.chat.completions.create(
+        model="flaky1:gpt-4o-mini", messages=[{"role": "user", "content": "hello there"}]
+    )
+    spans = otel.finished()
+    [request] = [s for s in spans if s.parent is None]
+    attempts = sorted(
+        (s for s in spans if s.parent is not None), key=lambda s: s.attributes["switchyard.attempt"]
+    )
+    assert [s.parent.span_id for s in attempts] == [request.context.span_id] * 2  # type: ignore[union-attr]
+    assert all(s.kind is SpanKind.CLIENT for s in spans)
+    failed, served = attempts
+    assert failed.attributes["error.type"] == "InternalServerError"
+    assert failed.status.status_code is StatusCode.ERROR
+    assert "gen_ai.usage.input_tokens" not in failed.attributes
+    assert served.name == "chat flaky1:gpt-4o-mini"
+    assert {k: v for k, v in served.attributes.items() if k.startswith("gen_ai.")} == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "flaky1:gpt-4o-mini",
+        "gen_ai.response.model": "flaky1:gpt-4o-mini",
+        "gen_ai.usage.input_tokens": 2,
+        "gen_ai.usage.output_tokens": 3,
+        "gen_ai.usage.cache_read.input_tokens": 0,
+        "gen_ai.usage.reasoning.output_tokens": 0,
+    }
+    assert served.attributes["server.address"] == "127.0.0.1"
+    assert served.status.status_code is StatusCode.UNSET
+    assert request.attributes["switchyard.attempts"] == 2
+    assert request.attributes["gen_ai.usage.output_tokens"] == 3
+    assert (
+        request.start_time
+        <= failed.start_time
+        < failed.end_time
+        <= served.start_time
+        <= served.end_time
+        == request.end_time
+    )
+
+
+def test_metrics_tokens_duration_ttft_and_cost(
+    otel: OTel, scripted_url: str, make_client: Callable[..., gateway.OpenAI]
+) -> None:
+    telemetry = otel.telemetry()
+    client = make_client(api_key="sk-test", base_url=scripted_url, observer=telemetry)
+    client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "one two"}])
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "three"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    list(stream)
+    points = otel.metric_points()
+    tokens = {(p.attributes["gen_ai.token.type"]): p.sum for p in points["gen_ai.client.token.usage"]}
+    assert tokens == {"input": 2 + 1, "output": 3 + 2}
+    [duration] = points["gen_ai.client.operation.duration"]
+    assert duration.count == 2 and duration.attributes["gen_ai.provider.name"] == "openai"
+    [ttft] = points["gen_ai.client.operation.time_to_first_chunk"]
+    assert ttft.count == 1
+    [cost] = points["switchyard.client.cost"]
+    assert cost.value == pytest.approx(float((3 * Decimal("0.15") + 5 * Decimal("0.60")) / 1_000_000))
+
+
+def test_failed_request_span_ends_on_request_finished_or_close(
+    otel: OTel, scripted_url: str, make_client: Callable[..., gateway.OpenAI]
+) -> None:
+    telemetry = otel.telemetry()
+    client = make_client(api_key="sk-test", base_url=scripted_url, observer=telemetry, max_retries=0)
+    with pytest.raises(gateway.BadRequestError):
+        client.chat.completions.create(model="error:400", messages=[{"role": "user", "content": "x"}])
+    assert [s.parent is None for s in otel.finished()] == [False]  # the attempt; the request is open
+    telemetry.close()
+    request = [s for s in otel.finished() if s.parent is None][0]
+    assert request.attributes["error.type"] == "_OTHER" and request.status.status_code is StatusCode.ERROR
+
+
+def test_content_is_captured_only_when_opted_in(
+    otel: OTel, scripted_url: str, make_client: Callable[..., gateway.OpenAI]
+) -> None:
+    for capture in (False, True):
+        otel.spans.clear()
+        client = make_client(
+            api_key="sk-test", base_url=scripted_url, observer=otel.telemetry(capture_content=capture)
+        )
+        list(
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "secret plan"}], stream=True
+            )
+        )
+        text = repr([dict(s.attributes or {}) for s in otel.finished()])
+        assert ("secret plan" in text) is capture
+
+
+def test_policy_section_maps_to_capture_content() -> None:
+    from gateway.policy import parse_policy
+
+    policy = parse_policy("version: 1\ntelemetry: {capture_content: true}")
+    assert Telemetry.from_policy(policy).capture_content is True
+    assert Telemetry.from_policy(parse_policy("version: 1")).capture_content is False
+
+
+def test_without_an_sdk_it_is_a_no_op(scripted_url: str, make_client: Callable[..., gateway.OpenAI]) -> None:
+    client = make_client(api_key="sk-test", base_url=scripted_url, observer=Telemetry(prices=PRICES))
+    reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content == "Echo: hi"
