@@ -55,7 +55,7 @@ from typing import NamedTuple
 from gateway.catalog import ModelSpec, load_catalog
 from gateway.errors import NoRouteError
 from gateway.policy.located import did_you_mean
-from gateway.policy.references import policy_index, resolve_model_name
+from gateway.policy.references import model_names, policy_index, resolve_model_name
 from gateway.policy.schema import Policy, Route
 from gateway.types import ChatRequest
 
@@ -210,7 +210,7 @@ def _resolve_route(policy: Policy, route_name: str) -> tuple[str, Route, Sequenc
     if model is not None:
         spec = index.models.get(model) or load_catalog().models[model]
         return name, _IMPLICIT_ROUTE, (spec,)
-    hint = did_you_mean(name, [*policy.routes, *index.models])
+    hint = did_you_mean(name, [*policy.routes, *model_names(policy.models)])
     raise NoRouteError(f"unknown route or model {route_name!r}{hint}")
 
 

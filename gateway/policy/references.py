@@ -105,7 +105,8 @@ def _resolve(name: str, policy_models: Collection[str]) -> str | None:
     return matches[0] if len(matches) == 1 else None
 
 
-def _model_names(policy_models: Iterable[str]) -> list[str]:
+def model_names(policy_models: Iterable[str]) -> list[str]:
+    """Every name a route may use: policy models, catalog entries, and their bare names."""
     catalog = load_catalog().models
     return [*policy_models, *catalog, *(full.split("/", 1)[1] for full in catalog)]
 
@@ -121,7 +122,7 @@ def raw_candidate_problems(data: Mapping[str, Any]) -> list[Problem]:
         for i, candidate in enumerate(candidates if isinstance(candidates, list) else ()):
             if isinstance(candidate, str) and _resolve(candidate, policy_models) is None:
                 hint = (
-                    did_you_mean(candidate, _model_names(policy_models)) if len(problems) < MAX_ERRORS else ""
+                    did_you_mean(candidate, model_names(policy_models)) if len(problems) < MAX_ERRORS else ""
                 )
                 path = ("routes", route_name, "candidates", i)
                 problems.append(Problem(path, f"unknown model {candidate!r}{hint}", "policy.unknown-model"))
@@ -172,7 +173,7 @@ def _resolve_routes(
             full = resolve_model_name(policy, candidate)
             if full is None:
                 hint = (
-                    did_you_mean(candidate, _model_names(policy.models)) if len(problems) < MAX_ERRORS else ""
+                    did_you_mean(candidate, model_names(policy.models)) if len(problems) < MAX_ERRORS else ""
                 )
                 problems.append(Problem(path, f"unknown model {candidate!r}{hint}", "policy.unknown-model"))
             elif full in resolved:

@@ -15,7 +15,7 @@ from typing import Any
 from gateway.catalog import ModelSpec
 from gateway.errors import PolicyError
 from gateway.policy.located import did_you_mean
-from gateway.policy.references import policy_index, resolve_model_name
+from gateway.policy.references import model_names, policy_index, resolve_model_name
 from gateway.policy.schema import Policy
 from providers.base import HostProfile, Target
 from providers.hosts import HOSTS
@@ -46,7 +46,7 @@ def _model_spec(policy: Policy, model_name: str) -> ModelSpec:
     catalog = load_catalog().models
     if name is not None and name in catalog:
         return catalog[name]
-    hint = did_you_mean(model_name, [*index.models, *catalog])
+    hint = did_you_mean(model_name, model_names([*policy.models, *index.models]))
     raise PolicyError(f"unknown model {model_name!r}{hint}", code="policy.unknown-model")
 
 

@@ -1,0 +1,93 @@
+"""Each lint, located; a clean policy has none."""
+
+from __future__ import annotations
+
+from gateway.policy import LintWarning, lint_policy, parse_policy
+from tests.policy.conftest import ENV
+
+
+def _lint(text: str) -> list[tuple[str, str, int | None, int | None]]:
+    return [
+        (w.code, w.field_path, w.line, w.column)
+        for w in lint_policy(parse_policy(text, filename="p.yaml", env=ENV))
+    ]
+
+
+def test_fallback_with_a_smaller_context_window() -> None:
+    text = "version: 1\nroutes:\n  r:\n    candidates: [gpt-4.1, gpt-4o, local/smollm2-135m-instruct]\n"
+    assert _lint(text) == [
+        ("lint.fallback-smaller-context", "routes.r.candidates[1]", 4, 27),
+        ("lint.fallback-smaller-context", "routes.r.candidates[2]", 4, 35),
+    ]
+
+
+def test_required_capability_no_candidate_has() -> None:
+    text = "version: 1\nroutes:\n  r:\n    candidates: [local/smollm2-135m-instruct]\n    requires: [streaming, tools]\n"
+    assert _lint(text) == [("lint.requires-unsatisfiable", "routes.r.requires[1]", 5, 27)]
+
+
+def test_local_only_without_a_local_candidate() -> None:
+    text = "version: 1\nroutes:\n  r:\n    candidates: [gpt-4o]\n    data: local_only\n"
+    assert _lint(text) == [("lint.no-local-candidate", "routes.r.data", 5, 11)]
+
+
+def test_budget_and_rate_limit_that_match_nothing() -> None:
+    text = """\
+version: 1
+routes:
+  support: {candidates: [gpt-4o]}
+budgets:
+  b: {window: day, limit_usd: 1, match: {route: suport}}
+rate_limits:
+  l: {rpm: 10, match: {route: sales}}
+"""
+    assert _lint(text) == [
+        ("lint.matches-nothing", "budgets.b.match.route", 5, 49),
+        ("lint.matches-nothing", "rate_limits.l.match.route", 7, 31),
+    ]
+
+
+def test_candidate_without_a_price() -> None:
+    text = "version: 1\nmodels:\n  mine: {provider: openai}\nroutes:\n  r: {candidates: [gpt-4o, mine]}\n"
+    assert _lint(text) == [("lint.no-price", "routes.r.candidates[1]", 5, 28)]
+
+
+def test_weights_summing_to_zero() -> None:
+    text = "version: 1\nroutes:\n  r:\n    candidates: [gpt-4o]\n    weights: {quality: 0, cost: 0}\n"
+    assert _lint(text) == [("lint.zero-weights", "routes.r.weights", 5, 14)]
+
+
+def test_impossible_resilience_settings() -> None:
+    text = """\
+version: 1
+routes:
+  r:
+    candidates: [gpt-4o]
+    fallback: {max_attempts: -1}
+    retry: {max_retries: -2, initial_delay_s: 10, max_delay_s: 1}
+    timeouts: {connect_s: 10, total_s: 2, first_token_s: 5}
+"""
+    assert _lint(text) == [
+        ("lint.impossible-resilience", "routes.r.fallback.max_attempts", 5, 30),
+        ("lint.impossible-resilience", "routes.r.retry.max_retries", 6, 26),
+        ("lint.impossible-resilience", "routes.r.retry.initial_delay_s", 6, 47),
+        ("lint.impossible-resilience", "routes.r.timeouts.total_s", 7, 40),
+        ("lint.impossible-resilience", "routes.r.timeouts.first_token_s", 7, 58),
+    ]
+
+
+def test_warning_text_and_a_clean_policy() -> None:
+    text = "version: 1\nroutes:\n  r:\n    candidates: [gpt-4o]\n    weights: {}\n"
+    (warning,) = lint_policy(parse_policy(text, filename="p.yaml", env=ENV))
+    assert warning == LintWarning(
+        "lint.zero-weights",
+        "weights sum to zero: candidates keep their order",
+        "routes.r.weights",
+        "p.yaml",
+        5,
+        14,
+    )
+    assert str(warning) == (
+        "p.yaml:5:14: warning [lint.zero-weights] at routes.r.weights: weights sum to zero: candidates keep their order"
+    )
+    assert _lint("version: 1\nroutes:\n  r: {candidates: [gpt-4o-mini, gpt-4o]}\n") == []

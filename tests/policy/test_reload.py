@@ -1,0 +1,87 @@
+"""Hot reload: throttled stats, atomic swap on a valid edit, the last good policy kept on a broken one."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+from gateway.errors import PolicyError
+from gateway.policy import PolicyWatcher
+
+GOOD = "version: 1\nroutes:\n  r: {candidates: [gpt-4o]}\n"
+BETTER = "version: 1\nroutes:\n  r: {candidates: [gpt-4o-mini, gpt-4o]}\n"
+BROKEN = "version: 1\nroutes:\n  r: {candidates: [gpt4o]}\n"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _write(path, text: str, bump: int) -> None:
+    path.write_text(text)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + bump * 1_000_000_000))
+
+
+@pytest.fixture
+def setup(tmp_path):
+    path = tmp_path / "policy.yaml"
+    path.write_text(GOOD)
+    clock = Clock()
+    return path, clock, PolicyWatcher(path, clock=clock, interval_s=1.0, env={})
+
+
+def test_reload_is_throttled_then_swaps(setup) -> None:
+    path, clock, watcher = setup
+    first = watcher.current()
+    _write(path, BETTER, 1)
+    clock.now += 0.5
+    assert watcher.current() is first  # not looked at yet
+    clock.now += 0.5
+    assert watcher.current().routes["r"].candidates == ["gpt-4o-mini", "gpt-4o"]
+    assert (watcher.reloads, watcher.last_error) == (1, None)
+
+
+def test_unchanged_file_is_not_reloaded(setup) -> None:
+    path, clock, watcher = setup
+    first = watcher.current()
+    clock.now += 10
+    assert watcher.current() is first and watcher.reloads == 0
+
+
+def test_broken_edit_keeps_the_last_good_policy_and_warns_once(setup, caplog) -> None:
+    path, clock, watcher = setup
+    good = watcher.current()
+    _write(path, BROKEN, 1)
+    with caplog.at_level(logging.WARNING, logger="gateway.policy"):
+        for _ in range(3):
+            clock.now += 2
+            assert watcher.current() is good
+    assert len(caplog.records) == 1 and "keeping the last good policy" in caplog.records[0].getMessage()
+    assert isinstance(watcher.last_error, PolicyError)
+    assert watcher.last_error.errors[0].code == "policy.unknown-model"
+    _write(path, BETTER, 2)
+    clock.now += 2
+    assert watcher.current().routes["r"].candidates == ["gpt-4o-mini", "gpt-4o"]
+    assert watcher.last_error is None
+
+
+def test_a_deleted_file_keeps_the_policy(setup) -> None:
+    path, clock, watcher = setup
+    good = watcher.current()
+    path.unlink()
+    clock.now += 2
+    assert watcher.current() is good
+
+
+def test_an_invalid_file_at_start_raises(tmp_path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(BROKEN)
+    with pytest.raises(PolicyError):
+        PolicyWatcher(path, env={})
