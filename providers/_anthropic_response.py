@@ -79,6 +79,7 @@ def completion(data: Any, target: Target) -> ChatCompletion:
                 pass  # thinking, server_tool_use and its results are not part of the OpenAI message
     stop = opt_str(message.get("stop_reason"), "stop_reason")
     return ChatCompletion(
+        object="chat.completion",
         id=text(message.get("id"), "id"),
         created=int(time.time()),
         model=opt_str(message.get("model"), "model") or target.model,
@@ -87,7 +88,7 @@ def completion(data: Any, target: Target) -> ChatCompletion:
                 index=0,
                 finish_reason=finish_reason(stop),
                 message=ChatCompletionMessage(
-                    content="".join(texts) if texts else None, tool_calls=calls or None
+                    role="assistant", content="".join(texts) if texts else None, tool_calls=calls or None
                 ),
             )
         ],
@@ -97,6 +98,7 @@ def completion(data: Any, target: Target) -> ChatCompletion:
 
 def _tool_call(block: dict[str, Any], where: str) -> ChatCompletionMessageToolCall:
     return ChatCompletionMessageToolCall(
+        type="function",
         id=text(block.get("id"), f"{where}.id"),
         function=Function(
             name=text(block.get("name"), f"{where}.name"),

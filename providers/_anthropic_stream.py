@@ -84,6 +84,7 @@ def _chunk(
     state: AnthropicStreamState, delta: ChoiceDelta, finish: FinishReason | None = None
 ) -> ChatCompletionChunk:
     return ChatCompletionChunk(
+        object="chat.completion.chunk",
         id=state.id,
         created=state.created,
         model=state.model,
@@ -185,7 +186,12 @@ def _message_stop(state: AnthropicStreamState) -> list[ChatCompletionChunk]:
         usage: CompletionUsage = usage_of(state.usage, "usage")
         chunks.append(
             ChatCompletionChunk(
-                id=state.id, created=state.created, model=state.model, choices=[], usage=usage
+                object="chat.completion.chunk",
+                id=state.id,
+                created=state.created,
+                model=state.model,
+                choices=[],
+                usage=usage,
             )
         )
     return chunks

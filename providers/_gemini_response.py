@@ -124,7 +124,7 @@ def _function_call(
     if signature:
         call_id += SIGNATURE_MARK + signature
     return ChatCompletionMessageToolCall(
-        id=call_id, function=Function(name=name, arguments=arguments_json(args))
+        type="function", id=call_id, function=Function(name=name, arguments=arguments_json(args))
     )
 
 
@@ -137,7 +137,9 @@ def completion(data: Any, target: Target) -> ChatCompletion:
     for position, raw in enumerate(arr(body.get("candidates") or [], "candidates")):
         view = read_candidate(raw, position, rid, 0)
         message = ChatCompletionMessage(
-            content="".join(view.texts) if view.texts else None, tool_calls=view.calls or None
+            role="assistant",
+            content="".join(view.texts) if view.texts else None,
+            tool_calls=view.calls or None,
         )
         choices.append(
             Choice(
@@ -148,6 +150,7 @@ def completion(data: Any, target: Target) -> ChatCompletion:
         choices.append(_blocked_choice(body))
     metadata = body.get("usageMetadata")
     return ChatCompletion(
+        object="chat.completion",
         id=rid,
         created=int(time.time()),
         model=opt_str(body.get("modelVersion"), "modelVersion") or target.model,
@@ -165,7 +168,9 @@ def _blocked_choice(body: Mapping[str, Any]) -> Choice:
     """A prompt blocked before generation: an empty answer that finished by ``content_filter``."""
     if blocked_reason(body) is None:
         raise Malformed("candidates", "at least one candidate or promptFeedback.blockReason", None)
-    return Choice(index=0, finish_reason="content_filter", message=ChatCompletionMessage(content=None))
+    return Choice(
+        index=0, finish_reason="content_filter", message=ChatCompletionMessage(role="assistant", content=None)
+    )
 
 
 def error_of(status: int, headers: Mapping[str, str], body: bytes) -> APIStatusError:

@@ -81,6 +81,7 @@ def _chunk(
     state: GeminiStreamState, index: int, delta: ChoiceDelta, finish_reason: FinishReason | None = None
 ) -> ChatCompletionChunk:
     return ChatCompletionChunk(
+        object="chat.completion.chunk",
         id=state.id,
         created=state.created,
         model=state.model,
@@ -139,5 +140,12 @@ def finish(state: GeminiStreamState) -> list[ChatCompletionChunk]:
         return []
     usage = usage_of(state.usage)
     return [
-        ChatCompletionChunk(id=state.id, created=state.created, model=state.model, choices=[], usage=usage)
+        ChatCompletionChunk(
+            object="chat.completion.chunk",
+            id=state.id,
+            created=state.created,
+            model=state.model,
+            choices=[],
+            usage=usage,
+        )
     ]
