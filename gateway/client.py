@@ -64,7 +64,19 @@ class _ClientBase:
         self.max_retries = max_retries
         self._policy_source = policy
         self._observer: Observer = observer if observer is not None else NullObserver()
-        self._planner = Planner(self._config, _load_policy(policy))
+        self._planner = Planner(self._config)
+        if policy is not None:
+            self._use_policy(policy, observer)
+
+    def _use_policy(self, policy: Any, observer: Observer | None) -> None:
+        """Route by the policy: live statistics feed the router; a file is watched and reloaded."""
+        from gateway.metering.observers import ObserverGroup
+        from gateway.stats import LiveStats
+
+        source = _policy_source(policy)
+        self.stats = LiveStats()
+        self._observer = ObserverGroup(self.stats, *([observer] if observer is not None else []))
+        self._planner = Planner(self._config, source, stats=self.stats.snapshot)
 
     @property
     def api_key(self) -> str | None:
@@ -263,12 +275,13 @@ def _default_async_http(timeout: float | httpx.Timeout | None) -> httpx.AsyncCli
     return httpx.AsyncClient(timeout=timeout, transport=AsyncioTransport())
 
 
-def _load_policy(policy: Any) -> Any:
-    if policy is None or not isinstance(policy, str | os.PathLike):
+def _policy_source(policy: Any) -> Any:
+    """A loaded ``Policy`` as is; a path as a watcher's ``current`` (hot reload, last good kept)."""
+    if not isinstance(policy, str | os.PathLike):
         return policy
-    from gateway.policy import load_policy  # policies are optional; load the machinery only when used
+    from gateway.policy import PolicyWatcher  # policies are optional; load the machinery only when used
 
-    return load_policy(policy)
+    return PolicyWatcher(policy).current
 
 
 def _policy_name(policy: Any) -> str | None:

@@ -1,30 +1,60 @@
 """Turn a request's ``model`` into a ``Plan``: the candidates to try, in order.
 
 Without a policy a plan has one candidate (see ``gateway/targets.py`` for how names resolve). With
-a policy, ``route:NAME`` asks the router (``gateway/router.py``) to order the route's candidates
-from the live statistics; a model the policy declares is served as the policy configures it.
+a policy, ``route:NAME`` asks the router (``gateway/router.py``, a pure function) to order the
+route's candidates from the live statistics and eval scores; a model the policy or the catalog
+knows is served as the policy configures its provider.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from gateway.attempts import Candidate, Plan
+from gateway.errors import NotFoundError, PolicyError
 from gateway.targets import ClientConfig, client_target, host_target, require_key, split_model, unknown_route
 from gateway.types import ChatRequest
+from providers.base import Target
 from providers.hosts import HOSTS
+
+if TYPE_CHECKING:
+    from gateway.policy import Policy
+    from gateway.router import EvalScore, StatsSnapshot
+
+_DEFAULT_FALLBACK = frozenset({"rate_limit", "server_error", "timeout", "connection", "auth"})
 
 
 class Planner:
     """Plans requests for one client: its own endpoint, the built-in hosts, and its policy if any."""
 
-    def __init__(self, config: ClientConfig, policy: Any = None) -> None:
+    def __init__(
+        self,
+        config: ClientConfig,
+        policy: Policy | Callable[[], Policy] | None = None,
+        *,
+        stats: Callable[[], StatsSnapshot] | None = None,
+        evals: Callable[[str | None], Mapping[str, EvalScore] | None] | None = None,
+    ) -> None:
         self.config = config
-        self.policy = policy
+        self._policy = policy
+        self._stats = stats
+        self._evals = evals
+        self._targets: dict[str, Target] = {}
+        self._targets_for: object = None
+
+    @property
+    def policy(self) -> Policy | None:
+        """The current policy (a watched file's latest good version)."""
+        policy = self._policy
+        return policy() if callable(policy) else policy
 
     def plan(self, model: str, req: ChatRequest | None = None) -> Plan:
         if model.startswith("route:"):
-            raise unknown_route(model.removeprefix("route:"))
+            return self._route(model.removeprefix("route:"), req)
+        policy = self.policy
+        if policy is not None and _known_to_policy(policy, model):
+            return Plan([Candidate(self._policy_target(model), model)])
         return Plan([self.direct(model)])
 
     def direct(self, model: str) -> Candidate:
@@ -34,3 +64,63 @@ class Planner:
         target = host_target(HOSTS[provider], name)
         require_key(target)
         return Candidate(target, model)
+
+    def _route(self, name: str, req: ChatRequest | None) -> Plan:
+        from gateway import router
+
+        policy = self.policy
+        if policy is None or name not in policy.routes:
+            raise unknown_route(name)
+        if req is None:
+            raise NotFoundError(
+                f"route {name!r} plans chat requests only",
+                body={"message": "routes plan chat requests"},
+                status_code=404,
+            )
+        route = policy.routes[name]
+        snapshot = self._stats() if self._stats else router.StatsSnapshot()
+        evals = self._evals(route.eval_set) if self._evals else None
+        routed = router.plan(
+            req, name, policy, snapshot, prompt_tokens=estimate_prompt_tokens(req), evals=evals
+        )
+        routed.require()
+        retries = route.retry.max_retries if route.retry is not None else None
+        candidates = [
+            Candidate(self._policy_target(c.model), c.model, c.reason, retries) for c in routed.candidates
+        ]
+        fallback_on = frozenset(route.fallback.on) if route.fallback is not None else _DEFAULT_FALLBACK
+        return Plan(candidates, route=name, details=routed, fallback_on=fallback_on)
+
+    def _policy_target(self, model: str) -> Target:
+        policy = self.policy
+        if policy is not self._targets_for:  # a reloaded policy: targets may have changed
+            self._targets, self._targets_for = {}, policy
+        target = self._targets.get(model)
+        if target is None:
+            from gateway.policy.targets import resolve_target
+
+            if policy is None:
+                raise unknown_route(model)
+            target = resolve_target(policy, model)
+            require_key(target)
+            self._targets[model] = target
+        return target
+
+
+def _known_to_policy(policy: Policy, model: str) -> bool:
+    from gateway.policy.references import resolve_model_name
+
+    try:
+        return resolve_model_name(policy, model) is not None and (
+            model in policy.models or split_model(model)[0] is not None
+        )
+    except PolicyError:
+        return False
+
+
+def estimate_prompt_tokens(req: ChatRequest) -> int:
+    """The prompt's size for routing (context-window filter, cost estimate): tiktoken, else chars/4."""
+    from gateway.metering.tokens import count_chat
+
+    count = count_chat(req.messages, req.model, req.tools)
+    return count.tokens
