@@ -203,7 +203,8 @@ class RawResponse:
 
     @property
     def request_id(self) -> str | None:
-        return self.headers.get("x-request-id")
+        value: str | None = self.headers.get("x-request-id")
+        return value
 
     @property
     def url(self) -> httpx.URL | None:

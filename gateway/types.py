@@ -157,6 +157,8 @@ class CompletionUsage(BaseModel):
 class Function(BaseModel):
     arguments: str
     name: str
+    # Set only by ``chat.completions.parse`` for strict tools; excluded from dumps.
+    parsed_arguments: Any = Field(default=None, exclude=True)
 
 
 class ChatCompletionMessageToolCall(BaseModel):
