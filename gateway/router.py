@@ -74,7 +74,7 @@ __all__ = [
 
 MIN_LIVE_SAMPLES = 5  # below this, a model's catalog priors stand in for its live latency
 DEFAULT_QUALITY = 0.5  # a model with neither an eval score nor a prior
-_MILLION = Decimal(1_000_000)
+_PER_TOKEN = Decimal(1) / Decimal(1_000_000)  # prices are per million tokens
 _IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
 _IMPLICIT_ROUTE = Route(candidates=["-"])
 _INF = float("inf")
@@ -205,7 +205,7 @@ def _resolve_route(policy: Policy, route_name: str) -> tuple[str, Route, Sequenc
     name = route_name.removeprefix("route:")
     route = policy.routes.get(name)
     if route is not None:
-        return name, route, [index.models[model] for model in index.routes[name]]
+        return name, route, index.route_specs[name]
     model = resolve_model_name(policy, name)
     if model is not None:
         spec = index.models.get(model) or load_catalog().models[model]
@@ -231,6 +231,7 @@ def _latency(
 
 def _filter(
     spec: ModelSpec,
+    live: ModelStats | None,
     needs: list[str],
     route: Route,
     stats: StatsSnapshot,
@@ -244,7 +245,6 @@ def _filter(
         return "context_window", f"needs {context_tokens} tokens, the window holds {spec.context_window}"
     if requested is not None and spec.max_output is not None and requested > spec.max_output:
         return "max_output", f"asks for {requested} output tokens, the model writes at most {spec.max_output}"
-    live = stats.models.get(spec.name)
     if live is not None and live.breaker_open:
         return "breaker_open", f"circuit breaker open ({live.breaker_reason or 'recent failures'})"
     if spec.name in stats.over_budget:
@@ -263,19 +263,20 @@ def _constraint(route: Route, quality: float, latency: float, cost: Decimal | No
             f"estimated {latency * 1000:.0f} ms exceeds max_latency_ms {route.max_latency_ms:g}",
         )
     if route.max_cost_usd is not None and (cost is None or cost > route.max_cost_usd):
-        shown = "unknown" if cost is None else f"${cost}"
+        shown = "unknown" if cost is None else f"${cost.normalize():f}"
         return "max_cost", f"estimated cost {shown} exceeds max_cost_usd {route.max_cost_usd}"
     return None
 
 
-_Row = tuple[int, ModelSpec, float, float, Decimal | None]  # declared index, spec, quality, latency, cost
+# declared index, spec, quality, latency, cost (exact), cost (float, for normalising)
+_Row = tuple[int, ModelSpec, float, float, Decimal | None, float | None]
 _Ranked = tuple[float, int, Candidate]  # rank key (lower first), declared index, candidate
 
 
 def _scores(rows: list[_Row], route: Route) -> list[_Ranked]:
     qualities = [row[2] for row in rows]
     latencies = [row[3] for row in rows]
-    costs = [float(row[4]) for row in rows if row[4] is not None]
+    costs = [row[5] for row in rows if row[5] is not None]
     q_lo, q_span = min(qualities), max(qualities) - min(qualities)
     l_hi, l_span = max(latencies), max(latencies) - min(latencies)
     c_hi, c_span = (max(costs), max(costs) - min(costs)) if costs else (0.0, 0.0)
@@ -285,10 +286,9 @@ def _scores(rows: list[_Row], route: Route) -> list[_Ranked]:
     minimize = route.minimize
     basis = f"minimize {minimize}" if minimize else "weights"
     out: list[_Ranked] = []
-    for i, spec, quality, latency, cost in rows:
+    for i, spec, quality, latency, cost, cost_f in rows:
         qs = (quality - q_lo) / q_span if q_span else 1.0
         ss = (l_hi - latency) / l_span if l_span else 1.0
-        cost_f = None if cost is None else float(cost)
         cs = 0.0 if cost_f is None else ((c_hi - cost_f) / c_span if c_span else 1.0)
         if minimize == "cost":
             total, key = cs, (_INF if cost_f is None else cost_f)
@@ -377,32 +377,42 @@ def plan(
         ['openai/gpt-4o-mini', 'openai/gpt-4o']
     """
     name, route, specs = _resolve_route(policy, route_name)
+    float_prices = policy_index(policy).float_prices  # cached on the policy: a dict read
     needs = _needs(request, route)
     requested = request.max_output_tokens
     output_tokens = requested if requested is not None else route.expected_output_tokens
     context_tokens = prompt_tokens + (requested or 0) + route.buffer_tokens
-    load = stats.local_engine
+    # Decimal x Decimal is cheaper than int x Decimal; this loop runs per candidate per request.
+    prompt_d, output_d = Decimal(prompt_tokens), Decimal(output_tokens)
+    constrained = (
+        route.min_quality is not None or route.max_latency_ms is not None or route.max_cost_usd is not None
+    )
+    live_stats, load = stats.models, stats.local_engine
     rows: list[_Row] = []
     exclusions: list[Exclusion] = []
     for i, spec in enumerate(specs):
-        model_name = spec.name
-        excluded = _filter(spec, needs, route, stats, context_tokens, requested)
+        live = live_stats.get(spec.name)
+        excluded = _filter(spec, live, needs, route, stats, context_tokens, requested)
         if excluded is None:
-            score = evals.get(model_name) if evals else None
-            quality = (
-                score.score
-                if score is not None
-                else (spec.quality if spec.quality is not None else DEFAULT_QUALITY)
-            )
-            latency = _latency(spec, stats.models.get(model_name), load, output_tokens)
-            cost = None
+            score = evals.get(spec.name) if evals else None
+            quality = score.score if score is not None else spec.quality
+            if quality is None:
+                quality = DEFAULT_QUALITY
+            latency = _latency(spec, live, load, output_tokens)
+            cost, cost_f = None, None
             if spec.input_price is not None and spec.output_price is not None:
-                cost = (prompt_tokens * spec.input_price + output_tokens * spec.output_price) / _MILLION
-            excluded = _constraint(route, quality, latency, cost)
+                cost = (prompt_d * spec.input_price + output_d * spec.output_price) * _PER_TOKEN
+                per_token = float_prices.get(spec.name)
+                cost_f = (
+                    float(cost)
+                    if per_token is None
+                    else prompt_tokens * per_token[0] + output_tokens * per_token[1]
+                )
+            excluded = _constraint(route, quality, latency, cost) if constrained else None
             if excluded is None:
-                rows.append((i, spec, quality, latency, cost))
+                rows.append((i, spec, quality, latency, cost, cost_f))
                 continue
-        exclusions.append(Exclusion(model_name, excluded[0], excluded[1]))
+        exclusions.append(Exclusion(spec.name, excluded[0], excluded[1]))
     ordered = _order(_scores(rows, route), route, stats, rng) if rows else []
     if route.explore and rng is not None and len(ordered) > 1 and rng.random() < route.explore:
         ordered.insert(0, ordered.pop(rng.randrange(1, len(ordered)))._replace(basis="explore"))

@@ -38,6 +38,8 @@ class PolicyIndex:
 
     models: dict[str, ModelSpec]
     routes: dict[str, tuple[str, ...]]
+    route_specs: dict[str, tuple[ModelSpec, ...]]
+    float_prices: dict[str, tuple[float, float]]  # (input, output) per token, for normalising costs
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +204,13 @@ def build_index(policy: Policy) -> tuple[PolicyIndex, list[Problem]]:
     _check_providers(policy, problems)
     models = _resolve_models(policy, problems)
     routes = _resolve_routes(policy, models, problems)
-    return PolicyIndex(models=models, routes=routes), problems
+    specs = {name: tuple(models[model] for model in candidates) for name, candidates in routes.items()}
+    floats = {
+        name: (float(spec.input_price) / 1e6, float(spec.output_price) / 1e6)
+        for name, spec in models.items()
+        if spec.input_price is not None and spec.output_price is not None
+    }
+    return PolicyIndex(models=models, routes=routes, route_specs=specs, float_prices=floats), problems
 
 
 def policy_index(policy: Policy) -> PolicyIndex:
@@ -212,7 +220,10 @@ def policy_index(policy: Policy) -> PolicyIndex:
         PolicyError: when a reference does not resolve (only for policies not built by the loader,
             which reports these with their locations).
     """
-    index = policy._index
+    # Read pydantic's private-attribute dict directly: ``policy._index`` costs a __getattr__ detour,
+    # and the router asks for the index on every request.
+    private = policy.__pydantic_private__
+    index = private.get("_index") if private is not None else None
     if isinstance(index, PolicyIndex):
         return index
     built, problems = build_index(policy)
