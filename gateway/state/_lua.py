@@ -59,7 +59,7 @@ end
 local function drop(id)
   local amount = tonumber(redis.call('HGET', live, id))
   if not amount then return false end
-  redis.call('HINCRBY', totals, 'reserved', -amount)
+  redis.call('HINCRBY', totals, 'reserved', 0 - amount)  -- not -amount: Lua's -0 becomes "-0"
   redis.call('HDEL', live, id)
   redis.call('ZREM', expiry, id)
   return true

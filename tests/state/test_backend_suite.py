@@ -137,6 +137,14 @@ def test_release_frees_the_hold_once(backend):
     assert backend.reserve("b", 100, 100, "r2", 60, WINDOW_END, T0).granted
 
 
+def test_zero_amount_holds_reserve_release_and_settle(backend):
+    assert backend.reserve("b", 100, 0, "r1", 60, WINDOW_END, T0) == ReserveResult(True, 0, 0, 0)
+    assert backend.release("b", "r1", T0) is True
+    assert backend.reserve("b", 100, 0, "r2", 60, WINDOW_END, T0).granted
+    assert backend.settle("b", "r2", 0, WINDOW_END, T0) is True
+    assert backend.budget_usage("b", T0) == (0, 0)
+
+
 def test_settling_a_reclaimed_or_unknown_hold_still_charges_the_actual(backend):
     assert backend.settle("b", "ghost", 25, WINDOW_END, T0) is True
     assert backend.budget_usage("b", T0) == (25, 0)
