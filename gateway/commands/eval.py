@@ -1,0 +1,210 @@
+"""``switchyard eval …``: run eval sets against models, report the results, explain their use.
+
+```
+switchyard eval run SET.jsonl --policy P --models a,b,c     every case on each model, into the store
+switchyard eval run SET.jsonl --policy P --route R          the route's candidates
+    [--store sqlite:///.switchyard/evals.sqlite] [--concurrency 4] [--fail-fast] [--judge MODEL]
+    [--rpm N] [--on-error fatal|skip] [--progress auto|rich|plain|none]
+switchyard eval report SET [--store URL] [--out DIR]        table, PNG chart and markdown summary
+switchyard eval explain --policy P --route R [--store URL]  the plan with eval scores, and their age
+```
+
+``SET`` is a JSONL file (see ``docs/evals.md``); ``report`` also takes a set's name. Every model
+call is metered into the store (route ``eval:<set>``), so ``switchyard usage --store URL --by
+route`` shows what the evals cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+EXIT_STOPPED = 1
+EXIT_BAD_INPUT = 2
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``eval`` group to the ``switchyard`` parser."""
+    from gateway.evals.store import DEFAULT_STORE_URL
+
+    parser = subparsers.add_parser("eval", help="run eval sets, report results, explain routing by score")
+    commands = parser.add_subparsers(dest="eval_command", required=True)
+
+    run = commands.add_parser("run", help="run an eval set against models")
+    run.add_argument("set", help="the eval set, a JSONL file")
+    run.add_argument("--policy", help="the policy file that declares the models and routes")
+    pick = run.add_mutually_exclusive_group()
+    pick.add_argument("--models", help="comma-separated model names")
+    pick.add_argument("--route", help="evaluate the candidates of this route")
+    run.add_argument(
+        "--store", default=DEFAULT_STORE_URL, help=f"state backend URL (default {DEFAULT_STORE_URL})"
+    )
+    run.add_argument("--concurrency", type=int, default=4, help="calls in flight at once (default 4)")
+    run.add_argument("--rpm", type=float, help="at most this many calls a minute to each model")
+    run.add_argument("--fail-fast", action="store_true", help="stop at the first failed case")
+    run.add_argument("--judge", help="the model the judge scorer calls")
+    run.add_argument("--on-error", choices=("fatal", "skip"), default="fatal", help="malformed set lines")
+    run.add_argument("--progress", choices=("auto", "rich", "plain", "none"), default="auto")
+    run.set_defaults(func=_run)
+
+    report = commands.add_parser("report", help="print a table and write a chart and a markdown summary")
+    report.add_argument("set", help="the eval set: a JSONL file or a set name")
+    report.add_argument("--store", default=DEFAULT_STORE_URL)
+    report.add_argument("--out", default="eval-reports", help="folder for the PNG and markdown")
+    report.set_defaults(func=_report)
+
+    explain = commands.add_parser("explain", help="rank a route's candidates with the stored eval scores")
+    explain.add_argument("--policy", required=True)
+    explain.add_argument("--route", required=True)
+    explain.add_argument("--store", default=DEFAULT_STORE_URL)
+    explain.add_argument("--prompt", default="Hello!", help="the request to plan (default: Hello!)")
+    explain.set_defaults(func=_explain)
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"switchyard eval: {message}\n")
+    return EXIT_BAD_INPUT
+
+
+def _models(args: argparse.Namespace, policy: Any, set_route: str | None) -> list[str]:
+    if args.models:
+        return [m.strip() for m in args.models.split(",") if m.strip()]
+    route = args.route or set_route
+    if route is None:
+        raise ValueError("name the models with --models a,b,c or a route with --route R")
+    if policy is None:
+        raise ValueError(f"--route {route} needs --policy")
+    from gateway.policy.references import policy_index
+
+    routes = policy_index(policy).routes
+    name = route.removeprefix("route:")
+    if name not in routes:
+        raise ValueError(f"the policy has no route {name!r} (routes: {', '.join(sorted(routes)) or 'none'})")
+    return list(routes[name])
+
+
+def _run(args: argparse.Namespace) -> int:
+    from gateway.errors import GatewayError
+    from gateway.evals import EvalStore, ModelCaller, format_table, load_set, make_progress, run_eval
+    from gateway.evals.calls import price_table
+    from gateway.metering import Meter, StateSink
+
+    try:
+        eval_set = load_set(args.set, on_error=args.on_error)
+        policy = _policy(args.policy)
+        models = _models(args, policy, eval_set.route)
+    except (GatewayError, ValueError, OSError) as exc:
+        return _fail(str(exc))
+    for problem in eval_set.problems:
+        sys.stderr.write(f"skipped {problem.message}\n")
+    store = EvalStore.open(args.store)
+    prices = price_table(policy)
+    meter = Meter(StateSink(store.backend), prices=prices)
+    try:
+        with ModelCaller(policy, observer=meter, prices=prices) as caller:
+            run = run_eval(
+                eval_set, models, caller=caller, store=store, concurrency=args.concurrency,
+                fail_fast=args.fail_fast, judge_model=args.judge, rpm=args.rpm,
+                progress=make_progress(args.progress),
+            )  # fmt: skip
+    except (GatewayError, ValueError) as exc:
+        return _fail(str(exc))
+    finally:
+        meter.close()
+        store.close()
+    sys.stdout.write(format_table(run.summaries))
+    sys.stdout.write(
+        f"\nset {run.eval_set} v{run.set_version}: {run.upstream_calls} model calls, {run.cached} cached results\n"
+    )
+    if run.stopped is not None:
+        sys.stderr.write(f"stopped at the first failure (--fail-fast): {run.stopped.case_id} on "
+                         f"{run.stopped.model}: {run.stopped.error or run.stopped.reason}; nothing stored\n")  # fmt: skip
+        return EXIT_STOPPED
+    sys.stdout.write(f"stored in {_shown_url(args.store)}; see: switchyard eval report {args.set}\n")
+    return 0
+
+
+def _policy(path: str | None) -> Any:
+    if path is None:
+        return None
+    from gateway.policy import load_policy
+
+    return load_policy(path)
+
+
+def _shown_url(url: str) -> str:
+    from gateway.state import redact_url
+
+    return redact_url(url)
+
+
+def _set_name(text: str) -> str:
+    path = Path(text)
+    if path.suffix == ".jsonl" or path.exists():
+        from gateway.evals import load_set
+
+        return load_set(path, on_error="skip").name
+    return text
+
+
+def _report(args: argparse.Namespace) -> int:
+    from gateway.errors import GatewayError
+    from gateway.evals import EvalStore, format_table, write_report
+
+    try:
+        name = _set_name(args.set)
+    except (GatewayError, OSError) as exc:
+        return _fail(str(exc))
+    store = EvalStore.open(args.store)
+    try:
+        summaries = store.summaries(name)
+    finally:
+        store.close()
+    if not summaries:
+        return _fail(
+            f"no results for set {name!r} in {_shown_url(args.store)}: run `switchyard eval run` first"
+        )
+    sys.stdout.write(format_table(summaries))
+    files = write_report(summaries, args.out)
+    if files.chart is None:
+        sys.stdout.write("no model has a price: no chart (add prices to the policy's models)\n")
+    else:
+        sys.stdout.write(f"chart: {files.chart}\n")
+    sys.stdout.write(f"summary: {files.markdown}\n")
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from gateway.commands.policy import format_plan
+    from gateway.errors import GatewayError
+    from gateway.evals import EvalStore, route_quality
+    from gateway.router import EvalScore, StatsSnapshot, plan
+    from gateway.types import ChatRequest
+
+    try:
+        policy = _policy(args.policy)
+        name = args.route.removeprefix("route:")
+        if name not in policy.routes:
+            return _fail(f"the policy has no route {name!r}")
+        store = EvalStore.open(args.store)
+        try:
+            evidence = route_quality(store, policy, name)
+        finally:
+            store.close()
+        evals = {e.model: EvalScore(e.quality, e.samples) for e in evidence if e.source == "eval"}
+        request = ChatRequest(model=f"route:{name}", messages=[{"role": "user", "content": args.prompt}])
+        result = plan(
+            request, name, policy, StatsSnapshot(), prompt_tokens=max(1, len(args.prompt) // 4), evals=evals
+        )
+    except GatewayError as exc:
+        return _fail(str(exc))
+    sys.stdout.write(format_plan(result))
+    sys.stdout.write("\nquality used:\n")
+    width = max(len(e.model) for e in evidence)
+    for item in evidence:
+        sys.stdout.write(f"    {item.model:<{width}}  {item.describe()}\n")
+    return 0
