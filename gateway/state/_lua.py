@@ -192,3 +192,13 @@ for i = 1, #ARGV, 3 do
 end
 return 0
 """
+
+# KEYS: records hash, index zset. ARGV: cutoff, batch. Deletes up to `batch` records with ts < cutoff
+# (one batch per call, so that a large purge never blocks the server for long).
+PRUNE_USAGE = """
+local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+if #old == 0 then return 0 end
+redis.call('HDEL', KEYS[1], unpack(old))
+redis.call('ZREM', KEYS[2], unpack(old))
+return #old
+"""

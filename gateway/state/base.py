@@ -193,6 +193,10 @@ class StateBackend(Protocol):
         """Sum usage with ``since <= ts < until`` grouped by dimensions of ``USAGE_DIMENSIONS``."""
         ...
 
+    def prune_usage(self, before: float) -> int:
+        """Delete usage records with ``ts < before`` (retention); return how many were deleted."""
+        ...
+
     def put_eval(self, eval_set: str, model: str, record: Mapping[str, JSONValue]) -> None:
         """Store the latest eval result of ``model`` on ``eval_set``."""
         ...

@@ -195,6 +195,13 @@ class MemoryBackend:
             rows = [r for r in self._usage.values() if r.ts >= since and (until is None or r.ts < until)]
         return sum_usage(rows, group_by)
 
+    def prune_usage(self, before: float) -> int:
+        with self._lock:
+            old = [rid for rid, record in self._usage.items() if record.ts < before]
+            for rid in old:
+                del self._usage[rid]
+            return len(old)
+
     def put_eval(self, eval_set: str, model: str, record: Mapping[str, JSONValue]) -> None:
         self.set_json(eval_key(eval_set, model), dict(record))
 

@@ -101,7 +101,9 @@ class RedisBackend:
         self._reserve, self._settle = script(_lua.RESERVE), script(_lua.SETTLE)
         self._release, self._usage = script(_lua.RELEASE), script(_lua.USAGE)
         self._allow, self._record = script(_lua.BREAKER_ALLOW), script(_lua.BREAKER_RECORD)
-        self._append = script(_lua.APPEND_USAGE)
+        self._append, self._prune = script(_lua.APPEND_USAGE), script(_lua.PRUNE_USAGE)
+        # One hash tag for both usage keys, so their scripts stay within one Cluster slot.
+        self._usage_keys = [f"{key_prefix}{{usage}}:records", f"{key_prefix}{{usage}}:index"]
         with self._errors():
             self._client.ping()
 
@@ -220,19 +222,27 @@ class RedisBackend:
         for record in records:
             args += [record.record_id, _fmt(record.ts), _logic.usage_to_json(record)]
         if args:
-            self._run(self._append, [self._key("usage:records"), self._key("usage:index")], args)
+            self._run(self._append, self._usage_keys, args)
 
     def query_usage(
         self, since: float, group_by: Sequence[str] = (), until: float | None = None
     ) -> list[UsageTotal]:
         high = "+inf" if until is None else f"({_fmt(until)}"
         with self._errors():
-            index = self._key("usage:index")
+            records, index = self._usage_keys
             ids: list[Any] = self._client.zrangebyscore(index, _fmt(since), high)  # type: ignore[assignment]
             bodies: list[Any] = []
             for start in range(0, len(ids), _USAGE_CHUNK):
-                bodies += self._client.hmget(self._key("usage:records"), ids[start : start + _USAGE_CHUNK])
+                bodies += self._client.hmget(records, ids[start : start + _USAGE_CHUNK])
         return sum_usage([_logic.usage_from_json(body) for body in bodies if body is not None], group_by)
+
+    def prune_usage(self, before: float) -> int:
+        deleted = 0
+        while True:
+            batch = int(self._run(self._prune, self._usage_keys, [_fmt(before), _USAGE_CHUNK]))
+            deleted += batch
+            if batch < _USAGE_CHUNK:
+                return deleted
 
     def put_eval(self, eval_set: str, model: str, record: Mapping[str, JSONValue]) -> None:
         self.set_json(eval_key(eval_set, model), dict(record))

@@ -284,6 +284,10 @@ class SQLiteBackend:
             ).fetchall()
         return sum_usage([_logic.usage_from_json(body) for (body,) in rows], group_by)
 
+    def prune_usage(self, before: float) -> int:
+        with self._tx() as db:
+            return db.execute("DELETE FROM usage WHERE ts < ?", (before,)).rowcount
+
     def put_eval(self, eval_set: str, model: str, record: Mapping[str, JSONValue]) -> None:
         self.set_json(eval_key(eval_set, model), dict(record))
 

@@ -237,6 +237,9 @@ def test_usage_append_is_idempotent_and_queries_group_exactly(backend):
         UsageTotal((("team", "b"), ("model", "gpt-4o-mini")), 1, 10, 5, Decimal("0.2")),
     ]
     assert backend.query_usage(T0 + 10) == []
+    assert backend.prune_usage(T0 + 2) == 2
+    assert backend.prune_usage(T0 + 2) == 0
+    assert [t.requests for t in backend.query_usage(0)] == [2]
     with pytest.raises(ValueError, match="cannot group usage by"):
         backend.query_usage(T0, ["colour"])
 

@@ -158,3 +158,25 @@ def test_budgets_fail_closed_within_the_timeout_and_recover_after_restart(fresh_
     assert after and all(outcome == "ok" for _, _, outcome in after)  # reconnected, scripts reloaded
     limiter_closed.acquire(SUBJECT)
     backend.close()
+
+
+def test_every_key_carries_the_prefix_and_window_keys_expire(redis_server, key_prefix):
+    backend = RedisBackend(redis_server.url, key_prefix=key_prefix)
+    now = time.time()
+    budgets = Budgets(backend, [Budget("b", 1000, "tokens", "minute")])
+    hold = budgets.reserve(SUBJECT, Cost(tokens=10))
+    budgets.settle(hold, Cost(tokens=5))
+    budgets.reserve(SUBJECT, Cost(tokens=10))
+    backend.rate_limit("rl", 10, 10, 1, now)
+    backend.incr("counter", 1, ttl_s=30)
+    backend.set_json("doc", {"a": 1})
+    client = redis.Redis.from_url(redis_server.url)
+    keys = {key.decode(): client.pttl(key) for key in client.scan_iter(match=key_prefix + "*")}
+    client.close()
+    backend.close()
+    window_keys = [k for k in keys if "budget:" in k]
+    assert len(window_keys) == 4  # totals, live holds, lease expiries, settled ids
+    assert all(0 < keys[k] <= 120_000 for k in window_keys)  # the minute window + 60 s of grace
+    assert 0 < keys[key_prefix + "rl"] <= 1_200  # a GCRA key lives until its TAT has passed
+    assert 0 < keys[key_prefix + "counter"] <= 30_000
+    assert keys[key_prefix + "doc"] == -1  # no TTL asked, none set
