@@ -21,6 +21,8 @@ from gateway.state.base import (
     sum_usage,
 )
 
+_SWEEP_EVERY = 1000  # writes between sweeps of expired keys
+
 
 @dataclass(slots=True)
 class _Window:
@@ -55,6 +57,7 @@ class MemoryBackend:
         self._windows: dict[str, _Window] = {}
         self._usage: dict[str, UsageRecord] = {}
         self._breakers: dict[str, dict[str, Any]] = {}
+        self._writes = 0
 
     def __repr__(self) -> str:
         return "MemoryBackend()"
@@ -72,6 +75,12 @@ class MemoryBackend:
             self._expiry.pop(key, None)
         else:
             self._expiry[key] = self._clock() + ttl_s
+        self._writes += 1
+        if self._writes % _SWEEP_EVERY == 0:  # keys nobody reads again (an idle API key's limit)
+            now = self._clock()
+            for old in [k for k, expires in self._expiry.items() if expires <= now]:
+                del self._expiry[old]
+                self._values.pop(old, None)
 
     def incr(self, key: str, amount: float, ttl_s: float | None = None) -> float:
         with self._lock:

@@ -257,3 +257,15 @@ async def test_async_adapter_runs_the_same_operations(backend):
     assert await async_backend.incr("hits", 2) == 2.0
     assert await async_backend.rate_limit("rl", 1, 1, 1, T0) == Decision(True, 0.0, 0)
     assert (await async_backend.reserve("b", 10, 10, "r", 60, WINDOW_END, T0)).granted
+
+
+def test_memory_sweeps_keys_that_expired_unread(clock):
+    from gateway.state.memory import MemoryBackend
+
+    backend = MemoryBackend(clock=clock)
+    for i in range(999):
+        backend.rate_limit(f"idle-key-{i}", 10, 10, 1, clock())
+    clock.advance(5)
+    backend.set_json("fresh", 1)  # the 1,000th write sweeps the idle limits away
+    assert backend.get_json("fresh") == 1
+    assert len(backend._values) == 1
