@@ -11,8 +11,8 @@ then corrects them by the difference to the actual tokens (a correction is appli
 limit: the tokens were spent).
 
 Failure behaviour: ``fail_open=True`` (the default) admits requests when the state backend cannot be
-reached, logging a warning (at most every ``WARN_EVERY_S`` seconds): a rate limit protects an upstream quota that the provider
-enforces anyway, and losing the limiter should not take the gateway down. ``fail_open=False`` raises
+reached, logging a warning at most every ``WARN_EVERY_S`` seconds: a rate limit protects an upstream
+quota that the provider enforces anyway, and losing the limiter should not take the gateway down. ``fail_open=False`` raises
 :class:`~gateway.state.errors.StateBackendUnavailableError` instead. (Budgets, which guard money,
 always fail closed.)
 """
@@ -74,17 +74,29 @@ class RateLimit:
 
     @classmethod
     def rpm(
-        cls, name: str, per_minute: float, *, burst: float | None = None, scope: Scope = "key"
+        cls,
+        name: str,
+        per_minute: float,
+        *,
+        burst: float | None = None,
+        scope: Scope = "key",
+        match: tuple[tuple[str, str], ...] = (),
     ) -> RateLimit:
         """Requests per minute; ``burst`` defaults to a whole minute's allowance."""
-        return cls(name, per_minute / 60.0, per_minute if burst is None else burst, "requests", scope)
+        return cls(name, per_minute / 60.0, per_minute if burst is None else burst, "requests", scope, match)
 
     @classmethod
     def tpm(
-        cls, name: str, per_minute: float, *, burst: float | None = None, scope: Scope = "key"
+        cls,
+        name: str,
+        per_minute: float,
+        *,
+        burst: float | None = None,
+        scope: Scope = "key",
+        match: tuple[tuple[str, str], ...] = (),
     ) -> RateLimit:
         """Tokens per minute; ``burst`` defaults to a whole minute's allowance."""
-        return cls(name, per_minute / 60.0, per_minute if burst is None else burst, "tokens", scope)
+        return cls(name, per_minute / 60.0, per_minute if burst is None else burst, "tokens", scope, match)
 
 
 @dataclass(frozen=True, slots=True)

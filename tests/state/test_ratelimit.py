@@ -105,3 +105,13 @@ def test_fail_closed_raises_the_typed_backend_error(clock):
     limiter = RateLimiter(_Down(), [RateLimit.rpm("rpm", 1)], fail_open=False, clock=clock)  # type: ignore[arg-type]
     with pytest.raises(StateBackendError):
         limiter.acquire(KEY_1)
+
+
+def test_match_limits_a_rate_limit_to_the_requests_it_names(backend, clock):
+    chat_only = RateLimit.rpm("chat", 1, burst=1, scope="global", match=(("route", "chat"),))
+    limiter = RateLimiter(backend, [chat_only], clock=clock)
+    limiter.acquire(Subject(route="chat"))
+    for _ in range(5):
+        limiter.acquire(Subject(route="batch"))
+    with pytest.raises(RateLimitExceededError):
+        limiter.acquire(Subject(key="other", route="chat"))
