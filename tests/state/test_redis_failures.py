@@ -180,3 +180,11 @@ def test_every_key_carries_the_prefix_and_window_keys_expire(redis_server, key_p
     assert 0 < keys[key_prefix + "rl"] <= 1_200  # a GCRA key lives until its TAT has passed
     assert 0 < keys[key_prefix + "counter"] <= 30_000
     assert keys[key_prefix + "doc"] == -1  # no TTL asked, none set
+
+
+def test_a_missing_redis_server_binary_fails_rather_than_skips(monkeypatch, tmp_path):
+    from tests.state.conftest import RedisServer
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(pytest.fail.Exception, match="redis-server is not installed"):
+        RedisServer()
