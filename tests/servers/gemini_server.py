@@ -48,7 +48,7 @@ def handle(rec: Recorded) -> Reply:
     model, _, method = rec.path.removeprefix(prefix).rpartition(":")
     if not rec.headers.get("x-goog-api-key"):
         return _api_key_invalid()
-    body = rec.json() or {}
+    body = camel_keys(rec.json() or {})
     if model.startswith("fixture:"):
         return replay(model.removeprefix("fixture:"), sse=rec.query.get("alt") == ["sse"])
     if model.startswith("error:"):
@@ -71,6 +71,36 @@ def handle(rec: Recorded) -> Reply:
 
 
 # --- Gemini request -> OpenAI messages -----------------------------------------------------------
+
+# The API takes proto field names in either spelling; the server reads camelCase.
+_CAMEL = {
+    "function_call": "functionCall",
+    "function_response": "functionResponse",
+    "function_declarations": "functionDeclarations",
+    "inline_data": "inlineData",
+    "file_data": "fileData",
+    "mime_type": "mimeType",
+    "file_uri": "fileUri",
+    "system_instruction": "systemInstruction",
+    "generation_config": "generationConfig",
+    "tool_config": "toolConfig",
+    "function_calling_config": "functionCallingConfig",
+    "allowed_function_names": "allowedFunctionNames",
+    "response_mime_type": "responseMimeType",
+    "response_schema": "responseSchema",
+    "max_output_tokens": "maxOutputTokens",
+    "stop_sequences": "stopSequences",
+    "candidate_count": "candidateCount",
+    "thought_signature": "thoughtSignature",
+}
+
+
+def camel_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {_CAMEL.get(k, k): camel_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [camel_keys(v) for v in value]
+    return value
 
 
 def to_openai_messages(body: dict[str, Any], model: str) -> list[dict[str, Any]]:
@@ -166,6 +196,7 @@ def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, Any]:
     tools = body.get("tools")
     if not tools:
         return None, None
+    tools = tools if isinstance(tools, list) else [tools]
     declarations = [d for tool in tools for d in tool.get("functionDeclarations", [])]
     openai_tools = [
         {
@@ -189,7 +220,7 @@ def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, Any]:
 def _response_format(config: dict[str, Any]) -> dict[str, Any] | None:
     if config.get("responseMimeType") != "application/json":
         return None
-    schema = config.get("responseSchema")
+    schema = config.get("responseSchema", config.get("responseJsonSchema"))
     if schema is None:
         return {"type": "json_object"}
     return {"type": "json_schema", "json_schema": {"name": "output", "schema": _lower_types(schema)}}
