@@ -8,13 +8,18 @@ Failure behaviour: each command gives up after ``timeout_s`` (connect and read a
 own retries are switched off, so an unreachable, stopped or restarting server surfaces as
 :class:`~gateway.state.errors.StateBackendUnavailableError` within about ``timeout_s``; nothing
 hangs. After a failure, calls fail at once for ``retry_interval_s`` rather than each waiting out
-the timeout. Callers decide what that means: budgets fail closed, rate limits follow their ``fail_open``
-flag. Once the server is back, the next call reconnects by itself. A command that timed out may
-still run when a stopped server resumes: a late ``reserve`` then holds room until its lease ends
-(the safe direction), and a late ``settle`` is idempotent.
+the timeout. Callers decide what that means: budgets fail closed, rate limits follow their
+``fail_open`` flag. Once the server is back, the next call reconnects by itself. A command that
+timed out may still run when a stopped server resumes: a late ``reserve`` then holds room until its
+lease ends (the safe direction), and a late ``settle`` is idempotent.
 
-Keys are ``<key_prefix><key>``; a budget window uses four keys sharing one hash tag, so the scripts
-also run on Redis Cluster.
+Keys are ``<key_prefix><key>``. The keys one script touches share a hash tag (a budget window's
+four keys, the two usage keys), which keeps the scripts Cluster-safe; this class itself speaks to
+one server (or a proxy in front of a cluster).
+
+Retention: a budget window's keys expire a minute after the window ends (its settled ids are kept
+until then, which is what makes settlement idempotent); a rate limit's key expires once it no longer
+restricts anything; usage records stay until :meth:`RedisBackend.prune_usage`.
 """
 
 from __future__ import annotations
