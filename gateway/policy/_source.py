@@ -158,17 +158,31 @@ class _Converter:
 
     def __init__(self, loader: _PolicyLoader, smap: SourceMap, problems: list[PolicyError]) -> None:
         self.loader, self.smap, self.problems, self.visits = loader, smap, problems, 0
+        self.open: set[int] = set()  # nodes being converted: an alias to one of them is a cycle
 
     def convert(self, node: Node, path: Path) -> Any:
         self.visits += 1
         if self.visits > MAX_NODES:
+            message = f"more than {MAX_NODES} values after expanding aliases (an alias bomb?)"
+            raise _error(self.smap, message, "policy.alias-limit", _mark(node), path)
+        if id(node) in self.open:
             raise _error(
                 self.smap,
-                f"more than {MAX_NODES} values after expanding aliases (an alias bomb?)",
-                "policy.alias-limit",
+                "an alias refers to a node that contains it",
+                "policy.alias-cycle",
                 _mark(node),
                 path,
             )
+        if len(self.open) >= MAX_DEPTH:
+            message = f"nesting deeper than {MAX_DEPTH} levels after expanding aliases"
+            raise _error(self.smap, message, "policy.too-deep", _mark(node), path)
+        self.open.add(id(node))
+        try:
+            return self._convert(node, path)
+        finally:
+            self.open.discard(id(node))
+
+    def _convert(self, node: Node, path: Path) -> Any:
         self.smap.values.setdefault(path, _mark(node))
         if isinstance(node, MappingNode):
             return self._mapping(node, path)
@@ -200,10 +214,16 @@ class _Converter:
             return None
         if tag == _BOOL_TAG:
             return str(node.value).lower() == "true"
-        if tag == _CORE + "int" and isinstance(node, ScalarNode):
-            return self.loader.construct_yaml_int(node)
-        if tag == _CORE + "float" and isinstance(node, ScalarNode):
-            return self.loader.construct_yaml_float(node)
+        if tag in (_CORE + "int", _CORE + "float") and isinstance(node, ScalarNode):
+            try:
+                if tag == _CORE + "int":
+                    return self.loader.construct_yaml_int(node)
+                return self.loader.construct_yaml_float(node)
+            except (ValueError, IndexError):  # only reachable through an explicit !!int / !!float tag
+                kind = tag.removeprefix(_CORE)
+                message = f"{node.value!r} is not a valid {kind}"
+                self.problems.append(_error(self.smap, message, "policy.syntax", _mark(node), path))
+                return None
         self._check_tag(node, _CORE + "str", path)
         return None
 
@@ -256,17 +276,23 @@ class _Converter:
 # --- JSON ----------------------------------------------------------------------------------------
 
 
+class _JSONProblem(ValueError):
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise ValueError(f"duplicate key {key!r}")
+            raise _JSONProblem(f"duplicate key {key!r}", "policy.duplicate-key")
         result[key] = value
     return result
 
 
 def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
+    raise _JSONProblem(f"{name} is not a JSON number", "policy.syntax")
 
 
 def _read_json(text: str, smap: SourceMap, problems: list[PolicyError]) -> Any:
@@ -278,8 +304,8 @@ def _read_json(text: str, smap: SourceMap, problems: list[PolicyError]) -> Any:
         ) from None
     except RecursionError:
         raise _error(smap, f"nesting deeper than {MAX_DEPTH} levels", "policy.too-deep", None) from None
-    except ValueError as exc:
-        raise _error(smap, f"invalid JSON: {exc}", "policy.duplicate-key", None) from None
+    except _JSONProblem as exc:
+        raise _error(smap, f"invalid JSON: {exc}", exc.code, None) from None
     _locate_with_yaml(text, smap)
     return data
 

@@ -82,6 +82,19 @@ def test_python_tags_never_run_code(tmp_path) -> None:
     assert not marker.exists()
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "version: 1\na: &a [*a]\n",
+        "version: 1\na: &a {b: *a}\n",
+        "&a {version: 1, x: *a}\n",
+        "version: 1\na: &a {<<: *a}\n",
+    ],
+)
+def test_recursive_aliases_are_refused(text: str) -> None:
+    assert _only(errors_of(text)).code == "policy.alias-cycle"
+
+
 def test_duplicate_keys_are_located_at_the_second() -> None:
     errors = errors_of("version: 1\nroutes:\n  r: {candidates: [gpt-4o]}\n  r: {candidates: [gpt-4.1]}\n")
     assert where(errors) == [(4, 3, "routes.r", "policy.duplicate-key")]
@@ -107,6 +120,11 @@ def test_a_ten_megabyte_file_is_refused_before_reading(tmp_path) -> None:
         tracemalloc.stop()
     assert info.value.code == "policy.too-large" and str(MAX_POLICY_BYTES) in info.value.message
     assert peak < 1024 * 1024
+
+
+def test_json_constants_are_refused() -> None:
+    error = _only(errors_of('{"version": NaN}', filename="p.json"))
+    assert (error.code, "NaN is not a JSON number" in error.message) == ("policy.syntax", True)
 
 
 def test_a_ten_megabyte_text_is_refused() -> None:
@@ -182,6 +200,9 @@ def test_invalid_utf8_is_located() -> None:
         "{{{{",
         "version: 1\nroutes:\n  r:\n    candidates: [gpt-4o]\n    max_cost_usd: .inf\n",
         "version: 1\nmodels:\n  m: {provider: openai, context_window: 1e999}\n",
+        "version: !!int abc\n",
+        "version: !!float abc\n",
+        "version: !!int 0x\n",
     ],
 )
 def test_malformed_yaml_is_a_policy_error(text: str) -> None:

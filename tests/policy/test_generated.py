@@ -160,3 +160,24 @@ _ROUTE_FIELDS = {
     "balance", "balance_weights", "explore", "expected_output_tokens", "fallback", "retry", "timeouts", "hedge",
     "buffer_tokens", "drop_unsupported_params", "eval_set",
 }  # fmt: skip
+
+
+TAGS = ["!!int", "!!float", "!!bool", "!!null", "!!str", "!!binary", "!!python/tuple", "!!omap", "!!pairs",
+        "!!set", "!!timestamp", "!!merge", "!!value", "!local", "!!python/object:os.system", ""]  # fmt: skip
+VALUES = st.one_of(
+    st.text(alphabet=st.characters(codec="ascii", exclude_characters="\r\n\\\"'"), max_size=8),
+    st.sampled_from(
+        ["0x", "0b2", "1e999", ".nan", "-.inf", "0o9", "1_000", "~", "[]", "{}", "*a", "&a 1", "[*a]"]
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(tag=st.sampled_from(TAGS), value=VALUES, anchor=st.booleans())
+def test_tagged_and_aliased_scalars_never_raise_anything_else(tag: str, value: str, anchor: bool) -> None:
+    prefix = "base: &a {x: 1}\n" if anchor else ""
+    text = f"version: 1\n{prefix}telemetry:\n  service_name: {tag} {value}\n"
+    try:
+        parse_policy(text, filename="tags.yaml", env=ENV)
+    except PolicyError as exc:
+        assert exc.errors and all(error.file == "tags.yaml" for error in exc.errors)
