@@ -180,19 +180,23 @@ def price_table(policy: Policy | None) -> PriceTable:
 
 
 def _resolve(policy: Policy | None, model: str) -> Candidate:
+    from gateway.routing import Planner
+    from gateway.targets import client_config_from_env, split_model
+
     if policy is not None:
         from gateway.policy.references import resolve_model_name
         from gateway.policy.targets import resolve_target
 
         name = resolve_model_name(policy, model)
-        if name is not None:
-            return Candidate(resolve_target(policy, name), name, reason="eval: called directly")
-    from gateway.routing import Planner
-    from gateway.targets import client_config_from_env
-
+        if name is not None or split_model(model)[0] is None:
+            # With a policy, a name it cannot resolve is a typo far more often than a model of
+            # the client's own endpoint: resolve_target raises PolicyError with a did-you-mean.
+            return Candidate(resolve_target(policy, name or model), name or model, reason=_REASON)
     config = client_config_from_env(
         api_key=None, base_url=None, organization=None, project=None, default_headers=None, default_query=None
     )
     direct = Planner(config).direct(model)
-    name = canonical_model(None, model)
-    return Candidate(direct.target, name, reason="eval: called directly")
+    return Candidate(direct.target, canonical_model(None, model), reason=_REASON)
+
+
+_REASON = "eval: called directly"
