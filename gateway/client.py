@@ -49,6 +49,7 @@ class _ClientBase:
         default_query: Mapping[str, object] | None,
         policy: Any,
         observer: Observer | None,
+        runtime: Any = None,
     ) -> None:
         if max_retries is None or max_retries < 0:
             raise ValueError(f"max_retries must be a non-negative integer, got {max_retries!r}")
@@ -65,18 +66,27 @@ class _ClientBase:
         self._policy_source = policy
         self._observer: Observer = observer if observer is not None else NullObserver()
         self._planner = Planner(self._config)
-        if policy is not None:
-            self._use_policy(policy, observer)
+        self._runtime: Any = None
+        self._guard: Any = None
+        self._owns_runtime = runtime is None
+        if runtime is not None or policy is not None:
+            self._use_policy(policy, observer, runtime)
 
-    def _use_policy(self, policy: Any, observer: Observer | None) -> None:
-        """Route by the policy: live statistics feed the router; a file is watched and reloaded."""
-        from gateway.metering.observers import ObserverGroup
-        from gateway.stats import LiveStats
+    def _use_policy(self, policy: Any, observer: Observer | None, runtime: Any) -> None:
+        """Route, meter and guard by the policy (see ``gateway/runtime.py``); a file is hot-reloaded."""
+        if runtime is None:
+            from gateway.runtime import build_runtime
 
-        source = _policy_source(policy)
-        self.stats = LiveStats()
-        self._observer = ObserverGroup(self.stats, *([observer] if observer is not None else []))
-        self._planner = Planner(self._config, source, stats=self.stats.snapshot)
+            runtime = build_runtime(policy, observer)
+        self._runtime = runtime
+        self._guard = runtime.guard
+        self._observer = runtime.observer
+        self._planner = Planner(self._config, runtime.policy, stats=runtime.stats.snapshot)
+
+    @property
+    def meter(self) -> Any:
+        """The policy's usage meter (``None`` without a policy)."""
+        return self._runtime.meter if self._runtime is not None else None
 
     @property
     def api_key(self) -> str | None:
@@ -107,8 +117,11 @@ class _ClientBase:
             "default_query": dict(config.default_query),
             "policy": self._policy_source,
             "observer": self._observer,
+            "_runtime": self._runtime,
         }
         unknown = set(overrides) - set(options) - {"http_client", "set_default_headers", "set_default_query"}
+        if "policy" in overrides or "observer" in overrides:
+            options["_runtime"] = None  # a new policy or observer: a runtime of its own
         if unknown:
             raise TypeError(f"with_options() got unexpected keyword arguments: {sorted(unknown)}")
         options["default_headers"] = {
@@ -164,6 +177,7 @@ class OpenAI(_ClientBase):
         policy: Any = None,
         observer: Observer | None = None,
         _strict_response_validation: bool = False,
+        _runtime: Any = None,
     ) -> None:
         self._setup(
             api_key=api_key,
@@ -176,6 +190,7 @@ class OpenAI(_ClientBase):
             default_query=default_query,
             policy=policy,
             observer=observer,
+            runtime=_runtime,
         )
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(timeout=self.timeout, limits=DEFAULT_CONNECTION_LIMITS)
@@ -197,6 +212,8 @@ class OpenAI(_ClientBase):
     def close(self) -> None:
         if self._owns_http:
             self._http.close()
+        if self._runtime is not None and self._owns_runtime:
+            self._runtime.close()
 
     def __enter__(self) -> OpenAI:
         return self
@@ -223,6 +240,7 @@ class AsyncOpenAI(_ClientBase):
         policy: Any = None,
         observer: Observer | None = None,
         _strict_response_validation: bool = False,
+        _runtime: Any = None,
     ) -> None:
         self._setup(
             api_key=api_key,
@@ -235,6 +253,7 @@ class AsyncOpenAI(_ClientBase):
             default_query=default_query,
             policy=policy,
             observer=observer,
+            runtime=_runtime,
         )
         self._owns_http = http_client is None
         self._http = http_client or _default_async_http(self.timeout)
@@ -255,6 +274,8 @@ class AsyncOpenAI(_ClientBase):
     async def close(self) -> None:
         if self._owns_http:
             await self._http.aclose()
+        if self._runtime is not None and self._owns_runtime:
+            self._runtime.close()
 
     async def __aenter__(self) -> AsyncOpenAI:
         return self
@@ -273,15 +294,6 @@ def _default_async_http(timeout: float | httpx.Timeout | None) -> httpx.AsyncCli
     from gateway._aio_transport import AsyncioTransport
 
     return httpx.AsyncClient(timeout=timeout, transport=AsyncioTransport())
-
-
-def _policy_source(policy: Any) -> Any:
-    """A loaded ``Policy`` as is; a path as a watcher's ``current`` (hot reload, last good kept)."""
-    if not isinstance(policy, str | os.PathLike):
-        return policy
-    from gateway.policy import PolicyWatcher  # policies are optional; load the machinery only when used
-
-    return PolicyWatcher(policy).current
 
 
 def _policy_name(policy: Any) -> str | None:

@@ -7,18 +7,21 @@ so the upstream's own 400 comes back as ``BadRequestError`` with its body.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import contextvars
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, Required, TypedDict
 
 import httpx
 import pydantic
 
 from gateway import transport
-from gateway.attempts import StreamInfo
+from gateway.attempts import AttemptRecord, Plan, StreamInfo
 from gateway.streaming import AsyncStream, Stream
 from gateway.structured import parse_choices, type_to_response_format
 from gateway.types import (
     ChatCompletion,
+    ChatCompletionChunk,
     ChatRequest,
     CreateEmbeddingResponse,
     EmbeddingRequest,
@@ -29,6 +32,7 @@ from gateway.types import (
 
 if TYPE_CHECKING:
     from gateway.client import AsyncOpenAI, OpenAI
+    from gateway.guard import Admission
 
 
 class ChatParams(TypedDict, total=False):
@@ -122,15 +126,31 @@ class Completions:
     def create(self, **params: Any) -> ChatCompletion | Stream:
         body, options = split_params("create", params, _CHAT_PARAMS, self._client.timeout)
         req = chat_request(body)
-        plan = self._client._planner.plan(req.model, req)
+        client = self._client
+        plan = client._planner.plan(req.model, req)
         headers = {**options.headers}
+        admission = None
+        if client._guard is not None:
+            admission, plan = admit(client, req, plan)
         if req.stream:
             info = StreamInfo()
-            iterator = self._client._executor.stream(
+            iterator = client._executor.stream(
                 req, plan, headers=headers, timeout=options.timeout, holder=info
             )
+            if admission is not None:
+                iterator = guarded_stream(iterator, admission)
             return Stream(iterator, info)
-        return self._client._executor.complete(req, plan, headers=headers, timeout=options.timeout)
+        if admission is None:
+            return client._executor.complete(req, plan, headers=headers, timeout=options.timeout)
+        from gateway.guard import CURRENT_ATTEMPTS
+
+        records: list[AttemptRecord] = []
+        token = CURRENT_ATTEMPTS.set(records)
+        try:
+            return client._executor.complete(req, plan, headers=headers, timeout=options.timeout)
+        finally:
+            CURRENT_ATTEMPTS.reset(token)
+            admission.settle(records)
 
     def parse(self, *, response_format: Any = None, **params: Any) -> ChatCompletion:
         """``create`` with a pydantic class as ``response_format``; fills ``message.parsed``."""
@@ -152,15 +172,31 @@ class AsyncCompletions:
     async def create(self, **params: Any) -> ChatCompletion | AsyncStream:
         body, options = split_params("create", params, _CHAT_PARAMS, self._client.timeout)
         req = chat_request(body)
-        plan = self._client._planner.plan(req.model, req)
+        client = self._client
+        plan = client._planner.plan(req.model, req)
         headers = {**options.headers}
+        admission = None
+        if client._guard is not None:
+            admission, plan = admit(client, req, plan)
         if req.stream:
             info = StreamInfo()
-            iterator = self._client._executor.stream(
+            iterator = client._executor.stream(
                 req, plan, headers=headers, timeout=options.timeout, holder=info
             )
+            if admission is not None:
+                iterator = guarded_async_stream(iterator, admission)
             return AsyncStream(iterator, info)
-        return await self._client._executor.complete(req, plan, headers=headers, timeout=options.timeout)
+        if admission is None:
+            return await client._executor.complete(req, plan, headers=headers, timeout=options.timeout)
+        from gateway.guard import CURRENT_ATTEMPTS
+
+        records: list[AttemptRecord] = []
+        token = CURRENT_ATTEMPTS.set(records)
+        try:
+            return await client._executor.complete(req, plan, headers=headers, timeout=options.timeout)
+        finally:
+            CURRENT_ATTEMPTS.reset(token)
+            admission.settle(records)
 
     async def parse(self, *, response_format: Any = None, **params: Any) -> ChatCompletion:
         if params.get("stream"):
@@ -171,6 +207,74 @@ class AsyncCompletions:
         if not isinstance(reply, ChatCompletion):
             raise TypeError("parse() expected a non-streaming reply")
         return parse_choices(reply, response_format, params.get("tools"))
+
+
+# --- budgets and rate limits (a policy's guard) ---------------------------------------------------
+
+
+def admit(client: OpenAI | AsyncOpenAI, req: ChatRequest, plan: Plan) -> tuple[Admission, Plan]:
+    """Charge the policy's rate limits and reserve the worst case in its budgets, before any call."""
+    from gateway.budgets import Subject
+    from gateway.metering.records import api_key_id
+    from gateway.routing import estimate_prompt_tokens
+
+    metadata = req.metadata or {}
+    subject = Subject(
+        team=metadata.get("team", ""),
+        key=api_key_id(client.api_key),
+        route=plan.route or "",
+        user=req.user or "",
+    )
+    return client._guard.admit(req, plan, subject, estimate_prompt_tokens(req))  # type: ignore[no-any-return]
+
+
+def guarded_stream(
+    iterator: Iterator[ChatCompletionChunk], admission: Admission
+) -> Iterator[ChatCompletionChunk]:
+    """Run the stream with its own attempt list, and settle the budgets when it ends (however it ends)."""
+    from gateway.guard import CURRENT_ATTEMPTS
+
+    records: list[AttemptRecord] = []
+    context = contextvars.copy_context()
+    context.run(CURRENT_ATTEMPTS.set, records)
+    try:
+        while True:
+            try:
+                chunk = context.run(next, iterator)
+            except StopIteration:
+                return
+            yield chunk
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            context.run(close)
+        admission.settle(records)
+
+
+async def guarded_async_stream(
+    iterator: AsyncIterator[ChatCompletionChunk], admission: Admission
+) -> AsyncIterator[ChatCompletionChunk]:
+    from gateway.guard import CURRENT_ATTEMPTS
+
+    records: list[AttemptRecord] = []
+    context = contextvars.copy_context()
+    context.run(CURRENT_ATTEMPTS.set, records)
+    try:
+        while True:
+            try:
+                chunk = await asyncio.create_task(_anext(iterator), context=context)
+            except StopAsyncIteration:
+                return
+            yield chunk
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await asyncio.create_task(aclose(), context=context)
+        admission.settle(records)
+
+
+async def _anext(iterator: AsyncIterator[ChatCompletionChunk]) -> ChatCompletionChunk:
+    return await iterator.__anext__()
 
 
 class Chat:

@@ -1,0 +1,187 @@
+"""Budgets and rate limits of a policy, applied around each request before any upstream call.
+
+``Guard.admit`` takes the request's rate-limit charge and reserves its worst-case cost (estimated
+prompt tokens + ``max_tokens``, priced at the dearest candidate of the plan) in every budget that
+matches; ``Admission.settle`` replaces the hold by the actual cost of every attempt that consumed
+tokens, and ``Admission.release`` drops it when nothing was consumed. A budget with
+``on_exceed: cheaper`` drops the dearest candidates until the worst case fits, before refusing.
+
+A policy's budgets count one allowance for all the requests they match (``match: {team: search}``
+is the search team's budget; no ``match`` is a global budget). The state backend is the policy's
+``state`` section (memory by default); budgets fail closed and rate limits follow ``fail_open``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from gateway.attempts import AttemptRecord, Plan
+from gateway.budgets import Budget, BudgetReservation, Budgets, Cost, Subject
+from gateway.errors import BudgetExceededError
+from gateway.ratelimit import RateLimit, RateLimiter, RateLimitGrant
+from gateway.types import ChatRequest
+
+if TYPE_CHECKING:
+    from gateway.catalog import ModelSpec
+    from gateway.policy import Policy
+    from gateway.policy.schema import Budget as PolicyBudget
+    from gateway.policy.schema import RateLimit as PolicyRateLimit
+    from gateway.state.base import StateBackend
+
+_MILLION = Decimal(1_000_000)
+DEFAULT_WORST_OUTPUT = 4096  # when neither the request nor the catalog bounds the output
+
+
+@dataclass(slots=True)
+class Admission:
+    """One admitted request's holds: settle them with what was used, or release them."""
+
+    guard: Guard
+    reservation: BudgetReservation | None
+    grant: RateLimitGrant | None
+    plan: Plan
+    done: bool = False
+
+    def settle(self, attempts: Sequence[AttemptRecord]) -> None:
+        if self.done:
+            return
+        self.done = True
+        cost, tokens = self.guard.actual_cost(attempts)
+        if self.reservation is not None:
+            self.guard.budgets.settle(self.reservation, Cost(usd=cost, tokens=tokens))
+        if self.grant is not None and self.guard.limiter is not None:
+            self.guard.limiter.adjust(self.grant, tokens)
+
+    def release(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.reservation is not None:
+            self.guard.budgets.release(self.reservation)
+
+
+# The attempts of the request being served, collected by ``AttemptCollector`` for ``settle``.
+CURRENT_ATTEMPTS: contextvars.ContextVar[list[AttemptRecord] | None] = contextvars.ContextVar(
+    "switchyard_attempts", default=None
+)
+
+
+class AttemptCollector:
+    """An observer that hands each attempt to the request it belongs to (through a context variable)."""
+
+    def attempt_finished(self, record: AttemptRecord) -> None:
+        records = CURRENT_ATTEMPTS.get()
+        if records is not None:
+            records.append(record)
+
+
+class Guard:
+    def __init__(self, policy: Policy, backend: StateBackend) -> None:
+        self.policy = policy
+        self.backend = backend
+        self.budgets = Budgets(backend, [_budget(name, b) for name, b in policy.budgets.items()])
+        limits = [limit for name, r in policy.rate_limits.items() for limit in _limits(name, r)]
+        self.limiter = RateLimiter(backend, limits, fail_open=policy.state.fail_open) if limits else None
+        self._cheaper = any(b.on_exceed == "cheaper" for b in policy.budgets.values())
+        self._specs: dict[str, ModelSpec] = {}
+        self._lock = threading.Lock()
+
+    def admit(
+        self, req: ChatRequest, plan: Plan, subject: Subject, prompt_tokens: int
+    ) -> tuple[Admission, Plan]:
+        """Charge the rate limits and reserve the worst case; may narrow the plan to cheaper candidates."""
+        max_output = req.max_output_tokens
+        grant = None
+        if self.limiter is not None:
+            grant = self.limiter.acquire(subject, prompt_tokens + (max_output or 0))
+        candidates = list(plan.candidates)
+        while True:
+            costs = [self._worst_case(c.name, prompt_tokens, max_output) for c in candidates]
+            worst = Cost(usd=max(c.usd for c in costs), tokens=max(c.tokens for c in costs))
+            try:
+                reservation = self.budgets.reserve(subject, worst) if self.budgets.budgets else None
+            except BudgetExceededError:
+                if not self._cheaper or len(candidates) == 1:
+                    raise
+                dearest = max(
+                    candidates, key=lambda c: self._worst_case(c.name, prompt_tokens, max_output).usd
+                )
+                candidates.remove(dearest)
+                continue
+            narrowed = (
+                plan if len(candidates) == len(plan.candidates) else replace(plan, candidates=candidates)
+            )
+            return Admission(self, reservation, grant, narrowed), narrowed
+
+    def _worst_case(self, model: str, prompt_tokens: int, max_output: int | None) -> Cost:
+        spec = self._spec(model)
+        output = (
+            max_output
+            if max_output is not None
+            else (spec.max_output if spec and spec.max_output else DEFAULT_WORST_OUTPUT)
+        )
+        if spec is None or spec.input_price is None or spec.output_price is None:
+            return Cost(usd=Decimal(0), tokens=prompt_tokens + output)
+        usd = (prompt_tokens * spec.input_price + output * spec.output_price) / _MILLION
+        return Cost(usd=usd, tokens=prompt_tokens + output)
+
+    def actual_cost(self, attempts: Sequence[AttemptRecord]) -> tuple[Decimal, int]:
+        """What every attempt that consumed tokens cost, in USD and tokens."""
+        usd, tokens = Decimal(0), 0
+        for record in attempts:
+            usage = record.usage
+            if usage is None:
+                continue
+            tokens += usage.total_tokens
+            spec = self._spec(record.candidate.name)
+            if spec is None or spec.input_price is None or spec.output_price is None:
+                continue
+            cached = (usage.prompt_tokens_details.cached_tokens or 0) if usage.prompt_tokens_details else 0
+            cached_price = (
+                spec.cached_input_price if spec.cached_input_price is not None else spec.input_price
+            )
+            usd += (
+                (usage.prompt_tokens - cached) * spec.input_price
+                + cached * cached_price
+                + usage.completion_tokens * spec.output_price
+            ) / _MILLION
+        return usd, tokens
+
+    def _spec(self, model: str) -> ModelSpec | None:
+        with self._lock:
+            if model in self._specs:
+                return self._specs[model]
+        from gateway.errors import PolicyError
+        from gateway.policy.targets import resolve_target_config
+
+        try:
+            spec: ModelSpec | None = resolve_target_config(self.policy, model)[1]
+        except PolicyError:
+            spec = None
+        with self._lock:
+            self._specs[model] = spec  # type: ignore[assignment]
+        return spec
+
+
+def _budget(name: str, budget: PolicyBudget) -> Budget:
+    match = tuple((field, value) for field, value in budget.match.model_dump().items() if value is not None)
+    if budget.limit_usd is not None:
+        return Budget(name, budget.limit_usd, "usd", budget.window, "global", match)
+    return Budget(name, int(budget.limit_tokens or 0), "tokens", budget.window, "global", match)
+
+
+def _limits(name: str, limit: PolicyRateLimit) -> list[RateLimit]:
+    match = tuple((field, value) for field, value in limit.match.model_dump().items() if value is not None)
+    out = []
+    if limit.rpm is not None:
+        burst = float(limit.burst if limit.burst is not None else limit.rpm)
+        out.append(RateLimit(f"{name}.rpm", limit.rpm / 60.0, burst, "requests", "global", match))
+    if limit.tpm is not None:
+        burst = float(limit.burst if limit.burst is not None else limit.tpm)
+        out.append(RateLimit(f"{name}.tpm", limit.tpm / 60.0, max(burst, 1.0), "tokens", "global", match))
+    return out

@@ -1,0 +1,89 @@
+"""What a policy switches on around the request loop, built once per client.
+
+- the state backend of ``state`` (memory by default; SQLite or Redis to share with other processes);
+- live statistics that feed the router (``gateway/stats.py``);
+- metering: a ``Meter`` writing one priced usage record per attempt to that backend;
+- telemetry: OpenTelemetry spans and metrics (no-ops until an SDK provider is configured);
+- the ``Guard`` for budgets and rate limits, when the policy declares any.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gateway.attempts import Observer
+
+if TYPE_CHECKING:
+    from gateway.guard import Guard
+    from gateway.metering import Meter, PriceTable
+    from gateway.policy import Policy
+    from gateway.state.base import StateBackend
+    from gateway.stats import LiveStats
+
+
+@dataclass(slots=True)
+class Runtime:
+    policy: Callable[[], Policy] | Policy
+    observer: Observer
+    stats: LiveStats
+    meter: Meter
+    backend: StateBackend
+    guard: Guard | None
+
+    def close(self) -> None:
+        self.meter.close()
+        self.backend.close()
+
+
+def build_runtime(policy: Any, user_observer: Observer | None) -> Runtime:
+    from gateway.guard import AttemptCollector, Guard
+    from gateway.metering import Meter, ObserverGroup, StateSink
+    from gateway.stats import LiveStats
+    from gateway.telemetry import Telemetry
+
+    source = _policy_source(policy)
+    current = source() if callable(source) else source
+    backend = open_state(current)
+    stats = LiveStats()
+    meter = Meter(StateSink(backend), prices=price_table(current))
+    telemetry = Telemetry(capture_content=current.telemetry.capture_content)
+    guard = Guard(current, backend) if current.budgets or current.rate_limits else None
+    observers: list[Observer] = [stats, meter, telemetry, AttemptCollector()]
+    if user_observer is not None:
+        observers.append(user_observer)
+    return Runtime(source, ObserverGroup(*observers), stats, meter, backend, guard)
+
+
+def price_table(policy: Policy) -> PriceTable:
+    """The catalog's prices with the policy's models (and their overrides) on top."""
+    from gateway.catalog import load_catalog
+    from gateway.metering import PriceTable
+    from gateway.policy.references import policy_index
+
+    specs = {**load_catalog().models, **policy_index(policy).models}
+    return PriceTable.from_specs(specs.values())
+
+
+def open_state(policy: Policy) -> StateBackend:
+    from gateway.state import BackendConfig, open_backend
+
+    state = policy.state
+    if state.backend == "sqlite":
+        url = f"sqlite:///{os.path.abspath(state.path or '')}"
+    elif state.backend == "redis" and state.url is not None:
+        url = state.url.get_secret_value()
+    else:
+        url = "memory://"
+    return open_backend(BackendConfig(url, key_prefix=state.key_prefix))
+
+
+def _policy_source(policy: Any) -> Any:
+    """A loaded ``Policy`` as is; a path as a watcher's ``current`` (hot reload, last good kept)."""
+    if not isinstance(policy, str | os.PathLike):
+        return policy
+    from gateway.policy import PolicyWatcher  # policies are optional; load the machinery only when used
+
+    return PolicyWatcher(policy).current
