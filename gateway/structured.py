@@ -91,7 +91,9 @@ def parse_choices(
             message.parsed = _parse_content(response_format, message.content)
         for call in message.tool_calls or ():
             if _is_strict(tools, call.function.name):
-                call.function.parsed_arguments = pydantic.TypeAdapter(Any).validate_json(call.function.arguments)
+                call.function.parsed_arguments = pydantic.TypeAdapter(Any).validate_json(
+                    call.function.arguments
+                )
     return completion
 
 
