@@ -47,7 +47,9 @@ class ModelConfig:
         if not 0 < self.vocab_size <= 1 << 22:
             problems.append(f"vocab_size={self.vocab_size} is out of range")
         if self.num_heads and self.num_kv_heads and self.num_heads % self.num_kv_heads:
-            problems.append(f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
+            problems.append(
+                f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}"
+            )
         if not 0 < self.head_dim <= 1024 or self.head_dim % 2:
             problems.append(f"head_dim={self.head_dim} must be even and in (0, 1024]")
         if not 0 < self.context_length <= 1 << 24:

@@ -1,0 +1,196 @@
+"""A Llama-family decoder (Llama, Mistral, Qwen2, SmolLM) in gpt-fast style.
+
+One forward serves prefill and batched decode: each row of the batch owns a slot of the
+preallocated KV cache and carries its own positions, so rows of different lengths decode together.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from local_engine.config import ModelConfig
+
+__all__ = ["KVCache", "LlamaForCausalLM", "RMSNorm"]
+
+
+class KVCache(nn.Module):
+    """Keys and values of every slot, written by index: [num_slots, H_kv, max_len, D]."""
+
+    def __init__(self, num_slots: int, num_kv_heads: int, max_len: int, head_dim: int,
+                 device: torch.device | str, dtype: torch.dtype) -> None:  # fmt: skip
+        super().__init__()
+        shape = (num_slots, num_kv_heads, max_len, head_dim)
+        self.register_buffer("k_cache", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        self.register_buffer("v_cache", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+
+    def update(
+        self, slots: Tensor, positions: Tensor, k: Tensor, v: Tensor, length: int
+    ) -> tuple[Tensor, Tensor]:
+        """Write k, v ([B, H_kv, S, D]) at `positions` ([B, S]) of `slots` ([B]); read [B, H_kv, length, D]."""
+        rows = slots[:, None]  # [B, 1], broadcast against positions [B, S]
+        self.k_cache[rows, :, positions] = k.transpose(1, 2)  # indexed view: [B, S, H_kv, D]
+        self.v_cache[rows, :, positions] = v.transpose(1, 2)
+        return self.k_cache[slots, :, :length], self.v_cache[slots, :, :length]  # [B, H_kv, L, D]
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        # computed in float32 whatever the model dtype, as HF does
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
+        qkv_out = (self.n_heads + 2 * self.n_kv) * self.head_dim
+        self.wqkv = nn.Linear(config.hidden_size, qkv_out, bias=config.attention_bias)
+        self.wo = nn.Linear(self.n_heads * self.head_dim, config.hidden_size, bias=False)
+        self.kv_cache: KVCache | None = None
+        self._register_load_state_dict_pre_hook(self._fuse_qkv)
+
+    def _fuse_qkv(self, state_dict: dict[str, Tensor], prefix: str, *args: Any) -> None:
+        for kind in ("weight", "bias"):
+            names = [f"{prefix}w{p}.{kind}" for p in "qkv"]
+            if all(name in state_dict for name in names):
+                state_dict[f"{prefix}wqkv.{kind}"] = torch.cat([state_dict.pop(name) for name in names])
+
+    def forward(
+        self, x: Tensor, cos: Tensor, sin: Tensor, slots: Tensor, positions: Tensor, length: int
+    ) -> Tensor:
+        bsz, seqlen, _ = x.shape  # x: [B, S, hidden]
+        q_size, kv_size = self.n_heads * self.head_dim, self.n_kv * self.head_dim
+        q, k, v = self.wqkv(x).split([q_size, kv_size, kv_size], dim=-1)
+        q = q.view(bsz, seqlen, self.n_heads, self.head_dim).transpose(1, 2)  # q: [B, H, S, D]
+        k = k.view(bsz, seqlen, self.n_kv, self.head_dim).transpose(1, 2)  # k: [B, H_kv, S, D]
+        v = v.view(bsz, seqlen, self.n_kv, self.head_dim).transpose(1, 2)  # v: [B, H_kv, S, D]
+        q = q * cos + rotate_half(q) * sin  # cos, sin: [B, 1, S, D]
+        k = k * cos + rotate_half(k) * sin
+        if self.kv_cache is None:
+            raise RuntimeError("call setup_caches() before forward()")
+        keys, values = self.kv_cache.update(slots, positions, k, v, length)  # [B, H_kv, L, D]
+        repeat = self.n_heads // self.n_kv
+        keys = keys.repeat_interleave(repeat, dim=1)  # [B, H, L, D]
+        values = values.repeat_interleave(repeat, dim=1)  # [B, H, L, D]
+        key_pos = torch.arange(length, device=x.device)
+        mask = key_pos[None, None, None, :] <= positions[:, None, :, None]  # [B, 1, S, L]
+        out = F.scaled_dot_product_attention(
+            q, keys, values, attn_mask=mask, scale=1.0 / math.sqrt(self.head_dim)
+        )
+        out = out.transpose(1, 2).reshape(bsz, seqlen, q_size)  # [B, S, H * D]
+        return self.wo(out)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.hidden = config.intermediate_size
+        self.w13 = nn.Linear(config.hidden_size, 2 * self.hidden, bias=False)  # gate and up, fused
+        self.w2 = nn.Linear(self.hidden, config.hidden_size, bias=False)
+        self._register_load_state_dict_pre_hook(self._fuse_gate_up)
+
+    def _fuse_gate_up(self, state_dict: dict[str, Tensor], prefix: str, *args: Any) -> None:
+        names = [f"{prefix}w1.weight", f"{prefix}w3.weight"]
+        if all(name in state_dict for name in names):
+            state_dict[f"{prefix}w13.weight"] = torch.cat([state_dict.pop(name) for name in names])
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = self.w13(x).split(self.hidden, dim=-1)  # each: [B, S, intermediate]
+        return self.w2(F.silu(gate) * up)
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.attention = Attention(config)
+        self.feed_forward = FeedForward(config)
+        self.attention_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.ffn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(
+        self, x: Tensor, cos: Tensor, sin: Tensor, slots: Tensor, positions: Tensor, length: int
+    ) -> Tensor:
+        h = x + self.attention(self.attention_norm(x), cos, sin, slots, positions, length)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class LlamaForCausalLM(nn.Module):
+    """The decoder. `forward(tokens [B, S], slots [B], positions [B, S]) -> logits [B, S, V]`."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.tok_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(TransformerBlock(config) for _ in range(config.num_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.output = (
+            None
+            if config.tie_word_embeddings
+            else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        )
+        self.register_buffer("inv_freq", rope_inv_freq(config), persistent=False)  # [D / 2]
+        self.max_len = 0
+
+    def setup_caches(self, num_slots: int, max_len: int) -> None:
+        """Allocate the KV cache: `num_slots` sequences of up to `max_len` tokens each."""
+        param = self.tok_embeddings.weight
+        for layer in self.layers:
+            attention = layer.attention
+            attention.kv_cache = KVCache(
+                num_slots, attention.n_kv, max_len, attention.head_dim, param.device, param.dtype
+            )
+        self.max_len = max_len
+
+    def forward(self, tokens: Tensor, slots: Tensor, positions: Tensor, last_only: bool = False) -> Tensor:
+        length = int(positions.max()) + 1  # keys to attend over; one host sync per step
+        freqs = positions[..., None].to(self.inv_freq.dtype) * self.inv_freq  # [B, S, D / 2]
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B, 1, S, D]
+        x = self.tok_embeddings(tokens)  # x: [B, S, hidden]
+        cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        for layer in self.layers:
+            x = layer(x, cos, sin, slots, positions, length)
+        if last_only:
+            x = x[:, -1:]  # [B, 1, hidden]
+        x = self.norm(x)
+        if self.output is None:
+            return F.linear(x, self.tok_embeddings.weight)  # logits: [B, S, V]
+        return self.output(x)
+
+
+def rope_inv_freq(config: ModelConfig) -> Tensor:
+    """Inverse frequencies of RoPE for the config's base and scaling: [D / 2] float32."""
+    dim = config.head_dim
+    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    scaling = config.rope_scaling
+    if scaling is None:
+        return inv_freq
+    if scaling.kind == "linear":
+        return inv_freq / scaling.factor
+    # llama3: long wavelengths are slowed by `factor`, short ones kept, the band between blended
+    low_wavelen = scaling.original_context_length / scaling.low_freq_factor
+    high_wavelen = scaling.original_context_length / scaling.high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > low_wavelen, inv_freq / scaling.factor, inv_freq)
+    smooth = (scaling.original_context_length / wavelen - scaling.low_freq_factor) / (
+        scaling.high_freq_factor - scaling.low_freq_factor
+    )
+    blended = (1 - smooth) * scaled / scaling.factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return torch.where(medium, blended, scaled)
