@@ -184,6 +184,7 @@ class Workers:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         process = subprocess.Popen(
             [sys.executable, str(WORKER), json.dumps(config)],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -201,7 +202,17 @@ class Workers:
         return dict(json.loads(out.strip().splitlines()[-1]))
 
     def run_all(self, configs: list[dict[str, Any]], timeout: float = 60) -> list[dict[str, Any]]:
+        """Start every worker, wait until all are ready (imports done), then give them one start time."""
         processes = [self.start(config) for config in configs]
+        for process in processes:
+            assert process.stdout is not None
+            if not process.stdout.readline():
+                self.finish(process, timeout)  # it died: report its stderr
+        start_at = time.time() + 0.2
+        for process in processes:
+            assert process.stdin is not None
+            process.stdin.write(json.dumps({"start_at": start_at}) + "\n")
+            process.stdin.flush()
         return [self.finish(process, timeout) for process in processes]
 
 

@@ -8,7 +8,9 @@ Modes (``config["mode"]``):
 - ``ratelimit``: ``threads`` threads send ``requests`` requests in all, evenly spread over
   ``duration_s``; prints every admission time and every retry-after.
 
-All processes of a test share ``start_at`` (Unix time), so they start together.
+``budget`` and ``ratelimit`` workers print ``{"ready": true}`` once imported and connected, then read
+``{"start_at": <unix time>}`` from stdin, so that all processes of a test start together however
+long their imports took.
 """
 
 from __future__ import annotations
@@ -65,8 +67,14 @@ def budget_round(config: dict[str, Any], budgets: Budgets, deadline: float, seed
     return counts
 
 
+def wait_for_start(config: dict[str, Any]) -> None:
+    print(json.dumps({"ready": True}), flush=True)
+    config["start_at"] = json.loads(sys.stdin.readline())["start_at"]
+
+
 def run_budget(config: dict[str, Any]) -> dict[str, Any]:
     backend = open_backend(BackendConfig(config["url"], key_prefix=config["prefix"], timeout_s=5.0))
+    wait_for_start(config)
     rounds = []
     sleep_until(config["start_at"])
     for number, name in enumerate(config["budgets"]):
@@ -89,6 +97,7 @@ def run_hold(config: dict[str, Any]) -> None:
 def run_ratelimit(config: dict[str, Any]) -> dict[str, Any]:
     backend = open_backend(BackendConfig(config["url"], key_prefix=config["prefix"], timeout_s=5.0))
     limit = RateLimit("shared", config["rate"], config["burst"], scope="global")
+    wait_for_start(config)
     admitted: list[float] = []
     refused: list[tuple[float, float]] = []
     lock = threading.Lock()
