@@ -269,7 +269,13 @@ class Budgets:
             self.backend.release(hold.key, rid, now)
 
     def settle(self, reservation: BudgetReservation, actual: Cost) -> None:
-        """Charge the actual cost in place of the holds; replaying a settlement changes nothing."""
+        """Charge the actual cost in place of the holds; replaying a settlement changes nothing.
+
+        Raises:
+            StateBackendUnavailableError: The backend cannot be reached. The hold then lapses with
+                its lease and this spend is missing from the budget (metering still records it);
+                calling ``settle`` again once the backend is back is safe.
+        """
         now = self._clock()
         for hold in reservation.holds:
             if hold.window_end <= now:  # the window ended mid-call: the spend lands in the current one
@@ -279,7 +285,11 @@ class Budgets:
             )
 
     def release(self, reservation: BudgetReservation) -> None:
-        """Drop the holds without spending (the call failed before consuming tokens)."""
+        """Drop the holds without spending (the call failed before consuming tokens).
+
+        Raises:
+            StateBackendUnavailableError: The backend cannot be reached; the holds lapse with their lease.
+        """
         self._drop(reservation.holds, reservation.reservation_id, self._clock())
 
     def status(self, subject: Subject) -> list[BudgetStatus]:
