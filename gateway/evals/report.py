@@ -163,7 +163,9 @@ def write_chart(summaries: Sequence[ModelSummary], path: str | Path) -> Path | N
             axes.plot(xs, ys, "--", color="tab:red", zorder=2, label="Pareto front")
             axes.scatter(xs, ys, s=260, facecolors="none", edgecolors="tab:red", linewidths=1.5, zorder=4)
         for c, q, s in zip(costs, scores, priced, strict=True):
-            axes.annotate(s.model, (c, q), textcoords="offset points", xytext=(8, 6), fontsize=8)
+            right = c == max(costs) and len(costs) > 1  # label the rightmost point on its left
+            offset, align = ((-8, 6), "right") if right else ((8, 6), "left")
+            axes.annotate(s.model, (c, q), textcoords="offset points", xytext=offset, ha=align, fontsize=8)
         positive = [c for c in costs if c > 0]
         if (
             positive
@@ -172,6 +174,11 @@ def write_chart(summaries: Sequence[ModelSummary], path: str | Path) -> Path | N
             and len(positive) == len(costs)
         ):
             axes.set_xscale("log")
+        axes.margins(x=0.2)
+        unpriced = [s.model for s in summaries if s.cost_per_case_usd is None]
+        if unpriced:
+            note = "not shown (no price): " + ", ".join(unpriced)
+            axes.text(0.01, 0.01, note, transform=axes.transAxes, fontsize=7, color="0.4")
         axes.set_xlabel("cost per case (USD)")
         axes.set_ylabel("mean score (95% CI)")
         axes.set_ylim(-0.05, 1.05)

@@ -29,8 +29,12 @@ SET_TEXT = "\n".join(
         json.dumps({"set": {"name": "quiz", "route": "qa"}}),
         json.dumps({"id": "sum", "prompt": "What is 2+2?", "expected": 4, "scorer": "numeric"}),
         json.dumps({"id": "capital", "prompt": "Capital of France?", "expected": "paris"}),
-        json.dumps({"id": "prime", "prompt": "Pick the prime: A) 4 B) 7 C) 9", "expected": "B", "scorer": "choice"}),
-        json.dumps({"id": "planet", "prompt": "Largest planet?", "expected": "Jupiter", "scorer": "contains"}),
+        json.dumps(
+            {"id": "prime", "prompt": "Pick the prime: A) 4 B) 7 C) 9", "expected": "B", "scorer": "choice"}
+        ),
+        json.dumps(
+            {"id": "planet", "prompt": "Largest planet?", "expected": "Jupiter", "scorer": "contains"}
+        ),
     ]
 )
 
@@ -55,7 +59,9 @@ def judge(rec: Recorded) -> Reply:
     body = rec.json() or {}
     reply = openai_server.chat(body)
     assert isinstance(reply, JSONReply)
-    verdict = "Looks great to me!" if body["model"] == "garbage" else json.dumps({"score": 0.8, "reason": "fine"})
+    verdict = (
+        "Looks great to me!" if body["model"] == "garbage" else json.dumps({"score": 0.8, "reason": "fine"})
+    )
     reply.body["choices"][0]["message"]["content"] = verdict
     return reply
 
@@ -68,7 +74,8 @@ def servers() -> Iterator[dict[str, LoopbackServer]]:
 
 def policy_text(servers: dict[str, LoopbackServer]) -> str:
     providers = "\n".join(
-        f"  {name}: {{kind: openai, base_url: '{s.base_url}/v1', api_key: sk-test}}" for name, s in servers.items()
+        f"  {name}: {{kind: openai, base_url: '{s.base_url}/v1', api_key: sk-test}}"
+        for name, s in servers.items()
     )
     return f"""version: 1
 providers:

@@ -30,7 +30,9 @@ def test_two_models_with_different_answers_score_differently(
     quiz = parse_set(SET_TEXT)
     out = io.StringIO()
     with ModelCaller(policy) as caller:
-        run = run_eval(quiz, MODELS, caller=caller, concurrency=3, progress=PlainProgress(out), clock=lambda: 1000.0)
+        run = run_eval(
+            quiz, MODELS, caller=caller, concurrency=3, progress=PlainProgress(out), clock=lambda: 1000.0
+        )
     good, bad = run.summaries
     assert (good.model, good.mean, good.cases, good.scored, good.failures) == ("good/model", 1.0, 4, 4, 0)
     assert (bad.model, bad.mean, bad.failures) == ("bad/model", 0.0, 0)
@@ -64,7 +66,9 @@ def test_a_second_run_makes_no_upstream_calls_for_cached_cases(
     assert second.results == first.results
     assert [s.mean for s in second.summaries] == [1.0, 0.0]
     # A new case (a new set version) is called afresh; the old version's cache is not reused.
-    grown = parse_set(SET_TEXT + "\n" + json.dumps({"id": "extra", "prompt": "What is 2+2?", "expected": "4"}))
+    grown = parse_set(
+        SET_TEXT + "\n" + json.dumps({"id": "extra", "prompt": "What is 2+2?", "expected": "4"})
+    )
     with ModelCaller(policy) as caller:
         third = run_eval(grown, ["good/model"], caller=caller, store=store)
     assert (third.upstream_calls, third.cached) == (5, 0)
@@ -93,7 +97,8 @@ def explode(output: Output, case: Any) -> float:
 
 def test_a_raising_scorer_records_a_failure_and_the_run_goes_on(policy: Policy) -> None:
     text = "\n".join(
-        json.dumps({"id": i, "prompt": "What is 2+2?", "scorer": f"{__name__}:explode"}) for i in ("a", "boom", "c")
+        json.dumps({"id": i, "prompt": "What is 2+2?", "scorer": f"{__name__}:explode"})
+        for i in ("a", "boom", "c")
     )
     store = EvalStore(open_backend("memory://"))
     with ModelCaller(policy) as caller:
@@ -109,11 +114,14 @@ def test_a_raising_scorer_records_a_failure_and_the_run_goes_on(policy: Policy) 
 
 def test_fail_fast_stops_and_stores_nothing(policy: Policy) -> None:
     text = "\n".join(
-        json.dumps({"id": f"c{i}", "prompt": "What is 2+2?", "scorer": f"{__name__}:explode"}) for i in range(6)
+        json.dumps({"id": f"c{i}", "prompt": "What is 2+2?", "scorer": f"{__name__}:explode"})
+        for i in range(6)
     ).replace('"c2"', '"boom"')
     store = EvalStore(open_backend("memory://"))
     with ModelCaller(policy) as caller:
-        run = run_eval(parse_set(text), ["good/model"], caller=caller, store=store, fail_fast=True, concurrency=1)
+        run = run_eval(
+            parse_set(text), ["good/model"], caller=caller, store=store, fail_fast=True, concurrency=1
+        )
     assert run.stopped is not None and run.stopped.case_id == "boom"
     assert len(run.results["good/model"]) == 3
     assert store.summaries("set") == []
@@ -124,19 +132,28 @@ def test_a_failing_model_is_a_scored_failure(policy: Policy) -> None:
     with ModelCaller(policy, max_retries=0) as caller:
         run = run_eval(parse_set(SET_TEXT), ["bad/broken"], caller=caller)
     summary = run.summaries[0]
-    assert (summary.mean, summary.failures, summary.cost_per_case_usd, summary.latency_p50_s) == (0.0, 4, None, None)
+    assert (summary.mean, summary.failures, summary.cost_per_case_usd, summary.latency_p50_s) == (
+        0.0,
+        4,
+        None,
+        None,
+    )
     assert run.results["bad/broken"][0].error is not None
     assert run.results["bad/broken"][0].error.startswith("InternalServerError")
 
 
-JUDGED = json.dumps({"id": "j", "prompt": "Capital of France?", "scorer": {"type": "judge", "rubric": "Names Paris"}})
+JUDGED = json.dumps(
+    {"id": "j", "prompt": "Capital of France?", "scorer": {"type": "judge", "rubric": "Names Paris"}}
+)
 
 
 def test_judge_cost_is_metered_like_any_call(policy: Policy, servers: dict[str, LoopbackServer]) -> None:
     sink = MemorySink()
     meter = Meter(sink, prices=price_table(policy))
     with ModelCaller(policy, observer=meter) as caller:
-        run = run_eval(parse_set(JUDGED, name="judged"), ["good/model"], caller=caller, judge_model="judge/grader")
+        run = run_eval(
+            parse_set(JUDGED, name="judged"), ["good/model"], caller=caller, judge_model="judge/grader"
+        )
     meter.flush()
     result = run.results["good/model"][0]
     assert (result.status, result.score, result.reason) == ("ok", 0.8, "fine")
@@ -155,7 +172,11 @@ def test_a_garbage_judge_is_a_scored_failure_not_a_crash(policy: Policy) -> None
     store = EvalStore(open_backend("memory://"))
     with ModelCaller(policy) as caller:
         run = run_eval(
-            parse_set(JUDGED, name="judged"), ["good/model"], caller=caller, store=store, judge_model="judge/garbage"
+            parse_set(JUDGED, name="judged"),
+            ["good/model"],
+            caller=caller,
+            store=store,
+            judge_model="judge/garbage",
         )
     result = run.results["good/model"][0]
     assert (result.status, result.score) == ("judge_error", 0.0)
@@ -180,6 +201,8 @@ def test_bad_arguments_fail_before_any_call(policy: Policy, servers: dict[str, L
 def test_rpm_spaces_calls_per_model(policy: Policy) -> None:
     waits: list[float] = []
     with ModelCaller(policy) as caller:
-        run_eval(parse_set(SET_TEXT), ["good/model"], caller=caller, rpm=60, concurrency=1, sleep=waits.append)
+        run_eval(
+            parse_set(SET_TEXT), ["good/model"], caller=caller, rpm=60, concurrency=1, sleep=waits.append
+        )
     # The fake sleep returns at once, so each call's slot is one more second after the first's.
     assert [round(w) for w in waits] == [1, 2, 3]

@@ -156,10 +156,16 @@ class FakeJudge:
 )
 def test_judge_verdicts(reply: str, scale: int, want: float, failed: bool) -> None:
     judge = FakeJudge(reply)
-    case = EvalCase("c", ({"role": "user", "content": "Why is the sky blue?"},), expected="Rayleigh scattering")
+    case = EvalCase(
+        "c", ({"role": "user", "content": "Why is the sky blue?"},), expected="Rayleigh scattering"
+    )
     spec = {"type": "judge", "rubric": "Mentions scattering", "scale": scale, "model": "judge/x"}
     result = resolve_scorer(spec)(Output("Because of scattering"), case, ScoringContext(judge=judge))
-    assert (result.value, result.failure is not None, result.judge_cost_usd) == (want, failed, Decimal("0.001"))
+    assert (result.value, result.failure is not None, result.judge_cost_usd) == (
+        want,
+        failed,
+        Decimal("0.001"),
+    )
     model, messages = judge.seen[0]
     assert model == "judge/x"
     assert "Mentions scattering" in messages[1]["content"] and "Rayleigh scattering" in messages[1]["content"]

@@ -82,7 +82,11 @@ def test_skip_drops_malformed_lines_and_lists_them() -> None:
     text = "\n".join([GOOD, "{oops", '{"prompt": "b"}', "42", '{"prompt": "c", "bogus": 1}'])
     loaded = parse_set(text, name="s", file="s.jsonl", on_error="skip")
     assert [c.id for c in loaded.cases] == ["a", "line-3"]
-    assert [(p.line, p.code) for p in loaded.problems] == [(2, "eval.bad-set"), (4, "eval.bad-set"), (5, "eval.bad-set")]
+    assert [(p.line, p.code) for p in loaded.problems] == [
+        (2, "eval.bad-set"),
+        (4, "eval.bad-set"),
+        (5, "eval.bad-set"),
+    ]
 
 
 def test_bad_header_and_empty_sets() -> None:

@@ -8,10 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from gateway.evals import CaseResult, EvalScores, EvalStore, ModelSummary, QualityEvidence, route_evals, route_quality
+from gateway.evals import (
+    CaseResult,
+    EvalScores,
+    EvalStore,
+    ModelSummary,
+    QualityEvidence,
+    route_evals,
+    route_quality,
+)
 from gateway.policy import Policy, parse_policy
 from gateway.router import EvalScore, StatsSnapshot, plan
-from gateway.state import open_backend
 from gateway.types import ChatRequest
 
 
@@ -23,7 +30,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EvalStore]
     opened.close()
 
 
-def summary(model: str, mean: float, *, at: float = 1000.0, version: str = "v1", set_name: str = "quiz") -> ModelSummary:
+def summary(
+    model: str, mean: float, *, at: float = 1000.0, version: str = "v1", set_name: str = "quiz"
+) -> ModelSummary:
     return ModelSummary(
         set_name, version, model, 10, 10, mean, mean - 0.1, min(1.0, mean + 0.1), Decimal("0.0004"),
         Decimal("0.0001"), 0.2, 0.4, 1, at, ("c3: RuntimeError: x",),
@@ -50,7 +59,9 @@ def test_round_trip(store: EvalStore) -> None:
 def test_the_summary_is_what_the_state_backend_stores_as_latest_eval(store: EvalStore) -> None:
     store.put_summary(summary("good/model", 0.8))
     raw = store.backend.latest_eval("quiz", "good/model")
-    assert raw is not None and raw["mean"] == 0.8 and raw["set_version"] == "v1" and raw["finished_at"] == 1000.0
+    assert (
+        raw is not None and raw["mean"] == 0.8 and raw["set_version"] == "v1" and raw["finished_at"] == 1000.0
+    )
 
 
 def test_sqlite_results_survive_a_restart(tmp_path: Path) -> None:
@@ -102,10 +113,14 @@ def test_a_routes_quality_is_the_latest_eval_else_the_prior(store: EvalStore, po
 
 def test_the_router_ranks_by_the_stored_scores(store: EvalStore, policy: Policy) -> None:
     request = ChatRequest(model="route:qa", messages=[{"role": "user", "content": "hi"}])
-    before = plan(request, "qa", policy, StatsSnapshot(), prompt_tokens=10, evals=route_evals(store, policy, "qa"))
+    before = plan(
+        request, "qa", policy, StatsSnapshot(), prompt_tokens=10, evals=route_evals(store, policy, "qa")
+    )
     store.put_summary(summary("openai/gpt-4o-mini", 0.1))
     store.put_summary(summary("openai/gpt-4o", 1.0))
-    after = plan(request, "qa", policy, StatsSnapshot(), prompt_tokens=10, evals=route_evals(store, policy, "qa"))
+    after = plan(
+        request, "qa", policy, StatsSnapshot(), prompt_tokens=10, evals=route_evals(store, policy, "qa")
+    )
     quality = {c.model: c.quality for c in after.candidates}
     assert quality["openai/gpt-4o"] == 1.0 and quality["openai/gpt-4o-mini"] == 0.1
     assert {c.model: c.quality for c in before.candidates}["openai/gpt-4o-mini"] == 0.6  # the policy's prior
