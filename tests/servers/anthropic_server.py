@@ -156,6 +156,7 @@ def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, Any, bool
     mapped: Any = {"auto": "auto", "none": "none", "any": "required"}.get(choice["type"])
     if choice["type"] == "tool":
         mapped = {"type": "function", "function": {"name": choice["name"]}}
+        openai_tools = [t for t in openai_tools if t["function"]["name"] == choice["name"]]
     parallel = False if choice.get("disable_parallel_tool_use") else None
     return openai_tools, mapped, parallel
 
