@@ -46,6 +46,7 @@ then runs over ``big`` and ``small`` only.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -76,7 +77,6 @@ MIN_LIVE_SAMPLES = 5  # below this, a model's catalog priors stand in for its li
 DEFAULT_QUALITY = 0.5  # a model with neither an eval score nor a prior
 _PER_TOKEN = Decimal(1) / Decimal(1_000_000)  # prices are per million tokens
 _IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
-_IMPLICIT_ROUTE = Route(candidates=["-"])
 _INF = float("inf")
 
 
@@ -124,8 +124,9 @@ class Exclusion:
     """A candidate the plan dropped: ``code`` is stable, ``message`` is for people."""
 
     model: str
-    code: str  # missing_capability | context_window | max_output | breaker_open | over_budget |
-    # not_local | min_quality | max_latency | max_cost
+    # missing_capability, context_window, max_output, breaker_open, over_budget, not_local,
+    # min_quality, max_latency or max_cost
+    code: str
     message: str
 
 
@@ -200,6 +201,12 @@ def _needs(request: ChatRequest, route: Route) -> list[str]:
     return needs
 
 
+@functools.lru_cache(maxsize=256)
+def _implicit_route(model: str) -> Route:
+    """Default route settings for a plan of one model named directly (``model="openai/gpt-4o"``)."""
+    return Route(candidates=[model])
+
+
 def _resolve_route(policy: Policy, route_name: str) -> tuple[str, Route, Sequence[ModelSpec]]:
     index = policy_index(policy)
     name = route_name.removeprefix("route:")
@@ -209,7 +216,7 @@ def _resolve_route(policy: Policy, route_name: str) -> tuple[str, Route, Sequenc
     model = resolve_model_name(policy, name)
     if model is not None:
         spec = index.models.get(model) or load_catalog().models[model]
-        return name, _IMPLICIT_ROUTE, (spec,)
+        return name, _implicit_route(model), (spec,)
     hint = did_you_mean(name, [*policy.routes, *model_names(policy.models)])
     raise NoRouteError(f"unknown route or model {route_name!r}{hint}")
 
