@@ -4,7 +4,7 @@
 switchyard eval run SET.jsonl --policy P --models a,b,c     every case on each model, into the store
 switchyard eval run SET.jsonl --policy P --route R          the route's candidates
     [--store sqlite:///.switchyard/evals.sqlite] [--concurrency 4] [--fail-fast] [--judge MODEL]
-    [--rpm N] [--on-error fatal|skip] [--progress auto|rich|plain|none]
+    [--rpm N] [--max-retries 2] [--on-error fatal|skip] [--progress auto|rich|plain|none]
 switchyard eval report SET [--store URL] [--out DIR]        table, PNG chart and markdown summary
 switchyard eval explain --policy P --route R [--store URL]  the plan with eval scores, and their age
 ```
@@ -45,6 +45,7 @@ def register(subparsers: Any) -> None:
     )
     run.add_argument("--concurrency", type=int, default=4, help="calls in flight at once (default 4)")
     run.add_argument("--rpm", type=float, help="at most this many calls a minute to each model")
+    run.add_argument("--max-retries", type=int, default=2, help="retries of a call on 429/5xx (default 2)")
     run.add_argument("--fail-fast", action="store_true", help="stop at the first failed case")
     run.add_argument("--judge", help="the model the judge scorer calls")
     run.add_argument("--on-error", choices=("fatal", "skip"), default="fatal", help="malformed set lines")
@@ -105,7 +106,7 @@ def _run(args: argparse.Namespace) -> int:
     prices = price_table(policy)
     meter = Meter(StateSink(store.backend), prices=prices)
     try:
-        with ModelCaller(policy, observer=meter, prices=prices) as caller:
+        with ModelCaller(policy, observer=meter, prices=prices, max_retries=args.max_retries) as caller:
             run = run_eval(
                 eval_set, models, caller=caller, store=store, concurrency=args.concurrency,
                 fail_fast=args.fail_fast, judge_model=args.judge, rpm=args.rpm,
