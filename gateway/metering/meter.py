@@ -10,7 +10,8 @@ Rules, in order:
    delivered (``AttemptRecord.streamed_text``, see ``tokens.count_text``) and marked estimated.
 3. Records are idempotent per ``(request_id, attempt)``: the meter drops a replay it has seen, and
    every sink stores a record id once, so replays across processes change nothing either.
-4. Nothing on the request path blocks: records go to a bounded queue per sink (``sinks.py``).
+4. Nothing on the request path blocks: attempts go to one bounded queue; a writer thread counts,
+   prices and writes them to every sink (``sinks.py``).
 
 Example:
     >>> from gateway import OpenAI
@@ -58,19 +59,19 @@ class MeterStats:
         skipped: Attempts that consumed no tokens (no record, by design).
         replays: Attempts seen a second time and ignored.
         unpriced: Records whose model has no price (cost ``None``).
-        sinks: Each sink's writer counters, in the order the sinks were given.
+        queue: The counters of the queue between the request path and the sinks (in attempts).
     """
 
     records: int
     skipped: int
     replays: int
     unpriced: int
-    sinks: tuple[WriterStats, ...]
+    queue: WriterStats
 
     @property
     def dropped(self) -> int:
-        """Records a full queue refused, over all sinks."""
-        return sum(s.dropped for s in self.sinks)
+        """Attempts a full queue refused (counted and warned, never silent)."""
+        return self.queue.dropped
 
 
 def usage_record(
@@ -144,12 +145,16 @@ def usage_record(
 class Meter:
     """Observes attempts and writes one priced usage record per attempt that consumed tokens.
 
+    On the request path the meter only drops replays and queues the attempt (a few microseconds);
+    counting, pricing and attribution happen on the writer thread, which then writes every sink.
+    Sinks are idempotent, so a batch retried after one sink failed is harmless to the others.
+
     Args:
-        sinks: One sink or several (each gets its own bounded queue and writer thread).
+        sinks: One sink or several.
         prices: The price table; the bundled catalog's when ``None``.
         count_fns: Local models' own tokenizers, by model name.
-        queue_size: Per sink, the most records waiting to be written.
-        flush_interval_s: How long a record may wait in the queue.
+        queue_size: The most attempts waiting to be metered; beyond it they are dropped and counted.
+        flush_interval_s: How long an attempt may wait in the queue.
         clock: Wall-clock time for the records' ``ts``.
     """
 
@@ -163,16 +168,16 @@ class Meter:
         flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        sink_list = [sinks] if isinstance(sinks, Sink) else list(sinks)
-        self._writers = [
-            BufferedWriter(s, queue_size=queue_size, flush_interval_s=flush_interval_s) for s in sink_list
-        ]
+        self.sinks: tuple[Sink, ...] = (sinks,) if isinstance(sinks, Sink) else tuple(sinks)
         self._prices = prices
         self._count_fns = dict(count_fns or {})
         self._clock = clock
         self._seen: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._records = self._skipped = self._replays = self._unpriced = 0
+        self._writer = BufferedWriter(
+            _PricingStage(self), queue_size=queue_size, flush_interval_s=flush_interval_s
+        )
 
     @property
     def prices(self) -> PriceTable:
@@ -182,7 +187,7 @@ class Meter:
         return self._prices
 
     def attempt_finished(self, record: AttemptRecord) -> None:
-        """The observer hook: meter one attempt. Never raises into the request path."""
+        """The observer hook: queue one attempt for metering. Never blocks, never raises."""
         key = (record.request_id, record.attempt)
         with self._lock:
             if key in self._seen:
@@ -191,41 +196,68 @@ class Meter:
             self._seen[key] = None
             if len(self._seen) > SEEN_CAPACITY:
                 self._seen.popitem(last=False)
-        try:
-            usage = usage_record(record, self.prices, now=self._clock(), count_fns=self._count_fns)
-        except Exception:  # noqa: BLE001 - metering must not fail a request; the failure is logged
-            logger.exception("could not meter attempt %s:%d", record.request_id, record.attempt)
-            return
-        with self._lock:
-            if usage is None:
-                self._skipped += 1
-                return
-            self._records += 1
-            self._unpriced += usage.cost_usd is None
-        for writer in self._writers:
-            writer.submit(usage)
+        self._writer.submit((record, self._clock()))
 
     def stats(self) -> MeterStats:
-        """Counters of the meter and of each sink's writer."""
+        """Counters of the meter and of its queue."""
         with self._lock:
             counts = (self._records, self._skipped, self._replays, self._unpriced)
-        return MeterStats(*counts, sinks=tuple(w.stats() for w in self._writers))
+        return MeterStats(*counts, queue=self._writer.stats())
 
     def flush(self, timeout: float | None = 10.0) -> bool:
-        """Write every queued record now; ``True`` when all sinks drained within ``timeout``."""
-        drained = [writer.flush(timeout) for writer in self._writers]  # flush every sink, even after a False
-        return all(drained)
+        """Meter and write everything queued now; ``True`` when done within ``timeout``."""
+        return self._writer.flush(timeout)
 
     def close(self) -> None:
-        """Flush, stop the writer threads and close the sinks. Also done at interpreter exit."""
-        for writer in self._writers:
-            writer.close()
+        """Flush, stop the writer thread and close the sinks. Also done at interpreter exit."""
+        self._writer.close()
         dropped = self.stats().dropped
         if dropped:
-            logger.warning("the usage meter dropped %d records because a queue was full", dropped)
+            logger.warning("the usage meter dropped %d attempts because its queue was full", dropped)
 
     def __enter__(self) -> Meter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _meter(self, batch: Sequence[tuple[AttemptRecord, float]]) -> list[UsageRecord]:
+        records = []
+        for attempt, now in batch:
+            try:
+                usage = usage_record(attempt, self.prices, now=now, count_fns=self._count_fns)
+            except Exception:  # noqa: BLE001 - one bad attempt must not stop the others; logged
+                logger.exception("could not meter attempt %s:%d", attempt.request_id, attempt.attempt)
+                continue
+            with self._lock:
+                if usage is None:
+                    self._skipped += 1
+                    continue
+                self._records += 1
+                self._unpriced += usage.cost_usd is None
+            records.append(usage)
+        return records
+
+
+class _PricingStage:
+    """The writer thread's work: attempts in, priced records out to every sink."""
+
+    def __init__(self, meter: Meter) -> None:
+        self.meter = meter
+        # The writer retries a refused batch with the same list: meter it once, write it again.
+        self._batch: Sequence[tuple[AttemptRecord, float]] | None = None
+        self._priced: list[UsageRecord] = []
+
+    def write(self, records: Sequence[tuple[AttemptRecord, float]]) -> None:
+        if records is not self._batch:
+            self._batch, self._priced = records, self.meter._meter(records)
+        for sink in self.meter.sinks:
+            if self._priced:
+                sink.write(self._priced)
+
+    def close(self) -> None:
+        for sink in self.meter.sinks:
+            try:
+                sink.close()
+            except Exception:  # noqa: BLE001 - closing the others matters more; logged
+                logger.exception("could not close usage sink %s", type(sink).__name__)

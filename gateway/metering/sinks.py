@@ -25,13 +25,13 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from gateway._redact import redact
 from gateway.metering.records import UsageRecord
 from gateway.state.base import StateBackend
 
-__all__ = ["BufferedWriter", "CallbackSink", "MemorySink", "Sink", "StateSink", "WriterStats"]
+__all__ = ["BatchWriter", "BufferedWriter", "CallbackSink", "MemorySink", "Sink", "StateSink", "WriterStats"]
 
 logger = logging.getLogger("gateway.metering")
 
@@ -39,6 +39,9 @@ DEFAULT_QUEUE_SIZE = 10_000
 DEFAULT_BATCH_SIZE = 500
 DEFAULT_FLUSH_INTERVAL_S = 0.25
 DEFAULT_MAX_WRITE_ATTEMPTS = 3
+
+T = TypeVar("T")
+T_contra = TypeVar("T_contra", contravariant=True)
 
 
 @runtime_checkable
@@ -134,6 +137,14 @@ class CallbackSink:
         return None
 
 
+class BatchWriter(Protocol[T_contra]):
+    """What a :class:`BufferedWriter` writes to: a sink, or the meter's pricing stage."""
+
+    def write(self, records: Sequence[T_contra]) -> None: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class WriterStats:
     """Counters of one writer.
@@ -153,7 +164,7 @@ class WriterStats:
     queued: int
 
 
-class BufferedWriter:
+class BufferedWriter(Generic[T]):
     """A bounded queue in front of one sink, written by a daemon thread.
 
     Args:
@@ -166,7 +177,7 @@ class BufferedWriter:
 
     def __init__(
         self,
-        sink: Sink,
+        sink: BatchWriter[T],
         *,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         batch_size: int = DEFAULT_BATCH_SIZE,
@@ -176,7 +187,7 @@ class BufferedWriter:
         if queue_size < 1 or batch_size < 1:
             raise ValueError(f"queue_size and batch_size must be >= 1, got {queue_size} and {batch_size}")
         self.sink = sink
-        self._queue: collections.deque[UsageRecord] = collections.deque()
+        self._queue: collections.deque[T] = collections.deque()
         self._size, self._batch, self._interval = queue_size, batch_size, flush_interval_s
         self._max_attempts = max_write_attempts
         self._cond = threading.Condition()
@@ -188,7 +199,7 @@ class BufferedWriter:
         self._exit_hook = _close_at_exit(self)
         atexit.register(self._exit_hook)
 
-    def submit(self, record: UsageRecord) -> bool:
+    def submit(self, record: T) -> bool:
         """Queue ``record`` without blocking; ``False`` (counted, warned) when the queue is full."""
         with self._cond:
             if self._closing or len(self._queue) >= self._size:
@@ -240,7 +251,7 @@ class BufferedWriter:
 
     def _run(self) -> None:
         attempts = 0
-        batch: list[UsageRecord] = []
+        batch: list[T] = []
         while True:
             with self._cond:
                 if not batch:
@@ -266,7 +277,7 @@ class BufferedWriter:
     def _ready(self) -> bool:
         return self._closing or self._wake or len(self._queue) >= self._batch
 
-    def _write(self, batch: list[UsageRecord], attempts: int) -> bool:
+    def _write(self, batch: list[T], attempts: int) -> bool:
         try:
             self.sink.write(batch)
         except Exception as exc:  # noqa: BLE001 - a sink's failure is counted and logged, never raised
@@ -288,7 +299,7 @@ class BufferedWriter:
         return True
 
 
-def _close_at_exit(writer: BufferedWriter) -> Callable[[], None]:
+def _close_at_exit(writer: BufferedWriter[Any]) -> Callable[[], None]:
     ref = weakref.ref(writer)
 
     def close() -> None:
