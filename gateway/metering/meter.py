@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.attempts import AttemptRecord
 from gateway.metering.pricing import PriceTable
@@ -39,9 +40,11 @@ from gateway.metering.sinks import (
     DEFAULT_QUEUE_SIZE,
     BufferedWriter,
     Sink,
+    StateSink,
     WriterStats,
 )
 from gateway.metering.tokens import CountFn, count_text
+from gateway.state.base import StateBackend
 
 __all__ = ["Meter", "MeterStats", "usage_record"]
 
@@ -179,6 +182,37 @@ class Meter:
             _PricingStage(self), queue_size=queue_size, flush_interval_s=flush_interval_s
         )
 
+    @classmethod
+    def from_policy(
+        cls, policy: Any, *, backend: StateBackend | None = None, sinks: Sequence[Sink] = (), **kwargs: Any
+    ) -> Meter:
+        """A meter configured by a policy: its prices and its ``state`` section.
+
+        Prices are the catalog's overlaid by the policy's ``models``. Records go to ``backend`` (pass
+        the one the client's budgets use, to share connections) or else to the backend that
+        ``state`` names (``memory``, ``sqlite`` + ``path``, ``redis`` + ``url`` + ``key_prefix``),
+        plus any extra ``sinks``.
+
+        Args:
+            policy: A loaded ``gateway.policy.Policy``.
+            backend: An open state backend to write to instead of opening one.
+            sinks: More sinks (a ``CallbackSink`` to a warehouse, …).
+            **kwargs: The other arguments of ``Meter``.
+        """
+        from gateway.catalog import load_catalog
+        from gateway.policy import policy_index
+
+        if backend is None:
+            from gateway.state import BackendConfig, open_backend
+
+            backend = open_backend(BackendConfig(state_url(policy.state), key_prefix=policy.state.key_prefix))
+            state_sink = StateSink(backend, owns_backend=True)
+        else:
+            state_sink = StateSink(backend)
+        specs = [*load_catalog().models.values(), *policy_index(policy).models.values()]
+        kwargs.setdefault("prices", PriceTable.from_specs(specs))
+        return cls([state_sink, *sinks], **kwargs)
+
     @property
     def prices(self) -> PriceTable:
         """The price table (the catalog's is loaded on first use)."""
@@ -237,6 +271,15 @@ class Meter:
                 self._unpriced += usage.cost_usd is None
             records.append(usage)
         return records
+
+
+def state_url(state: Any) -> str:
+    """The backend URL a policy's ``state`` section names (the Redis URL is a secret there)."""
+    if state.backend == "sqlite":
+        return f"sqlite://{state.path}"
+    if state.backend == "redis":
+        return str(state.url.get_secret_value())
+    return "memory://"
 
 
 class _PricingStage:

@@ -284,3 +284,41 @@ for i in range(50):
     [total] = backend.query_usage(0)
     backend.close()
     assert (total.requests, total.prompt_tokens) == (50, 100)
+
+
+# --- wiring ------------------------------------------------------------------------------------------
+
+
+def test_meter_from_policy_uses_its_state_and_prices(tmp_path: Path) -> None:
+    from gateway.policy import parse_policy
+    from gateway.state.sqlite import SQLiteBackend
+
+    db = tmp_path / "policy.sqlite"
+    policy = parse_policy(
+        f"version: 1\nstate: {{backend: sqlite, path: '{db}'}}\n"
+        "models: {openai/gpt-4o: {price: {input: 1, output: 2}}}"
+    )
+    with Meter.from_policy(policy) as meter:
+        assert meter.prices.lookup("gpt-4o") == ModelPrice(
+            Decimal(1), Decimal(2), load_catalog().models["openai/gpt-4o"].cached_input_price
+        )
+        meter.attempt_finished(attempt(usage=usage(1_000_000, 1_000_000)))
+    backend = SQLiteBackend(str(db))
+    [total] = backend.query_usage(0)
+    backend.close()
+    assert (total.prompt_tokens, total.cost_usd) == (1_000_000, Decimal(3))
+
+
+async def test_async_client_is_metered(scripted_url: str) -> None:
+    import gateway
+
+    sink = MemorySink()
+    with Meter(sink, prices=PriceTable()) as meter:
+        async with gateway.AsyncOpenAI(api_key="sk-test", base_url=scripted_url, observer=meter) as client:
+            await client.chat.completions.create(
+                model="flaky1:gpt-4o-mini", messages=[{"role": "user", "content": "a b"}]
+            )
+        meter.flush()
+        assert [(r.attempt, r.prompt_tokens, r.completion_tokens, r.cost_usd) for r in sink.records] == [
+            (1, 2, 3, None)
+        ]
