@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from gateway._redact import register_secret
 from gateway.errors import PolicyError
 from gateway.policy._source import MAX_POLICY_BYTES, Location, Path, SourceMap, read_document
 from gateway.policy.located import combine, did_you_mean, from_validation_error, located
@@ -152,7 +153,17 @@ def _validate(data: dict[str, Any], smap: SourceMap, problems: list[PolicyError]
         problems.append(located(smap, problem.message, problem.code, problem.path, key=problem.key))
     policy._source = smap
     policy._index = index
+    _register_secrets(policy)
     return policy
+
+
+def _register_secrets(policy: Policy) -> None:
+    # The secret fields: redact() then removes their values wherever they would be echoed.
+    for config in policy.providers.values():
+        register_secret(config.api_key.get_secret_value() if config.api_key else None)
+        for value in config.headers.values():
+            register_secret(value.get_secret_value())
+    register_secret(policy.state.url.get_secret_value() if policy.state.url else None)
 
 
 def expand_env(

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway._redact import register_secret
 from gateway.catalog import ModelSpec
 from gateway.errors import PolicyError
 from gateway.policy.located import did_you_mean
@@ -72,6 +73,8 @@ def _provider(policy: Policy, name: str, env: Mapping[str, str]) -> ResolvedProv
     if "api_version" not in options and isinstance(version_env, str) and env.get(version_env):
         options["api_version"] = env[version_env]
     headers = {key: value.get_secret_value() for key, value in config.headers.items()} if config else {}
+    for secret in (api_key, *headers.values()):
+        register_secret(secret)  # so redact() removes it from messages, logs and spans
     return ResolvedProvider(
         name=name,
         kind=kind,

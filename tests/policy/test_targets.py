@@ -90,3 +90,13 @@ def test_bare_catalog_name_and_unknown_model(policy) -> None:
     with pytest.raises(PolicyError) as info:
         resolve_target(policy, "gpt-4o-mni", env={})
     assert "did you mean 'gpt-4o-mini'?" in info.value.message
+
+
+def test_policy_secrets_are_registered_for_redaction(policy) -> None:
+    from gateway._redact import redact
+
+    assert redact("upstream said: bad key az-1-long-secret") == "upstream said: bad key az-1-long-secret"
+    parse_policy(POLICY, filename="p.yaml", env={"OPENAI_API_KEY": "sk-registered-1234", "AZURE_KEY": "az-1"})
+    assert redact("upstream said: bad key sk-registered-1234") == "upstream said: bad key <redacted>"
+    resolve_target(policy, "groq/llama-3.1-8b-instant", env={"GROQ_API_KEY": "gq-from-host-env"})
+    assert redact("gq-from-host-env") == "<redacted>"
