@@ -25,12 +25,11 @@ __all__ = ["register"]
 
 EXIT_STOPPED = 1
 EXIT_BAD_INPUT = 2
+DEFAULT_STORE_URL = "sqlite:///.switchyard/evals.sqlite"  # gateway.evals.store's, without importing it
 
 
 def register(subparsers: Any) -> None:
     """Add the ``eval`` group to the ``switchyard`` parser."""
-    from gateway.evals.store import DEFAULT_STORE_URL
-
     parser = subparsers.add_parser("eval", help="run eval sets, report results, explain routing by score")
     commands = parser.add_subparsers(dest="eval_command", required=True)
 
@@ -182,7 +181,7 @@ def _report(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     from gateway.commands.policy import format_plan
     from gateway.errors import GatewayError
-    from gateway.evals import EvalStore, route_quality
+    from gateway.evals import EvalStore, format_quality, route_quality
     from gateway.router import EvalScore, StatsSnapshot, plan
     from gateway.types import ChatRequest
 
@@ -204,8 +203,5 @@ def _explain(args: argparse.Namespace) -> int:
     except GatewayError as exc:
         return _fail(str(exc))
     sys.stdout.write(format_plan(result))
-    sys.stdout.write("\nquality used:\n")
-    width = max(len(e.model) for e in evidence)
-    for item in evidence:
-        sys.stdout.write(f"    {item.model:<{width}}  {item.describe()}\n")
+    sys.stdout.write("\nquality used:\n" + format_quality(evidence))
     return 0

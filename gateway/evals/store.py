@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,6 +33,7 @@ __all__ = [
     "EvalScores",
     "EvalStore",
     "QualityEvidence",
+    "format_quality",
     "route_evals",
     "route_quality",
 ]
@@ -173,6 +174,17 @@ def format_age(seconds: float) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} d"
+
+
+def format_quality(evidence: Sequence[QualityEvidence], indent: str = "    ") -> str:
+    """One line per candidate, ``model  0.82 from eval set 'support' v1a2b (40 cases, …, 2.5 h old)``.
+
+    Example:
+        >>> print(format_quality([QualityEvidence("gpt-4o", 0.7, "prior", None)]), end="")
+            gpt-4o  0.70 from the prior (the route has no eval_set)
+    """
+    width = max((len(e.model) for e in evidence), default=0)
+    return "".join(f"{indent}{e.model:<{width}}  {e.describe()}\n" for e in evidence)
 
 
 def route_quality(

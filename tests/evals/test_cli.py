@@ -134,3 +134,10 @@ def test_skip_reports_malformed_lines_and_runs_the_rest(
     assert main([*args, "--on-error", "skip", "--progress", "none"]) == 0
     out, err = capsys.readouterr()
     assert f"skipped {path}:2: not valid JSON" in err and "1 model calls" in out
+
+
+def test_the_cli_default_store_is_the_library_default() -> None:
+    from gateway.commands import eval as command
+    from gateway.evals import DEFAULT_STORE_URL
+
+    assert command.DEFAULT_STORE_URL == DEFAULT_STORE_URL

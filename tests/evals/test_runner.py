@@ -206,3 +206,30 @@ def test_rpm_spaces_calls_per_model(policy: Policy) -> None:
         )
     # The fake sleep returns at once, so each call's slot is one more second after the first's.
     assert [round(w) for w in waits] == [1, 2, 3]
+
+
+def test_concurrency_bounds_the_calls_in_flight(policy: Policy, servers: dict[str, LoopbackServer]) -> None:
+    quiz = parse_set(
+        "\n".join(json.dumps({"id": f"c{i}", "prompt": "What is 2+2?", "expected": "4"}) for i in range(6))
+    )
+    with ModelCaller(policy) as caller:
+        run_eval(quiz, MODELS, caller=caller, concurrency=3)
+    spans = [(r.started, r.finished or r.started) for s in ("good", "bad") for r in servers[s].log]
+    in_flight = max(sum(1 for start, end in spans if start <= t < end) for t, _ in spans)
+    assert len(spans) == 12 and 1 <= in_flight <= 3
+
+
+def test_progress_bars() -> None:
+    from gateway.evals import make_progress
+    from gateway.evals.progress import NullProgress, PlainProgress, RichProgress
+
+    out = io.StringIO()
+    assert isinstance(make_progress("none"), NullProgress)
+    assert isinstance(make_progress("auto", out), PlainProgress)  # not a terminal
+    bar = make_progress("rich", out)
+    assert isinstance(bar, RichProgress)
+    bar.start(2, "eval quiz")
+    bar.advance()
+    bar.advance(cached=True)
+    bar.close()
+    assert "eval quiz" in out.getvalue() and "2/2" in out.getvalue()
