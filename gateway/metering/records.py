@@ -42,10 +42,11 @@ def api_key_id(api_key: str | None) -> str:
 
 
 def outcome_of(attempt_outcome: str) -> Outcome:
-    """``ok``; ``partial`` for a stream cut after content or closed by the caller; else ``error``."""
+    """``ok``; ``partial`` for an attempt cut short after content (a cut stream, a stream the caller
+    closed, a hedge cancelled because another attempt won); else ``error``."""
     if attempt_outcome == "ok":
         return "ok"
-    if attempt_outcome in ("partial", "closed"):
+    if attempt_outcome in ("partial", "closed", "cancelled"):
         return "partial"
     return "error"
 
