@@ -324,6 +324,7 @@ def _locate_with_yaml(text: str, smap: SourceMap) -> None:
 
 _TOML_AT = re.compile(r"\(at line (\d+), column (\d+)\)")
 _TOML_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
+_TOML_ITEM = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'[^']*'|[^,\s\]]+")
 _TOML_KEY = re.compile(r"^(\s*)([A-Za-z0-9_\-.\"' ]+?)\s*=\s*")
 
 
@@ -353,4 +354,15 @@ def _read_toml(text: str, smap: SourceMap) -> Any:
             path = (*table, *_toml_key_parts(key.group(2)))
             smap.keys.setdefault(path, Location(number, len(key.group(1)) + 1))
             smap.values.setdefault(path, Location(number, key.end() + 1))
+            if line[key.end() :].startswith("["):
+                _toml_array_items(line, key.end(), number, path, smap)
     return data
+
+
+def _toml_array_items(line: str, start: int, number: int, path: Path, smap: SourceMap) -> None:
+    """Locate the items of a one-line array of scalars (``candidates = ["a", "b"]``)."""
+    end = line.find("]", start)
+    if end < 0 or "[" in line[start + 1 : end] or "{" in line[start:end]:
+        return
+    for i, item in enumerate(_TOML_ITEM.finditer(line, start + 1, end)):
+        smap.values.setdefault((*path, i), Location(number, item.start() + 1))

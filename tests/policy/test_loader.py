@@ -218,6 +218,10 @@ def test_policy_overrides_a_catalog_entry_field_by_field() -> None:
 def test_toml_errors_are_located() -> None:
     errors = errors_of('version = 1\n[routes.r]\ncandidates = ["gpt-4o"]\nweigths = {}\n', filename="p.toml")
     assert where(errors) == [(4, 1, "routes.r.weigths", "policy.unknown-field")]
+    errors = errors_of(
+        "version = 1\n[routes.r]\ncandidates = [\"gpt-4o\", 'gpt4o-mini']\n", filename="p.toml"
+    )
+    assert where(errors) == [(3, 25, "routes.r.candidates[1]", "policy.unknown-model")]
     errors = errors_of("version = 1\n[routes.r\n", filename="p.toml")
     assert where(errors) == [(2, 10, None, "policy.syntax")]
 
