@@ -3,13 +3,15 @@
 ```
 switchyard eval run SET.jsonl --policy P --models a,b,c     every case on each model, into the store
 switchyard eval run SET.jsonl --policy P --route R          the route's candidates
-    [--store sqlite:///.switchyard/evals.sqlite] [--concurrency 4] [--fail-fast] [--judge MODEL]
+    [--store URL] [--concurrency 4] [--fail-fast] [--judge MODEL]
     [--rpm N] [--max-retries 2] [--on-error fatal|skip] [--progress auto|rich|plain|none]
-switchyard eval report SET [--store URL] [--out DIR]        table, PNG chart and markdown summary
+switchyard eval report SET [--policy P | --store URL] [--out DIR]   table, PNG chart and markdown summary
 switchyard eval explain --policy P --route R [--store URL]  the plan with eval scores, and their age
 ```
 
-``SET`` is a JSONL file (see ``docs/evals.md``); ``report`` also takes a set's name. Every model
+``SET`` is a JSONL file (see ``docs/evals.md``); ``report`` also takes a set's name. The store is
+the policy's own state backend when that is SQLite or Redis (so the gateway reads what the evals
+wrote), else ``.switchyard/evals.sqlite``; ``--store`` overrides it. Every model
 call is metered into the store (route ``eval:<set>``), so ``switchyard usage --store URL --by
 route`` shows what the evals cost.
 """
@@ -25,7 +27,7 @@ __all__ = ["register"]
 
 EXIT_STOPPED = 1
 EXIT_BAD_INPUT = 2
-DEFAULT_STORE_URL = "sqlite:///.switchyard/evals.sqlite"  # gateway.evals.store's, without importing it
+STORE_HELP = "state backend URL (default: the policy's SQLite/Redis state, else .switchyard/evals.sqlite)"
 
 
 def register(subparsers: Any) -> None:
@@ -39,9 +41,7 @@ def register(subparsers: Any) -> None:
     pick = run.add_mutually_exclusive_group()
     pick.add_argument("--models", help="comma-separated model names")
     pick.add_argument("--route", help="evaluate the candidates of this route")
-    run.add_argument(
-        "--store", default=DEFAULT_STORE_URL, help=f"state backend URL (default {DEFAULT_STORE_URL})"
-    )
+    run.add_argument("--store", help=STORE_HELP)
     run.add_argument("--concurrency", type=int, default=4, help="calls in flight at once (default 4)")
     run.add_argument("--rpm", type=float, help="at most this many calls a minute to each model")
     run.add_argument("--max-retries", type=int, default=2, help="retries of a call on 429/5xx (default 2)")
@@ -53,14 +53,15 @@ def register(subparsers: Any) -> None:
 
     report = commands.add_parser("report", help="print a table and write a chart and a markdown summary")
     report.add_argument("set", help="the eval set: a JSONL file or a set name")
-    report.add_argument("--store", default=DEFAULT_STORE_URL)
+    report.add_argument("--store", help=STORE_HELP)
+    report.add_argument("--policy", help="read the store location from this policy's state section")
     report.add_argument("--out", default="eval-reports", help="folder for the PNG and markdown")
     report.set_defaults(func=_report)
 
     explain = commands.add_parser("explain", help="rank a route's candidates with the stored eval scores")
     explain.add_argument("--policy", required=True)
     explain.add_argument("--route", required=True)
-    explain.add_argument("--store", default=DEFAULT_STORE_URL)
+    explain.add_argument("--store", help=STORE_HELP)
     explain.add_argument("--prompt", default="Hello!", help="the request to plan (default: Hello!)")
     explain.set_defaults(func=_explain)
 
@@ -89,9 +90,18 @@ def _models(args: argparse.Namespace, policy: Any, set_route: str | None) -> lis
 
 def _run(args: argparse.Namespace) -> int:
     from gateway.errors import GatewayError
-    from gateway.evals import EvalStore, ModelCaller, format_table, load_set, make_progress, run_eval
+    from gateway.evals import (
+        EvalStore,
+        ModelCaller,
+        format_table,
+        load_set,
+        make_progress,
+        run_eval,
+        store_config,
+    )
     from gateway.evals.calls import price_table
     from gateway.metering import Meter, StateSink
+    from gateway.state import redact_url
 
     try:
         eval_set = load_set(args.set, on_error=args.on_error)
@@ -101,7 +111,8 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     for problem in eval_set.problems:
         sys.stderr.write(f"skipped {problem.message}\n")
-    store = EvalStore.open(args.store)
+    config = store_config(policy, args.store)
+    store = EvalStore.open(config)
     prices = price_table(policy)
     meter = Meter(StateSink(store.backend), prices=prices)
     try:
@@ -124,7 +135,7 @@ def _run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"stopped at the first failure (--fail-fast): {run.stopped.case_id} on "
                          f"{run.stopped.model}: {run.stopped.error or run.stopped.reason}; nothing stored\n")  # fmt: skip
         return EXIT_STOPPED
-    sys.stdout.write(f"stored in {_shown_url(args.store)}; see: switchyard eval report {args.set}\n")
+    sys.stdout.write(f"stored in {redact_url(config.url)}; see: switchyard eval report {args.set}\n")
     return 0
 
 
@@ -134,12 +145,6 @@ def _policy(path: str | None) -> Any:
     from gateway.policy import load_policy
 
     return load_policy(path)
-
-
-def _shown_url(url: str) -> str:
-    from gateway.state import redact_url
-
-    return redact_url(url)
 
 
 def _set_name(text: str) -> str:
@@ -153,20 +158,22 @@ def _set_name(text: str) -> str:
 
 def _report(args: argparse.Namespace) -> int:
     from gateway.errors import GatewayError
-    from gateway.evals import EvalStore, format_table, write_report
+    from gateway.evals import EvalStore, format_table, store_config, write_report
+    from gateway.state import redact_url
 
     try:
         name = _set_name(args.set)
+        config = store_config(_policy(args.policy), args.store)
     except (GatewayError, OSError) as exc:
         return _fail(str(exc))
-    store = EvalStore.open(args.store)
+    store = EvalStore.open(config)
     try:
         summaries = store.summaries(name)
     finally:
         store.close()
     if not summaries:
         return _fail(
-            f"no results for set {name!r} in {_shown_url(args.store)}: run `switchyard eval run` first"
+            f"no results for set {name!r} in {redact_url(config.url)}: run `switchyard eval run` first"
         )
     sys.stdout.write(format_table(summaries))
     files = write_report(summaries, args.out)
@@ -181,7 +188,7 @@ def _report(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     from gateway.commands.policy import format_plan
     from gateway.errors import GatewayError
-    from gateway.evals import EvalStore, format_quality, route_quality
+    from gateway.evals import EvalStore, format_quality, route_quality, store_config
     from gateway.router import EvalScore, StatsSnapshot, plan
     from gateway.types import ChatRequest
 
@@ -190,7 +197,7 @@ def _explain(args: argparse.Namespace) -> int:
         name = args.route.removeprefix("route:")
         if name not in policy.routes:
             return _fail(f"the policy has no route {name!r}")
-        store = EvalStore.open(args.store)
+        store = EvalStore.open(store_config(policy, args.store))
         try:
             evidence = route_quality(store, policy, name)
         finally:

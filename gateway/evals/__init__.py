@@ -2,11 +2,11 @@
 
 The loop, in four calls (``switchyard eval run`` / ``eval report`` do the same)::
 
-    from gateway.evals import EvalStore, ModelCaller, load_set, run_eval, write_report
+    from gateway.evals import EvalStore, ModelCaller, load_set, run_eval, store_config, write_report
     from gateway.policy import load_policy
 
     policy = load_policy("policies/default.yaml")
-    store = EvalStore.open("sqlite:///.switchyard/evals.sqlite")
+    store = EvalStore.open(store_config(policy))  # the policy's SQLite/Redis state, else .switchyard/
     with ModelCaller(policy) as caller:
         run = run_eval(load_set("evals/support.jsonl"), ["gpt-4o-mini", "gpt-4o"], caller=caller, store=store)
     write_report(store.summaries("support"), "reports/")
@@ -38,20 +38,21 @@ from gateway.evals.scorers import (
 )
 from gateway.evals.sets import EvalCase, EvalSet, EvalSetError, load_set, parse_set
 from gateway.evals.store import (
-    DEFAULT_STORE_URL,
+    DEFAULT_STORE_PATH,
     EvalScores,
     EvalStore,
     QualityEvidence,
     format_quality,
     route_evals,
     route_quality,
+    store_config,
 )
 
 __all__ = [
     "BUILTIN_SCORERS",
     "CallResult",
     "CaseResult",
-    "DEFAULT_STORE_URL",
+    "DEFAULT_STORE_PATH",
     "EvalCase",
     "EvalRun",
     "EvalScores",
@@ -83,6 +84,7 @@ __all__ = [
     "route_evals",
     "route_quality",
     "run_eval",
+    "store_config",
     "write_chart",
     "write_report",
 ]

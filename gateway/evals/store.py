@@ -1,7 +1,9 @@
 """The eval store: results in the state backend, and the router's view of them.
 
 Everything lives in the :class:`~gateway.state.base.StateBackend`'s persistent kinds, so the same
-store works on memory, SQLite (the CLI's default, ``sqlite:///.switchyard/evals.sqlite``) and Redis:
+store works on memory, SQLite and Redis. By default (:func:`store_config`) it is the policy's own
+state backend when that is SQLite or Redis, so every gateway process reads the scores the evals
+wrote; else ``.switchyard/evals.sqlite`` in the working directory. What it keeps:
 
 - ``put_eval(set, model, summary)``: the latest :class:`ModelSummary` of a model on a set, with its
   time and set version; this is what the router reads;
@@ -17,6 +19,7 @@ where it came from and how old it is (what ``switchyard eval explain`` prints).
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,19 +29,21 @@ from typing import Literal
 from gateway.evals.results import CaseResult, ModelSummary
 from gateway.policy.schema import Policy
 from gateway.router import DEFAULT_QUALITY, EvalScore
+from gateway.state import BackendConfig
 from gateway.state.base import StateBackend
 
 __all__ = [
-    "DEFAULT_STORE_URL",
+    "DEFAULT_STORE_PATH",
     "EvalScores",
     "EvalStore",
     "QualityEvidence",
     "format_quality",
     "route_evals",
     "route_quality",
+    "store_config",
 ]
 
-DEFAULT_STORE_URL = "sqlite:///.switchyard/evals.sqlite"
+DEFAULT_STORE_PATH = ".switchyard/evals.sqlite"
 HISTORY_LENGTH = 50
 
 
@@ -60,15 +65,19 @@ class EvalStore:
         self._index_lock = threading.Lock()
 
     @classmethod
-    def open(cls, url: str = DEFAULT_STORE_URL) -> EvalStore:
-        """Open the backend ``url`` names (creating a SQLite file's folder)."""
+    def open(cls, url_or_config: str | BackendConfig | None = None) -> EvalStore:
+        """Open the backend a URL or config names (default: :func:`store_config` ``(None)``).
+
+        A SQLite file's folder is created if missing.
+        """
         from gateway.state import open_backend
 
-        if url.startswith("sqlite:///"):
-            from pathlib import Path
-
-            Path(url.removeprefix("sqlite://")).parent.mkdir(parents=True, exist_ok=True)
-        return cls(open_backend(url))
+        config = (
+            url_or_config if isinstance(url_or_config, BackendConfig) else store_config(None, url_or_config)
+        )
+        if config.url.startswith("sqlite://"):
+            os.makedirs(os.path.dirname(config.url.removeprefix("sqlite://")) or ".", exist_ok=True)
+        return cls(open_backend(config))
 
     def close(self) -> None:
         """Close the backend."""
@@ -117,6 +126,24 @@ class EvalStore:
         """Past summaries of ``model`` on ``eval_set``, oldest first (the last 50)."""
         raw = self.backend.get_json("evalhistory:" + json.dumps([eval_set, model])) or []
         return [ModelSummary.from_json(item) for item in raw]
+
+
+def store_config(policy: Policy | None, url: str | None = None) -> BackendConfig:
+    """Where eval results go: ``url`` if given, else the policy's SQLite or Redis state, else
+    ``.switchyard/evals.sqlite`` under the working directory.
+
+    Example:
+        >>> store_config(None, "memory://").url
+        'memory://'
+    """
+    if url:
+        return BackendConfig(url)
+    state = policy.state if policy is not None else None
+    if state is not None and state.backend == "sqlite" and state.path:
+        return BackendConfig(f"sqlite:///{os.path.abspath(state.path)}", key_prefix=state.key_prefix)
+    if state is not None and state.backend == "redis" and state.url is not None:
+        return BackendConfig(state.url.get_secret_value(), key_prefix=state.key_prefix)
+    return BackendConfig(f"sqlite:///{os.path.abspath(DEFAULT_STORE_PATH)}")
 
 
 def _case_key(eval_set: str, version: str, model: str, case_id: str) -> str:

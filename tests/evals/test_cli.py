@@ -136,8 +136,31 @@ def test_skip_reports_malformed_lines_and_runs_the_rest(
     assert f"skipped {path}:2: not valid JSON" in err and "1 model calls" in out
 
 
-def test_the_cli_default_store_is_the_library_default() -> None:
-    from gateway.commands import eval as command
-    from gateway.evals import DEFAULT_STORE_URL
-
-    assert command.DEFAULT_STORE_URL == DEFAULT_STORE_URL
+def test_the_store_defaults_to_the_policys_state(
+    policy_file: Path,
+    set_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    text = policy_file.read_text() + "state: {backend: sqlite, path: shared/state.sqlite}\n"
+    policy_file.write_text(text)
+    run = [
+        "eval",
+        "run",
+        str(set_file),
+        "--policy",
+        str(policy_file),
+        "--models",
+        "good/model",
+        "--progress",
+        "none",
+    ]
+    assert main(run) == 0
+    assert f"stored in sqlite:///{tmp_path}/shared/state.sqlite" in capsys.readouterr().out
+    assert main(["eval", "report", "quiz", "--policy", str(policy_file), "--out", "r"]) == 0
+    assert (tmp_path / "r" / "quiz.md").exists()
+    policy_file.write_text(text.replace("state: {backend: sqlite, path: shared/state.sqlite}\n", ""))
+    assert main(run) == 0  # no state section: the working directory's .switchyard/evals.sqlite
+    assert f"stored in sqlite:///{tmp_path}/.switchyard/evals.sqlite" in capsys.readouterr().out
