@@ -7,6 +7,7 @@ The tree::
     ├── ModelFileError               a malformed, truncated or hostile model file     (ValueError)
     │   └── PickleRefusedError       a pickle checkpoint (.bin .pt .pth .ckpt): never loaded
     ├── UnsupportedModelError        a well-formed file this engine cannot serve      (ValueError)
+    ├── RequestError                 a request the engine cannot take (prompt too long)  (ValueError)
     ├── ChatTemplateError            the chat template failed, ran too long or too big (ValueError)
     ├── MissingModelError            the bundled model package is not installed       (LookupError)
     └── EngineClosedError            the engine was closed, or its loop died           (RuntimeError)
@@ -24,6 +25,7 @@ __all__ = [
     "ModelFileError",
     "ModelPathError",
     "PickleRefusedError",
+    "RequestError",
     "UnsupportedModelError",
 ]
 
@@ -82,6 +84,12 @@ class UnsupportedModelError(EngineError, ValueError):
     """A well-formed model this engine cannot run (architecture, tensor type, rope scaling)."""
 
     code = "model.unsupported"
+
+
+class RequestError(EngineError, ValueError):
+    """A request the engine cannot serve as asked, such as a prompt longer than the context."""
+
+    code = "request.invalid"
 
 
 class ChatTemplateError(EngineError, ValueError):

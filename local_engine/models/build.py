@@ -16,8 +16,8 @@ def build_model(
 ) -> LlamaForCausalLM:
     """Instantiate the checkpoint's architecture and load its weights (eval mode, no grad)."""
     config = checkpoint.config
-    with torch.device("meta"):
-        model = ARCHITECTURES[config.architecture](config)
+    # parameters are created on "meta" (no memory, no init) and replaced by the checkpoint's
+    model = ARCHITECTURES[config.architecture](config, device="meta")
     state = {
         name: torch.from_numpy(value).to(device=device, dtype=dtype)
         for name, value in checkpoint.weights.items()
@@ -38,11 +38,7 @@ def build_model(
             raise ModelFileError(
                 f"weight {name!r} is missing", path=checkpoint.path, code="model.missing-weight"
             )
-    inv_freq = model.inv_freq.to(device=device) if model.inv_freq.device.type != "meta" else None
-    if inv_freq is None:
-        from local_engine.models.llama import rope_inv_freq
-
-        inv_freq = rope_inv_freq(config).to(device)
+    inv_freq = model.inv_freq.to(device=device)
     if rope_freqs is not None:  # llama3-style frequency factors stored in the GGUF
         inv_freq = inv_freq / rope_freqs.float().reshape(-1)
     model.inv_freq = inv_freq

@@ -17,6 +17,8 @@ from local_engine.config import ModelConfig
 
 __all__ = ["KVCache", "LlamaForCausalLM", "RMSNorm"]
 
+Device = torch.device | str | None
+
 
 class KVCache(nn.Module):
     """Keys and values of every slot, written by index: [num_slots, H_kv, max_len, D]."""
@@ -39,10 +41,10 @@ class KVCache(nn.Module):
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float) -> None:
+    def __init__(self, dim: int, eps: float, device: Device = None) -> None:
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.weight = nn.Parameter(torch.ones(dim, device=device))
 
     def forward(self, x: Tensor) -> Tensor:
         # computed in float32 whatever the model dtype, as HF does
@@ -57,12 +59,12 @@ def rotate_half(x: Tensor) -> Tensor:
 
 
 class Attention(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, device: Device = None) -> None:
         super().__init__()
         self.n_heads, self.n_kv, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
         qkv_out = (self.n_heads + 2 * self.n_kv) * self.head_dim
-        self.wqkv = nn.Linear(config.hidden_size, qkv_out, bias=config.attention_bias)
-        self.wo = nn.Linear(self.n_heads * self.head_dim, config.hidden_size, bias=False)
+        self.wqkv = nn.Linear(config.hidden_size, qkv_out, bias=config.attention_bias, device=device)
+        self.wo = nn.Linear(self.n_heads * self.head_dim, config.hidden_size, bias=False, device=device)
         self.kv_cache: KVCache | None = None
         self._register_load_state_dict_pre_hook(self._fuse_qkv)
 
@@ -99,11 +101,11 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, device: Device = None) -> None:
         super().__init__()
         self.hidden = config.intermediate_size
-        self.w13 = nn.Linear(config.hidden_size, 2 * self.hidden, bias=False)  # gate and up, fused
-        self.w2 = nn.Linear(self.hidden, config.hidden_size, bias=False)
+        self.w13 = nn.Linear(config.hidden_size, 2 * self.hidden, bias=False, device=device)  # gate, up fused
+        self.w2 = nn.Linear(self.hidden, config.hidden_size, bias=False, device=device)
         self._register_load_state_dict_pre_hook(self._fuse_gate_up)
 
     def _fuse_gate_up(self, state_dict: dict[str, Tensor], prefix: str, *args: Any) -> None:
@@ -117,12 +119,12 @@ class FeedForward(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, device: Device = None) -> None:
         super().__init__()
-        self.attention = Attention(config)
-        self.feed_forward = FeedForward(config)
-        self.attention_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.ffn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.attention = Attention(config, device)
+        self.feed_forward = FeedForward(config, device)
+        self.attention_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, device)
+        self.ffn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, device)
 
     def forward(
         self, x: Tensor, cos: Tensor, sin: Tensor, slots: Tensor, positions: Tensor, length: int
@@ -134,18 +136,19 @@ class TransformerBlock(nn.Module):
 class LlamaForCausalLM(nn.Module):
     """The decoder. `forward(tokens [B, S], slots [B], positions [B, S]) -> logits [B, S, V]`."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, device: Device = None) -> None:
         super().__init__()
         self.config = config
-        self.tok_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(TransformerBlock(config) for _ in range(config.num_layers))
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        # an explicit weight skips normal_(), which on "meta" would import torch._dynamo (seconds)
+        embedding = torch.empty(config.vocab_size, config.hidden_size, device=device)  # [V, hidden]
+        self.tok_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, _weight=embedding)
+        self.layers = nn.ModuleList(TransformerBlock(config, device) for _ in range(config.num_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, device)
         self.output = (
-            None
-            if config.tie_word_embeddings
-            else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        )
-        self.register_buffer("inv_freq", rope_inv_freq(config), persistent=False)  # [D / 2]
+            None if config.tie_word_embeddings
+            else nn.Linear(config.hidden_size, config.vocab_size, bias=False, device=device)
+        )  # fmt: skip
+        self.register_buffer("inv_freq", rope_inv_freq(config), persistent=False)  # [D / 2], always real
         self.max_len = 0
 
     def setup_caches(self, num_slots: int, max_len: int) -> None:

@@ -1,0 +1,117 @@
+"""Switchyard's local engine: Llama-family models from GGUF or safetensors, run by PyTorch.
+
+Example:
+    >>> from local_engine import SamplingParams, load_engine
+    >>> engine = load_engine()  # the bundled SmolLM2-135M-Instruct
+    >>> prompt = engine.tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}])
+    >>> text = "".join(e.text_delta for e in engine.generate_sync(prompt, SamplingParams(max_tokens=8)))
+    >>> engine.close()
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from local_engine.errors import (
+    ChatTemplateError,
+    EngineClosedError,
+    EngineError,
+    MissingModelError,
+    ModelFileError,
+    ModelPathError,
+    PickleRefusedError,
+    RequestError,
+    UnsupportedModelError,
+)
+from local_engine.loader.paths import default_model_path, resolve_model_path
+from local_engine.sampling import SamplingParams
+
+if TYPE_CHECKING:
+    import torch
+
+    from local_engine.engine.async_engine import AsyncEngine
+    from local_engine.engine.llm_engine import EngineStats, LLMEngine
+    from local_engine.engine.sequence import TokenEvent, TopLogprob
+    from local_engine.tokenizer import Tokenizer
+
+__all__ = [
+    "AsyncEngine",
+    "ChatTemplateError",
+    "EngineClosedError",
+    "EngineError",
+    "EngineStats",
+    "LLMEngine",
+    "MissingModelError",
+    "ModelFileError",
+    "ModelPathError",
+    "PickleRefusedError",
+    "RequestError",
+    "SamplingParams",
+    "TokenEvent",
+    "Tokenizer",
+    "TopLogprob",
+    "UnsupportedModelError",
+    "default_model_path",
+    "load_engine",
+    "resolve_model_path",
+]
+
+_LAZY = {
+    "AsyncEngine": "local_engine.engine.async_engine",
+    "LLMEngine": "local_engine.engine.llm_engine",
+    "EngineStats": "local_engine.engine.llm_engine",
+    "TokenEvent": "local_engine.engine.sequence",
+    "TopLogprob": "local_engine.engine.sequence",
+    "Tokenizer": "local_engine.tokenizer",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'local_engine' has no attribute {name!r}")
+
+
+def load_engine(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    threads: int | None = None,
+    max_batch: int = 4,
+    max_model_len: int = 2048,
+    roots: Iterable[str | os.PathLike[str]] | None = None,
+) -> AsyncEngine:
+    """Load a model and start its engine thread.
+
+    Args:
+        path: a GGUF file or a safetensors folder; None loads the bundled SmolLM2-135M-Instruct.
+        device: where the model runs ("cpu", "cuda", "cuda:1", "mps").
+        dtype: the weights' and activations' dtype; float32 when None.
+        threads: torch intra-op threads, set by the engine thread; default min(2, cores). torch
+            has one such setting per process, so this affects other torch work in the process.
+        max_batch: sequences decoded together (KV cache slots).
+        max_model_len: tokens per sequence, prompt included (capped by the model's context).
+        roots: allowed model directories; a path resolving outside them raises `ModelPathError`.
+
+    Raises:
+        ModelPathError, ModelFileError, UnsupportedModelError, MissingModelError.
+    """
+    import torch
+
+    from local_engine.engine.async_engine import AsyncEngine
+    from local_engine.engine.llm_engine import LLMEngine
+
+    engine = LLMEngine.from_path(
+        path,
+        device=device,
+        dtype=dtype or torch.float32,
+        max_batch=max_batch,
+        max_model_len=max_model_len,
+        roots=roots,
+    )
+    return AsyncEngine(engine, threads=threads if threads is not None else min(2, os.cpu_count() or 1))

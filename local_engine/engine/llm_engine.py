@@ -1,0 +1,177 @@
+"""The synchronous engine: `add_request`, `step`, `abort`, `generate`. Not thread-safe by itself;
+`AsyncEngine` drives one from a single background thread."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from local_engine.engine.runner import ModelRunner
+from local_engine.engine.scheduler import Scheduler
+from local_engine.engine.sequence import Sequence as Seq
+from local_engine.engine.sequence import TokenEvent, TopLogprob
+from local_engine.errors import RequestError
+from local_engine.loader.checkpoint import load_checkpoint
+from local_engine.loader.paths import default_model_path
+from local_engine.models.build import build_model
+from local_engine.sampling import SamplingParams
+from local_engine.tokenizer import Tokenizer
+
+__all__ = ["EngineStats", "LLMEngine", "RequestOutput"]
+
+DEFAULT_MAX_BATCH = 4
+DEFAULT_MAX_MODEL_LEN = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """Load of the engine: `tokens_per_second` is decode throughput over the last few seconds."""
+
+    waiting: int
+    running: int
+    free_slots: int
+    tokens_per_second: float
+    prompt_tokens: int
+    generated_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOutput:
+    """A `TokenEvent` of request `request_id`; `finished` is true when its last sequence ended."""
+
+    request_id: str
+    event: TokenEvent
+    finished: bool
+
+
+class LLMEngine:
+    """Tokenizer, model runner and scheduler together; see `load_engine` to build one."""
+
+    def __init__(self, tokenizer: Tokenizer, runner: ModelRunner, *, model_name: str = "") -> None:
+        self.tokenizer, self.runner, self.model_name = tokenizer, runner, model_name
+        self.config = runner.model.config
+        self.scheduler = Scheduler(runner.num_slots)
+        self._ids = itertools.count()
+        self._open: dict[str, int] = {}  # request id -> sequences not yet finished
+        self._recent: deque[tuple[float, int]] = deque(maxlen=256)  # (time, tokens) of recent steps
+        self._prompt_tokens = self._generated_tokens = 0
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str] | None = None, *, device: torch.device | str = "cpu",
+                  dtype: torch.dtype = torch.float32, max_batch: int = DEFAULT_MAX_BATCH,
+                  max_model_len: int = DEFAULT_MAX_MODEL_LEN,
+                  roots: Iterable[str | os.PathLike[str]] | None = None) -> LLMEngine:  # fmt: skip
+        """Load a GGUF file or safetensors folder (the bundled SmolLM2 when `path` is None)."""
+        checkpoint = load_checkpoint(path if path is not None else default_model_path(), roots)
+        tokenizer = Tokenizer.from_gguf_metadata(checkpoint.tokenizer_metadata)
+        model = build_model(checkpoint, device=device, dtype=dtype)
+        checkpoint.weights.clear()
+        max_len = min(max_model_len, checkpoint.config.context_length)
+        runner = ModelRunner(model, num_slots=max_batch, max_len=max_len)
+        return cls(tokenizer, runner, model_name=checkpoint.config.name)
+
+    @property
+    def max_model_len(self) -> int:
+        return self.runner.max_len
+
+    def add_request(self, prompt: str | Sequence[int], params: SamplingParams | None = None,
+                    request_id: str | None = None) -> str:  # fmt: skip
+        """Queue a prompt (text, or token ids); return its request id.
+
+        Raises:
+            RequestError: the prompt is empty or leaves no room to generate in the context.
+        """
+        params = params or SamplingParams()
+        ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
+        if not ids:
+            raise RequestError("the prompt is empty", code="request.empty-prompt")
+        if len(ids) >= self.max_model_len:
+            raise RequestError(
+                f"the prompt is {len(ids)} tokens; the engine's context is {self.max_model_len} tokens",
+                code="request.prompt-too-long",
+            )
+        if any(not 0 <= t < self.tokenizer.vocab_size for t in ids):
+            raise RequestError("a prompt token id is outside the vocabulary", code="request.bad-token-id")
+        request_id = request_id or f"req-{next(self._ids)}"
+        for index in range(params.n):
+            generator = None
+            if params.seed is not None:
+                generator = torch.Generator(device=self.runner.device).manual_seed(params.seed + index)
+            self.scheduler.add(Seq(request_id, index, list(ids), params, self.tokenizer, generator))
+        self._open[request_id] = params.n
+        self._prompt_tokens += len(ids)
+        return request_id
+
+    def abort(self, request_id: str) -> None:
+        """Stop a request now and free its cache slots; unknown ids are ignored."""
+        self.scheduler.abort(request_id)
+        self._open.pop(request_id, None)
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_work()
+
+    def step(self) -> list[RequestOutput]:
+        """Run one prefill or one batched decode; return one output per sequence that ran."""
+        seqs, is_prefill = self.scheduler.schedule()
+        if not seqs:
+            return []
+        results = self.runner.run(seqs, is_prefill)
+        self._recent.append((time.monotonic(), len(seqs)))
+        outputs = []
+        for seq, result in zip(seqs, results, strict=True):
+            text, kept = seq.append(result.token_id, self.max_model_len)
+            if kept:
+                self._generated_tokens += 1
+            top = None
+            if result.top_logprobs is not None:
+                top = tuple(
+                    TopLogprob(t, self.tokenizer.decode([t], skip_special=False), lp)
+                    for t, lp in result.top_logprobs
+                )
+            event = TokenEvent(
+                text, result.token_id if kept else None, result.logprob if kept else None,
+                top if kept else None, seq.finish_reason, seq.index,
+            )  # fmt: skip
+            finished = False
+            if seq.finish_reason is not None:
+                self.scheduler.finish(seq)
+                left = self._open.get(seq.request_id, 1) - 1
+                finished = left <= 0
+                if finished:
+                    self._open.pop(seq.request_id, None)
+                else:
+                    self._open[seq.request_id] = left
+            outputs.append(RequestOutput(seq.request_id, event, finished))
+        return outputs
+
+    def generate(
+        self, prompts: Sequence[str | Sequence[int]], params: SamplingParams | None = None
+    ) -> list[list[str]]:
+        """Run prompts to completion; return each prompt's `n` output texts."""
+        ids = [self.add_request(prompt, params) for prompt in prompts]
+        texts: dict[str, dict[int, list[str]]] = {rid: {} for rid in ids}
+        while self.has_unfinished():
+            for out in self.step():
+                texts[out.request_id].setdefault(out.event.index, []).append(out.event.text_delta)
+        return [["".join(parts) for _, parts in sorted(texts[rid].items())] for rid in ids]
+
+    def stats(self) -> EngineStats:
+        now = time.monotonic()
+        window = [(t, n) for t, n in self._recent if now - t <= 5.0]
+        rate = 0.0
+        if len(window) > 1 and window[-1][0] > window[0][0]:
+            rate = sum(n for _, n in window[1:]) / (window[-1][0] - window[0][0])
+        return EngineStats(
+            waiting=len(self.scheduler.waiting),
+            running=len(self.scheduler.running),
+            free_slots=len(self.scheduler.free_slots),
+            tokens_per_second=rate,
+            prompt_tokens=self._prompt_tokens,
+            generated_tokens=self._generated_tokens,
+        )

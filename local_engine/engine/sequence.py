@@ -1,0 +1,102 @@
+"""One sequence being generated: its tokens, its cache slot, and its streaming text state."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import torch
+
+from local_engine.sampling import SamplingParams
+from local_engine.tokenizer import Detokenizer, Tokenizer
+
+__all__ = ["Sequence", "SequenceStatus", "TokenEvent", "TopLogprob"]
+
+
+class SequenceStatus(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass(frozen=True, slots=True)
+class TopLogprob:
+    token_id: int
+    token: str
+    logprob: float
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEvent:
+    """One step of one sequence's stream.
+
+    `text_delta` may be empty (a UTF-8 character or a possible stop string is held back) and the
+    last event has `finish_reason` "stop" or "length"; `index` tells the `n` choices apart.
+    """
+
+    text_delta: str
+    token_id: int | None
+    logprob: float | None = None
+    top_logprobs: tuple[TopLogprob, ...] | None = None
+    finish_reason: str | None = None
+    index: int = 0
+
+
+class Sequence:
+    """A prompt and its growing output; owned by the scheduler, touched only by the engine thread."""
+
+    def __init__(self, request_id: str, index: int, prompt_ids: list[int], params: SamplingParams,
+                 tokenizer: Tokenizer, generator: torch.Generator | None) -> None:  # fmt: skip
+        self.request_id, self.index, self.params = request_id, index, params
+        self.prompt_ids, self.output_ids = prompt_ids, []  # type: list[int], list[int]
+        self.status = SequenceStatus.WAITING
+        self.slot: int | None = None
+        self.generator = generator
+        self.finish_reason: str | None = None
+        self.stop_ids = frozenset(params.stop_token_ids) | (
+            frozenset() if params.ignore_eos else tokenizer.stop_ids
+        )
+        self._detokenizer = Detokenizer(tokenizer, skip_special=params.skip_special_tokens)
+        self._pending = ""  # text held back: it may be the start of a stop string
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_ids) + len(self.output_ids)
+
+    @property
+    def last_token(self) -> int:
+        return self.output_ids[-1] if self.output_ids else self.prompt_ids[-1]
+
+    def append(self, token_id: int, max_len: int) -> tuple[str, bool]:
+        """Add a sampled token; return (text to emit, whether this token is part of the output)."""
+        if token_id in self.stop_ids:
+            self.finish_reason = "stop"
+            return self._pending + self._detokenizer.flush(), False
+        self.output_ids.append(token_id)
+        text = self._take_text(self._pending + self._detokenizer.push(token_id))
+        if self.finish_reason is None and (
+            (self.params.max_tokens is not None and len(self.output_ids) >= self.params.max_tokens)
+            or self.num_tokens >= max_len
+        ):
+            self.finish_reason = "length"
+            text += self._pending + self._detokenizer.flush()
+            self._pending = ""
+        return text, True
+
+    def _take_text(self, text: str) -> str:
+        """Emit `text` up to a stop string (finishing) or up to a suffix that could begin one."""
+        if not self.params.stop:
+            self._pending = ""
+            return text
+        found = [i for i in (text.find(stop) for stop in self.params.stop) if i >= 0]
+        if found:
+            self.finish_reason, self._pending = "stop", ""
+            return text[: min(found)]
+        hold = 0
+        for stop in self.params.stop:
+            for size in range(min(len(stop) - 1, len(text)), hold, -1):
+                if text.endswith(stop[:size]):
+                    hold = size
+                    break
+        self._pending = text[len(text) - hold :]
+        return text[: len(text) - hold]
