@@ -18,7 +18,7 @@ import torch
 
 from local_engine.engine.llm_engine import EngineStats, LLMEngine
 from local_engine.engine.sequence import TokenEvent
-from local_engine.errors import EngineClosedError
+from local_engine.errors import EngineClosedError, EngineError
 from local_engine.sampling import SamplingParams
 from local_engine.tokenizer import Tokenizer
 
@@ -77,7 +77,7 @@ class AsyncEngine:
                             self._sinks.pop(out.request_id, None)
                             sink(_DONE)
                 self._stats = self.engine.stats()
-        except BaseException as exc:  # the loop must not die silently: every stream gets the error
+        except BaseException as exc:  # noqa: BLE001 - converted: every open stream gets the error
             self._error = exc
             self._closed = True
             for sink in list(self._sinks.values()):
@@ -105,7 +105,7 @@ class AsyncEngine:
                 request_id, prompt, params, sink = payload
                 try:
                     self.engine.add_request(prompt, params, request_id)
-                except Exception as exc:  # a bad request fails its own stream, never the loop
+                except (EngineError, ValueError, TypeError) as exc:  # a bad request fails its own stream
                     sink(exc)
                     continue
                 self._sinks[request_id] = sink
