@@ -318,12 +318,18 @@ def test_recorded_streams_through_the_client(
     assert fold(list(stream))["choices"][0]["content"] == content
 
 
-@pytest.mark.parametrize("status", [*ERRORS, 529, 503])
+STATUS_CASES = [(p, s) for p in sorted(MODELS) for s in ERRORS] + [("anthropic", 529), ("gemini", 503)]
+
+
+@pytest.mark.parametrize(("provider", "status"), STATUS_CASES)
 def test_every_error_status(
-    provider: str, server: LoopbackServer, client: gateway.OpenAI, status: int
+    provider: str,
+    status: int,
+    anthropic_env: LoopbackServer,
+    gemini_env: LoopbackServer,
+    client: gateway.OpenAI,
 ) -> None:
-    if (provider, status) in (("anthropic", 503), ("gemini", 529)):
-        pytest.skip("not a status this provider uses")
+    server = anthropic_env if provider == "anthropic" else gemini_env
     expected = OverloadedError if status == 529 else ERRORS.get(status, InternalServerError)
     with pytest.raises(APIStatusError) as info:
         client.chat.completions.create(
@@ -390,3 +396,46 @@ def test_gemini_embeddings(gemini_env: LoopbackServer, client: gateway.OpenAI) -
         "/v1beta/models/gemini-embedding-001:batchEmbedContents",
         "/v1beta/models/text-embedding-004:embedContent",
     ]
+
+
+async def _async_stream(model: str) -> dict[str, Any]:
+    async with gateway.AsyncOpenAI(max_retries=0) as client:
+        stream = await client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "weather in both Kyiv"}],
+            tools=TOOLS,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        return fold([chunk async for chunk in stream])
+
+
+def test_async_client_streams_tool_calls(provider: str, server: LoopbackServer) -> None:
+    import asyncio
+
+    folded = asyncio.run(_async_stream(MODELS[provider]))
+    assert [c["name"] for c in folded["choices"][0]["tool_calls"]] == ["get_weather", "get_time"]
+    assert folded["usage"]["total_tokens"] > 0
+
+
+def test_capabilities() -> None:
+    from providers import anthropic, gemini
+
+    claude = anthropic.capabilities("claude-sonnet-4-5")
+    assert (claude.usage_authoritative, claude.tokenizer, claude.n, claude.logprobs, claude.embeddings) == (
+        True,
+        "cl100k_base",
+        False,
+        False,
+        False,
+    )
+    flash = gemini.capabilities("gemini-2.0-flash")
+    assert (flash.usage_authoritative, flash.tokenizer, flash.n, flash.tools, flash.embeddings) == (
+        True,
+        "cl100k_base",
+        True,
+        True,
+        False,
+    )
+    embed = gemini.capabilities("gemini-embedding-001")
+    assert (embed.embeddings, embed.tools, embed.usage_authoritative) == (True, False, False)
