@@ -1,14 +1,17 @@
-"""The pieces the sync and async request loops share: candidates, attempt records, observers.
+"""The pieces the sync and async request loops share: candidates, plans, attempt records, observers.
 
 ``gateway/execute.py`` and ``gateway/execute_async.py`` run the same loop (candidates in plan order,
 retries inside a candidate, fallback between them) over a blocking or an asyncio transport; every
 decision they make is a pure function here or in ``gateway/resilience/``.
+
+A ``Plan`` carries the route's resilience settings; every one of them defaults to today's openai SDK
+behaviour (two retries with the SDK's backoff, the client's httpx timeout, no hedge, no buffering).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -17,32 +20,92 @@ from gateway.errors import (
     APIConnectionError,
     APIError,
     APIStatusError,
+    APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    InternalServerError,
     PermissionDeniedError,
     StreamInterruptedError,
     UnsupportedParameterError,
 )
+from gateway.resilience.deadline import Timeouts
+from gateway.resilience.hedge import HedgeSettings
+from gateway.resilience.retry import RetrySettings
 from gateway.types import AttemptInfo, ChatCompletionChunk, ChatRequest, CompletionUsage, GatewayInfo
 from providers.base import Target
+
+FALLBACK_CLASSES = frozenset(
+    {"rate_limit", "server_error", "timeout", "connection", "context_length", "content_filter", "auth"}
+)
+DEFAULT_FALLBACK_ON = frozenset({"rate_limit", "server_error", "timeout", "connection", "auth"})
 
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """One deployment of a plan, with why the router put it there."""
+    """One deployment of a plan, with why the router put it there.
+
+    Attributes:
+        target: Where and how to call it.
+        name: The model's name in the policy or catalog (``"openai/gpt-4o-mini"``), or the raw model
+            string. Breakers, live statistics and ``reply.gateway.model`` use this name.
+        reason: Why the router chose it (shown in ``reply.gateway.reason``).
+        max_retries: Retries inside this candidate; ``None`` takes ``retry.max_retries``.
+        retry: Backoff settings for this candidate; ``None`` takes the executor's (the client's).
+        context_window: The model's window in tokens, when known: after a context-length error only
+            candidates whose window fits are tried.
+        estimated_cost_usd: What one call is expected to cost, for the hedge's extra-cost cap.
+    """
 
     target: Target
-    name: str  # the model's name in the policy or catalog ("openai/gpt-4o-mini"), or the raw model string
+    name: str
     reason: str = ""
     max_retries: int | None = None
+    retry: RetrySettings | None = None
+    context_window: int | None = None
+    estimated_cost_usd: float | None = None
 
 
 @dataclass(slots=True)
 class Plan:
+    """The candidates to try in order, and the route's resilience settings.
+
+    Attributes:
+        candidates: Deployments in the order to try them.
+        route: The route's name, or ``None`` for a direct model.
+        details: The router's full plan (scores, exclusions) when a route was used.
+        fallback_on: Error classes (``error_class``) that move on to the next candidate:
+            ``rate_limit``, ``server_error``, ``timeout``, ``connection``, ``context_length``,
+            ``content_filter``, ``auth``. A malformed upstream answer always falls back.
+        timeouts: Connect, read, first-token, stream-idle and total timeouts; ``None`` keeps the
+            client's (or the call's) httpx timeout as it is.
+        hedge: Opt-in hedged requests (asyncio client only).
+        buffer_tokens: Hold the first N content chunks of a stream before forwarding any, so a
+            failure inside them still falls back transparently.
+        prompt_tokens: The prompt's estimated size, to pick candidates whose window fits after a
+            context-length error.
+        max_attempts: A cap on attempts over the whole plan (retries and fallbacks), or ``None``.
+    """
+
     candidates: list[Candidate]
     route: str | None = None
-    details: Any = None  # the router's full plan (scores, exclusions) when a route was used
-    fallback_on: frozenset[str] = frozenset({"rate_limit", "server_error", "timeout", "connection", "auth"})
+    details: Any = None
+    fallback_on: frozenset[str] = DEFAULT_FALLBACK_ON
+    timeouts: Timeouts | None = None
+    hedge: HedgeSettings | None = None
+    buffer_tokens: int = 0
+    prompt_tokens: int | None = None
+    max_attempts: int | None = None
+
+    def __post_init__(self) -> None:
+        unknown = set(self.fallback_on) - FALLBACK_CLASSES
+        if unknown:
+            raise ValueError(
+                f"Plan.fallback_on: unknown classes {sorted(unknown)}; use {sorted(FALLBACK_CLASSES)}"
+            )
+        if self.buffer_tokens < 0:
+            raise ValueError(f"Plan.buffer_tokens must be >= 0, got {self.buffer_tokens}")
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise ValueError(f"Plan.max_attempts must be >= 1, got {self.max_attempts}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,34 +161,57 @@ def check_request(req: ChatRequest, target: Target) -> None:
 
 
 def error_class(error: BaseException) -> str:
-    """The fallback class of an error, as routes name them in ``fallback.on``."""
+    """The fallback class of an error, as routes name them in ``fallback.on``.
+
+    ``rate_limit`` (429), ``auth`` (401/403), ``timeout`` (408 and client timeouts),
+    ``server_error`` (5xx, 529), ``context_length`` (a 400 about the window, or 413),
+    ``content_filter`` (a 400 about the content policy), ``connection``, ``invalid_response`` (a
+    malformed answer), ``unsupported`` (a parameter the provider cannot express), ``bad_request``.
+    """
     if isinstance(error, APIStatusError):
-        status = error.status_code
-        if status == 429:
-            return "rate_limit"
-        if status in (401, 403):
-            return "auth"
-        if status == 408:
-            return "timeout"
-        if status >= 500:
-            return "server_error"
-        if _is_context_length(error):
-            return "context_length"
-        if _is_content_filter(error):
-            return "content_filter"
-        if isinstance(error, UnsupportedParameterError):
-            return "unsupported"
-        return "bad_request"
+        return _status_class(error)
+    if isinstance(error, APITimeoutError):
+        return "timeout"
     if isinstance(error, APIConnectionError):
         return "timeout" if "timed out" in str(error).lower() else "connection"
     return "invalid_response"
 
 
+def _status_class(error: APIStatusError) -> str:
+    status = error.status_code
+    if status == 429:
+        return "rate_limit"
+    if status in (401, 403):
+        return "auth"
+    if status == 408:
+        return "timeout"
+    if status >= 500:
+        return "server_error"
+    if status == 413 or _is_context_length(error):
+        return "context_length"
+    if _is_content_filter(error):
+        return "content_filter"
+    if isinstance(error, UnsupportedParameterError):
+        return "unsupported"
+    return "bad_request"
+
+
 def may_fall_back(error: BaseException, plan: Plan) -> bool:
+    """Whether ``error`` on one candidate moves the request on to the next one."""
     kind = error_class(error)
     if kind in ("unsupported", "invalid_response"):
         return True
     return kind in plan.fallback_on
+
+
+_DEPLOYMENT_FAULTS = frozenset(
+    {"rate_limit", "server_error", "timeout", "connection", "invalid_response", "auth"}
+)
+
+
+def is_deployment_fault(error: BaseException) -> bool:
+    """Whether an error counts against the deployment's circuit breaker (a bad request does not)."""
+    return error_class(error) in _DEPLOYMENT_FAULTS
 
 
 def _is_context_length(error: APIStatusError) -> bool:
@@ -136,6 +222,14 @@ def _is_context_length(error: APIStatusError) -> bool:
 def _is_content_filter(error: APIStatusError) -> bool:
     text = f"{error.code or ''} {error.type or ''} {error.message}".lower()
     return "content_filter" in text or "content policy" in text or "safety" in text
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A candidate the loop did not call, and why (an open breaker, a window too small, …)."""
+
+    candidate: Candidate
+    reason: str
 
 
 def attempt_info(record: AttemptRecord) -> AttemptInfo:
@@ -150,14 +244,28 @@ def attempt_info(record: AttemptRecord) -> AttemptInfo:
     )
 
 
+def skip_info(skip: Skip) -> AttemptInfo:
+    return AttemptInfo(
+        provider=skip.candidate.target.provider,
+        model=skip.candidate.name,
+        outcome="skipped",
+        duration_s=0.0,
+        error=skip.reason,
+    )
+
+
 def gateway_info(
-    plan: Plan, served: AttemptRecord, records: Sequence[AttemptRecord], started: float
+    plan: Plan,
+    served: AttemptRecord,
+    records: Sequence[AttemptRecord],
+    started: float,
+    skipped: Sequence[Skip] = (),
 ) -> GatewayInfo:
     return GatewayInfo(
         provider=served.candidate.target.provider,
         model=served.candidate.name,
         route=plan.route,
-        attempts=[attempt_info(r) for r in records],
+        attempts=[attempt_info(r) for r in records] + [skip_info(s) for s in skipped],
         latency_s=round(time.perf_counter() - started, 6),
         ttft_s=served.ttft_s,
         reason=served.candidate.reason or None,
@@ -165,25 +273,39 @@ def gateway_info(
     )
 
 
-def final_error(records: Sequence[AttemptRecord], plan: Plan) -> APIError:
+def final_error(records: Sequence[AttemptRecord], plan: Plan, skipped: Sequence[Skip] = ()) -> APIError:
     """The error to raise when no attempt succeeded.
 
     With one candidate the caller sees that candidate's own last error, exactly as the openai SDK
-    would raise it. With several, ``AllAttemptsFailedError`` lists every attempt, and its status is
-    the most telling one's: an auth failure or bad request over a 5xx over a connection error.
+    would raise it. With several, ``AllAttemptsFailedError`` lists every attempt (candidate,
+    outcome, status, duration) and every skipped candidate, and its status is the most telling
+    one's: an auth failure or bad request over a 429 over a 5xx over a connection error.
     """
     errors = [r.error for r in records if isinstance(r.error, APIError)]
     if not errors:
-        raise RuntimeError("final_error called without a failed attempt")  # a bug, not an input
-    if len({r.candidate.name for r in records}) <= 1:
+        if not skipped:
+            raise RuntimeError("final_error called without a failed attempt")  # a bug, not an input
+        errors = [_nothing_tried(skipped)]
+        if len(plan.candidates) == 1:
+            return errors[0]
+    elif len({r.candidate.name for r in records}) <= 1 and not skipped:
         return errors[-1]
     cause = max(errors, key=_tellingness)
-    lines = "; ".join(f"{r.candidate.name}: {r.outcome} ({r.status_code or '-'})" for r in records)
+    lines = [
+        f"{r.candidate.name}: {r.outcome} ({r.status_code or '-'}, {r.duration_s:.3f}s)" for r in records
+    ] + [f"{s.candidate.name}: skipped ({s.reason})" for s in skipped]
     return AllAttemptsFailedError(
-        f"All {len(records)} attempts failed: {lines}",
-        attempts=[attempt_info(r) for r in records],
+        f"All {len(records)} attempts failed: {'; '.join(lines)}",
+        attempts=[attempt_info(r) for r in records] + [skip_info(s) for s in skipped],
         cause=cause,
     )
+
+
+def _nothing_tried(skipped: Sequence[Skip]) -> APIStatusError:
+    reasons = "; ".join(f"{s.candidate.name}: {s.reason}" for s in skipped)
+    message = f"No candidate could be tried: {reasons}"
+    body = {"message": message, "type": "server_error", "code": "no_candidate_available"}
+    return InternalServerError(message, body=body, status_code=503)
 
 
 def _tellingness(error: APIError) -> int:
@@ -218,6 +340,33 @@ def chunk_text(chunk: ChatCompletionChunk) -> str:
     return "".join(parts)
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What an attempt's record says beyond its error: usage, timing, the text streamed."""
+
+    usage: CompletionUsage | None = None
+    ttft_s: float | None = None
+    streamed_text: str = ""
+    estimated: bool = False
+    outcome: str | None = None  # forced: "partial", "closed" or "cancelled"
+
+
+def stream_outcome(attempt: StreamAttempt, error: BaseException | None, *, closed: bool = False) -> Outcome:
+    """The fields of a streaming attempt's record: ``partial`` when it failed after content was delivered."""
+    forced = None
+    if closed:
+        forced = "closed"
+    elif error is not None and attempt.delivered:
+        forced = "partial"
+    return Outcome(
+        usage=attempt.usage,
+        ttft_s=attempt.ttft_s,
+        streamed_text="".join(attempt.text),
+        estimated=attempt.usage is None and bool(attempt.text),
+        outcome=forced,
+    )
+
+
 def interrupted(provider: str, delivered: int, cause: BaseException) -> StreamInterruptedError:
     return StreamInterruptedError(
         f"{provider}: the stream failed after {delivered} chunks reached the caller: {cause}",
@@ -228,3 +377,62 @@ def interrupted(provider: str, delivered: int, cause: BaseException) -> StreamIn
 
 
 Sleep = Callable[[float], None]
+
+
+class StreamAttempt:
+    """One streaming attempt: holds chunks back until they are safe to forward, counts what was delivered.
+
+    Role-only chunks are always held until the first chunk with content. With ``buffer`` > 0 the
+    first ``buffer`` content chunks are held too, so a failure among them still falls back
+    transparently; ``drain()`` releases whatever is held when the stream ends well.
+    """
+
+    __slots__ = (
+        "buffer",
+        "candidate",
+        "content_chunks",
+        "delivered",
+        "held",
+        "t0",
+        "text",
+        "ttft_s",
+        "usage",
+    )
+
+    def __init__(self, candidate: Candidate, t0: float, buffer: int = 0) -> None:
+        self.candidate = candidate
+        self.t0 = t0
+        self.buffer = buffer
+        self.held: list[ChatCompletionChunk] = []
+        self.delivered = 0
+        self.content_chunks = 0
+        self.ttft_s: float | None = None
+        self.usage: CompletionUsage | None = None
+        self.text: list[str] = []
+
+    @property
+    def has_content(self) -> bool:
+        """Whether content arrived from upstream (delivered or still buffered)."""
+        return self.ttft_s is not None
+
+    def offer(self, chunk: ChatCompletionChunk) -> Iterator[ChatCompletionChunk]:
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        substantive = is_substantive(chunk)
+        if substantive and self.ttft_s is None:
+            self.ttft_s = time.perf_counter() - self.t0
+        if substantive:
+            self.content_chunks += 1
+            self.text.append(chunk_text(chunk))
+        if not self.delivered and (not substantive or self.content_chunks <= self.buffer):
+            self.held.append(chunk)
+            return
+        yield from self.drain()
+        self.delivered += 1
+        yield chunk
+
+    def drain(self) -> Iterator[ChatCompletionChunk]:
+        while self.held:
+            held = self.held.pop(0)
+            self.delivered += 1
+            yield held

@@ -1,17 +1,25 @@
 """The blocking request loop: candidates in plan order, retries inside one, fallback between them.
 
-Streaming contract: chunks that carry nothing but a role are held back until the first chunk with
-content; a failure before that point falls back transparently. After it, the iterator raises
-``StreamInterruptedError`` having delivered exactly the chunks it received: never a truncated stream
-that ends like a success, never a duplicated chunk. Every attempt that ran is reported to the
-observer once, with its usage (reported, or counted from what streamed and marked estimated).
+Every decision (may this candidate be tried, retry or move on, what to raise) is made by
+``gateway.resilience.run.RequestRun``; this module only does the I/O.
+
+Streaming contract (see ``docs/resilience.md``):
+
+- Chunks that carry nothing but a role, and with ``Plan.buffer_tokens = N`` the first N content
+  chunks too, are held back; a failure or a stall (first-token or idle timeout) while nothing has
+  reached the caller falls back transparently, to a retry or the next candidate.
+- After a chunk reached the caller, a failure raises ``StreamInterruptedError`` having delivered
+  exactly the chunks received: never a truncated stream that ends like a success, never a
+  duplicated chunk. A missing ``[DONE]`` with unfinished choices, or a malformed event, is such a
+  failure (the provider's ``end_stream``/``parse_stream_event`` raise it).
+- Every attempt that ran is reported to the observer once: ``ok``, ``partial`` (with the streamed
+  text, metered as estimated), ``closed`` (the caller stopped early) or the error's class name.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -20,22 +28,22 @@ import providers
 from gateway import transport
 from gateway._sse import SSEDecoder
 from gateway.attempts import (
-    AttemptRecord,
     Candidate,
     Observer,
+    Outcome,
     Plan,
     Sleep,
+    StreamAttempt,
     StreamInfo,
     check_request,
-    chunk_text,
-    final_error,
-    gateway_info,
     interrupted,
-    is_substantive,
-    may_fall_back,
+    stream_outcome,
 )
-from gateway.errors import APIError, APIStatusError
-from gateway.resilience.retry import RetrySettings, error_headers, retry_delay, should_retry
+from gateway.errors import APIError, APITimeoutError
+from gateway.resilience.breaker import Breakers
+from gateway.resilience.hedge import TTFTWindow
+from gateway.resilience.retry import RetrySettings
+from gateway.resilience.run import RETRY, STOP, RequestRun, Resilience
 from gateway.types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -46,109 +54,102 @@ from gateway.types import (
 )
 from providers.base import ProviderModule
 
+__all__ = ["Executor", "ExecutorBase", "StreamAttempt"]
+
 
 class ExecutorBase:
-    """Bookkeeping both loops share: attempt records, reported once each to the observer."""
+    """What both loops hold: the observer, default retry settings, breakers and the TTFT window."""
 
-    observer: Observer
-    retry: RetrySettings
+    res: Resilience
+    clock: Callable[[], float]
 
-    def _max_retries(self, candidate: Candidate) -> int:
-        return candidate.max_retries if candidate.max_retries is not None else self.retry.max_retries
-
-    def _failed(
+    def _setup(
         self,
-        request_id: str,
-        attempt: int,
-        candidate: Candidate,
-        plan: Plan,
-        req: ChatRequest | None,
-        t0: float,
-        exc: APIError,
-    ) -> AttemptRecord:
-        status = exc.status_code if isinstance(exc, APIStatusError) else None
-        return self._record(
-            request_id, attempt, candidate, plan, req, t0, type(exc).__name__, status, None, exc
-        )
+        observer: Observer,
+        retry: RetrySettings,
+        breakers: Breakers | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.res = Resilience(observer, retry, breakers, TTFTWindow())
+        self.clock = clock
 
-    def _record(
-        self,
-        request_id: str,
-        attempt: int,
-        candidate: Candidate,
-        plan: Plan,
-        req: ChatRequest | None,
-        t0: float,
-        outcome: str,
-        status: int | None,
-        usage: CompletionUsage | None,
-        error: BaseException | None = None,
-        *,
-        ttft_s: float | None = None,
-        streamed_text: str = "",
-        estimated: bool = False,
-    ) -> AttemptRecord:
-        record = AttemptRecord(
-            request_id=request_id,
-            attempt=attempt,
-            candidate=candidate,
-            route=plan.route,
-            started=t0,
-            duration_s=time.perf_counter() - t0,
-            ttft_s=ttft_s,
-            outcome=outcome,
-            status_code=status if status is not None else (200 if error is None else None),
-            usage=usage,
-            usage_estimated=estimated,
-            streamed_text=streamed_text,
-            metadata=dict(req.metadata or {}) if req is not None else {},
-            user=req.user if req is not None else None,
-            error=error,
-        )
-        self.observer.attempt_finished(record)
-        return record
+    @property
+    def observer(self) -> Observer:
+        return self.res.observer
+
+    @property
+    def retry(self) -> RetrySettings:
+        return self.res.retry
+
+    @property
+    def breakers(self) -> Breakers | None:
+        return self.res.breakers
+
+    def _run(self, plan: Plan, req: ChatRequest | None) -> RequestRun:
+        return RequestRun(self.res, plan, req, clock=self.clock)
 
 
 class Executor(ExecutorBase):
-    """Runs requests over one shared ``httpx.Client``."""
+    """Runs requests over one shared ``httpx.Client``.
+
+    Args:
+        http: The client every attempt is sent with (its own retries, if any, are not used).
+        observer: Hears of every attempt exactly once (metering, stats, telemetry).
+        retry: Retry settings for candidates that carry none.
+        sleep: How to wait between retries (inject a recorder in tests; shorten delays through
+            ``RetrySettings``).
+        breakers: Per-deployment circuit breakers, or ``None`` for none.
+        clock: Monotonic seconds, for the total deadline.
+    """
 
     def __init__(
-        self, http: httpx.Client, *, observer: Observer, retry: RetrySettings, sleep: Sleep = time.sleep
+        self,
+        http: httpx.Client,
+        *,
+        observer: Observer,
+        retry: RetrySettings,
+        sleep: Sleep = time.sleep,
+        breakers: Breakers | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.http = http
-        self.observer = observer
-        self.retry = retry
         self.sleep = sleep
+        self._setup(observer, retry, breakers, clock)
 
     # --- non-streaming ---------------------------------------------------------------------------
 
     def complete(
         self, req: ChatRequest, plan: Plan, *, headers: dict[str, str], timeout: Any
     ) -> ChatCompletion:
-        started = time.perf_counter()
-        request_id = uuid.uuid4().hex
-        records: list[AttemptRecord] = []
+        run = self._run(plan, req)
         for candidate in plan.candidates:
             module = providers.load(candidate.target.kind)
-            for retries in range(self._max_retries(candidate) + 1):
+            retries = 0
+            while True:
+                admitted = run.admit(candidate, first=retries == 0)
+                if admitted is None:
+                    raise run.error()
+                if not admitted:
+                    break
                 t0 = time.perf_counter()
                 try:
-                    reply = self._call_once(module, req, candidate, headers, timeout)
+                    reply = self._call_once(
+                        module, req, candidate, headers, run.timeout(timeout, stream=False, sync=True)
+                    )
                 except APIError as exc:
-                    records.append(self._failed(request_id, len(records), candidate, plan, req, t0, exc))
-                    if retries < self._max_retries(candidate) and should_retry(exc):
-                        self.sleep(retry_delay(retries, error_headers(exc), self.retry))
+                    run.finish(candidate, t0, exc)
+                    move = run.after_failure(candidate, retries, exc)
+                    if move.action == RETRY:
+                        self.sleep(move.delay)
+                        retries += 1
                         continue
+                    if move.action == STOP:
+                        raise run.error() from None
                     break
-                record = self._record(
-                    request_id, len(records), candidate, plan, req, t0, "ok", None, reply.usage
-                )
-                records.append(record)
-                reply._gateway = gateway_info(plan, record, records, started)
+                record = run.finish(candidate, t0, None, Outcome(usage=reply.usage))
+                reply._gateway = run.info(record)
                 return reply
-            if not may_fall_back(records[-1].error or Exception(), plan):
-                break
-        raise final_error(records, plan)
+        raise run.error()
 
     def _call_once(
         self,
@@ -177,56 +178,59 @@ class Executor(ExecutorBase):
     def stream(
         self, req: ChatRequest, plan: Plan, *, headers: dict[str, str], timeout: Any, holder: StreamInfo
     ) -> Iterator[ChatCompletionChunk]:
-        started = time.perf_counter()
-        request_id = uuid.uuid4().hex
-        records: list[AttemptRecord] = []
+        run = self._run(plan, req)
         for candidate in plan.candidates:
             module = providers.load(candidate.target.kind)
-            for retries in range(self._max_retries(candidate) + 1):
-                attempt = StreamAttempt(candidate, time.perf_counter())
+            retries = 0
+            while True:
+                admitted = run.admit(candidate, first=retries == 0)
+                if admitted is None:
+                    raise run.error()
+                if not admitted:
+                    break
+                attempt = StreamAttempt(candidate, time.perf_counter(), plan.buffer_tokens)
                 try:
-                    for chunk in self._stream_once(module, req, candidate, headers, timeout, attempt, holder):
-                        yield chunk
+                    yield from self._stream_once(module, req, headers, timeout, attempt, holder, run)
                 except APIError as exc:
-                    record = attempt.finish(self, request_id, len(records), plan, req, exc)
-                    records.append(record)
+                    run.finish(candidate, attempt.t0, exc, stream_outcome(attempt, exc))
                     if attempt.delivered:
                         raise interrupted(candidate.target.provider, attempt.delivered, exc) from exc
-                    if retries < self._max_retries(candidate) and should_retry(exc):
-                        self.sleep(retry_delay(retries, error_headers(exc), self.retry))
+                    move = run.after_failure(candidate, retries, exc)
+                    if move.action == RETRY:
+                        self.sleep(move.delay)
+                        retries += 1
                         continue
+                    if move.action == STOP:
+                        raise run.error() from None
                     break
                 except GeneratorExit:
-                    records.append(
-                        attempt.finish(self, request_id, len(records), plan, req, None, closed=True)
-                    )
+                    run.finish(candidate, attempt.t0, None, stream_outcome(attempt, None, closed=True))
                     raise
-                record = attempt.finish(self, request_id, len(records), plan, req, None)
-                records.append(record)
-                holder.gateway = gateway_info(plan, record, records, started)
+                record = run.finish(candidate, attempt.t0, None, stream_outcome(attempt, None))
+                holder.gateway = run.info(record)
                 return
-            if not may_fall_back(records[-1].error or Exception(), plan):
-                break
-        raise final_error(records, plan)
+        raise run.error()
 
     def _stream_once(
         self,
         module: ProviderModule,
         req: ChatRequest,
-        candidate: Candidate,
         headers: dict[str, str],
         timeout: Any,
         attempt: StreamAttempt,
         holder: StreamInfo,
+        run: RequestRun,
     ) -> Iterator[ChatCompletionChunk]:
-        target = candidate.target
+        target = attempt.candidate.target
         check_request(req, target)
         if target.kind == "local":
             for chunk in module.stream(req, target):  # type: ignore[attr-defined]
                 yield from attempt.offer(chunk)
+            yield from attempt.drain()
             return
         spec = module.build_request(req, target)
-        with transport.open_stream(self.http, spec, extra_headers=headers, timeout=timeout) as response:
+        http_timeout = run.timeout(timeout, stream=True, sync=True)
+        with transport.open_stream(self.http, spec, extra_headers=headers, timeout=http_timeout) as response:
             if response.status_code >= 400:
                 body = transport.read_error_body(response)
                 error = module.map_error(response.status_code, response.headers, body, target)
@@ -236,6 +240,7 @@ class Executor(ExecutorBase):
             state = module.new_stream(req, target)
             decoder = SSEDecoder()
             for piece in transport.iter_bytes(response):
+                _check_clock(run, attempt)
                 for event in decoder.feed(piece):
                     for chunk in module.parse_stream_event(event, state):
                         yield from attempt.offer(chunk)
@@ -251,107 +256,65 @@ class Executor(ExecutorBase):
     def embed(
         self, req: EmbeddingRequest, plan: Plan, *, headers: dict[str, str], timeout: Any
     ) -> CreateEmbeddingResponse:
-        started = time.perf_counter()
-        request_id = uuid.uuid4().hex
-        records: list[AttemptRecord] = []
+        run = self._run(plan, None)
         for candidate in plan.candidates:
             module = providers.load(candidate.target.kind)
-            for retries in range(self._max_retries(candidate) + 1):
+            retries = 0
+            while True:
+                admitted = run.admit(candidate, first=retries == 0)
+                if admitted is None:
+                    raise run.error()
+                if not admitted:
+                    break
                 t0 = time.perf_counter()
                 try:
-                    spec = module.build_embeddings_request(req, candidate.target)
-                    raw = transport.send(self.http, spec, extra_headers=headers, timeout=timeout)
-                    if raw.status >= 400:
-                        error = module.map_error(raw.status, raw.headers, raw.body, candidate.target)
-                        error.attach(raw.http_request, raw.http_response)
-                        raise error
-                    reply = module.parse_embeddings_response(
-                        raw.status, raw.headers, raw.body, candidate.target
+                    reply = self._embed_once(
+                        module, req, candidate, headers, run.timeout(timeout, stream=False, sync=True)
                     )
                 except APIError as exc:
-                    records.append(self._failed(request_id, len(records), candidate, plan, None, t0, exc))
-                    if retries < self._max_retries(candidate) and should_retry(exc):
-                        self.sleep(retry_delay(retries, error_headers(exc), self.retry))
+                    run.finish(candidate, t0, exc)
+                    move = run.after_failure(candidate, retries, exc)
+                    if move.action == RETRY:
+                        self.sleep(move.delay)
+                        retries += 1
                         continue
+                    if move.action == STOP:
+                        raise run.error() from None
                     break
-                usage = CompletionUsage(
-                    prompt_tokens=reply.usage.prompt_tokens,
-                    completion_tokens=0,
-                    total_tokens=reply.usage.total_tokens,
-                )
-                record = self._record(request_id, len(records), candidate, plan, None, t0, "ok", None, usage)
-                records.append(record)
-                reply._gateway = gateway_info(plan, record, records, started)
+                record = run.finish(candidate, t0, None, Outcome(usage=embedding_usage(reply)))
+                reply._gateway = run.info(record)
                 return reply
-            if not may_fall_back(records[-1].error or Exception(), plan):
-                break
-        raise final_error(records, plan)
+        raise run.error()
 
-
-class StreamAttempt:
-    """One streaming attempt: holds role-only chunks back, counts what reached the caller."""
-
-    def __init__(self, candidate: Candidate, t0: float) -> None:
-        self.candidate = candidate
-        self.t0 = t0
-        self.held: list[ChatCompletionChunk] = []
-        self.delivered = 0
-        self.ttft_s: float | None = None
-        self.usage: CompletionUsage | None = None
-        self.text: list[str] = []
-
-    def offer(self, chunk: ChatCompletionChunk) -> Iterator[ChatCompletionChunk]:
-        if chunk.usage is not None:
-            self.usage = chunk.usage
-        if not self.delivered and not is_substantive(chunk):
-            self.held.append(chunk)
-            return
-        if self.ttft_s is None:
-            self.ttft_s = time.perf_counter() - self.t0
-        self.text.append(chunk_text(chunk))
-        for held in self.held:
-            self.delivered += 1
-            yield held
-        self.held.clear()
-        self.delivered += 1
-        yield chunk
-
-    def drain(self) -> Iterator[ChatCompletionChunk]:
-        for held in self.held:
-            self.delivered += 1
-            yield held
-        self.held.clear()
-
-    def finish(
+    def _embed_once(
         self,
-        executor: ExecutorBase,
-        request_id: str,
-        attempt: int,
-        plan: Plan,
-        req: ChatRequest,
-        error: APIError | None,
-        *,
-        closed: bool = False,
-    ) -> AttemptRecord:
-        status = error.status_code if isinstance(error, APIStatusError) else None
-        if error is None:
-            outcome = "closed" if closed else "ok"
-        elif self.delivered:
-            outcome = "partial"
-        else:
-            outcome = type(error).__name__
-        return executor._record(
-            request_id,
-            attempt,
-            self.candidate,
-            plan,
-            req,
-            self.t0,
-            outcome,
-            status,
-            self.usage,
-            error,
-            ttft_s=self.ttft_s,
-            streamed_text="".join(self.text),
-            estimated=self.usage is None and bool(self.text),
-        )
+        module: ProviderModule,
+        req: EmbeddingRequest,
+        candidate: Candidate,
+        headers: dict[str, str],
+        timeout: Any,
+    ) -> CreateEmbeddingResponse:
+        spec = module.build_embeddings_request(req, candidate.target)
+        raw = transport.send(self.http, spec, extra_headers=headers, timeout=timeout)
+        if raw.status >= 400:
+            error = module.map_error(raw.status, raw.headers, raw.body, candidate.target)
+            error.attach(raw.http_request, raw.http_response)
+            raise error
+        return module.parse_embeddings_response(raw.status, raw.headers, raw.body, candidate.target)
+
+
+def embedding_usage(reply: CreateEmbeddingResponse) -> CompletionUsage:
+    return CompletionUsage(
+        prompt_tokens=reply.usage.prompt_tokens, completion_tokens=0, total_tokens=reply.usage.total_tokens
+    )
+
+
+def _check_clock(run: RequestRun, attempt: StreamAttempt) -> None:
+    """Between two pieces of a blocking stream: the total deadline and the first-token timeout."""
+    if run.deadline.expired():
+        raise APITimeoutError(message="Request timed out: the total deadline passed mid-stream.")
+    timeouts = run.plan.timeouts
+    if timeouts is None or timeouts.first_token_s is None or attempt.has_content:
+        return
+    if time.perf_counter() - attempt.t0 > timeouts.first_token_s:
+        raise APITimeoutError(message=f"Request timed out: no first token within {timeouts.first_token_s}s.")

@@ -1,19 +1,19 @@
-"""The asyncio request loop (the twin of ``execute.py``, line for line): candidates in plan order, retries inside one, fallback between them.
+"""The asyncio request loop (the twin of ``execute.py``): candidates in plan order, retries inside one, fallback between them.
 
-Streaming contract: chunks that carry nothing but a role are held back until the first chunk with
-content; a failure before that point falls back transparently. After it, the iterator raises
-``StreamInterruptedError`` having delivered exactly the chunks it received: never a truncated stream
-that ends like a success, never a duplicated chunk. Every attempt that ran is reported to the
-observer once, with its usage (reported, or counted from what streamed and marked estimated).
+The streaming contract is ``execute.py``'s. Beyond the blocking loop, this one applies each timeout
+exactly (``asyncio.timeout`` around every attempt and every wait for a stream's next piece) and
+can hedge: with ``Plan.hedge`` the first attempt races the next candidate once it is slow, the
+first answer wins and the other request is cancelled (its connection closed), both reported to the
+observer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from typing import Any, cast
 
 import httpx
 
@@ -21,33 +21,39 @@ import providers
 from gateway import transport
 from gateway._sse import SSEDecoder
 from gateway.attempts import (
-    AttemptRecord,
     Candidate,
     Observer,
+    Outcome,
     Plan,
+    StreamAttempt,
     StreamInfo,
     check_request,
-    final_error,
-    gateway_info,
     interrupted,
-    may_fall_back,
+    stream_outcome,
 )
-from gateway.errors import APIError
-from gateway.execute import ExecutorBase, StreamAttempt
-from gateway.resilience.retry import RetrySettings, error_headers, retry_delay, should_retry
+from gateway.errors import APIError, APITimeoutError
+from gateway.execute import ExecutorBase, embedding_usage
+from gateway.resilience.breaker import Breakers
+from gateway.resilience.deadline import chunk_wait
+from gateway.resilience.hedge import hedge_affordable, hedge_delay
+from gateway.resilience.retry import RetrySettings
+from gateway.resilience.run import RETRY, STOP, RequestRun
 from gateway.types import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,
-    CompletionUsage,
     CreateEmbeddingResponse,
     EmbeddingRequest,
 )
 from providers.base import ProviderModule
 
+__all__ = ["AsyncExecutor"]
+
+Served = tuple[Candidate, float, ChatCompletion]
+
 
 class AsyncExecutor(ExecutorBase):
-    """Runs requests over one shared ``httpx.AsyncClient``."""
+    """Runs requests over one shared ``httpx.AsyncClient``; arguments as ``Executor``'s."""
 
     def __init__(
         self,
@@ -56,51 +62,105 @@ class AsyncExecutor(ExecutorBase):
         observer: Observer,
         retry: RetrySettings,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        breakers: Breakers | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.http = http
-        self.observer = observer
-        self.retry = retry
         self.sleep = sleep
+        self._setup(observer, retry, breakers, clock)
 
     # --- non-streaming ---------------------------------------------------------------------------
 
     async def complete(
         self, req: ChatRequest, plan: Plan, *, headers: dict[str, str], timeout: Any
     ) -> ChatCompletion:
-        started = time.perf_counter()
-        request_id = uuid.uuid4().hex
-        records: list[AttemptRecord] = []
-        for candidate in plan.candidates:
-            module = providers.load(candidate.target.kind)
-            for retries in range(self._max_retries(candidate) + 1):
-                t0 = time.perf_counter()
-                try:
-                    reply = await self._call_once(module, req, candidate, headers, timeout)
-                except APIError as exc:
-                    records.append(self._failed(request_id, len(records), candidate, plan, req, t0, exc))
-                    if retries < self._max_retries(candidate) and should_retry(exc):
-                        await self.sleep(retry_delay(retries, error_headers(exc), self.retry))
-                        continue
+        run = self._run(plan, req)
+        for index, candidate in enumerate(plan.candidates):
+            retries = 0
+            while True:
+                admitted = run.admit(candidate, first=retries == 0)
+                if admitted is None:
+                    raise run.error()
+                if not admitted:
                     break
-                record = self._record(
-                    request_id, len(records), candidate, plan, req, t0, "ok", None, reply.usage
-                )
-                records.append(record)
-                reply._gateway = gateway_info(plan, record, records, started)
+                try:
+                    if plan.hedge is not None and not run.records:
+                        served = await self._hedged(run, req, candidate, index, headers, timeout)
+                    else:
+                        served = await self._attempt(run, req, candidate, headers, timeout)
+                except APIError as exc:
+                    move = run.after_failure(candidate, retries, exc)
+                    if move.action == RETRY:
+                        await self.sleep(move.delay)
+                        retries += 1
+                        continue
+                    if move.action == STOP:
+                        raise run.error() from None
+                    break
+                winner, t0, reply = served
+                record = run.finish(winner, t0, None, Outcome(usage=reply.usage))
+                reply._gateway = run.info(record)
                 return reply
-            if not may_fall_back(records[-1].error or Exception(), plan):
-                break
-        raise final_error(records, plan)
+        raise run.error()
 
-    async def _call_once(
+    async def _attempt(
+        self, run: RequestRun, req: ChatRequest, candidate: Candidate, headers: dict[str, str], timeout: Any
+    ) -> Served:
+        """One attempt; a failure or a cancellation is recorded here, a success by the caller."""
+        t0 = time.perf_counter()
+        try:
+            async with asyncio.timeout(run.deadline.remaining()):
+                reply = await self._call_once(
+                    req, candidate, headers, run.timeout(timeout, stream=False, sync=False)
+                )
+        except TimeoutError as exc:
+            error = APITimeoutError(message="Request timed out: the total deadline passed.")
+            run.finish(candidate, t0, error)
+            raise error from exc
+        except APIError as exc:
+            run.finish(candidate, t0, exc)
+            raise
+        except asyncio.CancelledError:
+            run.finish(candidate, t0, None, Outcome(outcome="cancelled"))
+            raise
+        return candidate, t0, reply
+
+    async def _hedged(
         self,
-        module: ProviderModule,
+        run: RequestRun,
         req: ChatRequest,
         candidate: Candidate,
+        index: int,
         headers: dict[str, str],
         timeout: Any,
+    ) -> Served:
+        """Race ``candidate`` against the next one once it is slow; the first answer wins."""
+        settings = run.plan.hedge
+        second = next(iter(run.plan.candidates[index + 1 :]), None)
+        delay = hedge_delay(settings, self.res.ttft, candidate.name) if settings and self.res.ttft else None
+        primary = asyncio.create_task(self._attempt(run, req, candidate, headers, timeout))
+        if (
+            second is None
+            or delay is None
+            or settings is None
+            or not hedge_affordable(settings, second.estimated_cost_usd)
+        ):
+            return await primary
+        try:
+            done, _ = await asyncio.wait({primary}, timeout=delay)
+        except asyncio.CancelledError:
+            await _cancel(primary)
+            raise
+        if done or not run.admit(second, first=True):
+            return await primary
+        hedge = asyncio.create_task(self._attempt(run, req, second, headers, timeout))
+        return await _first_answer(primary, hedge)
+
+    async def _call_once(
+        self, req: ChatRequest, candidate: Candidate, headers: dict[str, str], timeout: Any
     ) -> ChatCompletion:
         target = candidate.target
+        module = providers.load(target.kind)
         check_request(req, target)
         if target.kind == "local":
             return await module.acomplete(req, target)  # type: ignore[attr-defined, no-any-return]
@@ -119,81 +179,84 @@ class AsyncExecutor(ExecutorBase):
     async def stream(
         self, req: ChatRequest, plan: Plan, *, headers: dict[str, str], timeout: Any, holder: StreamInfo
     ) -> AsyncIterator[ChatCompletionChunk]:
-        started = time.perf_counter()
-        request_id = uuid.uuid4().hex
-        records: list[AttemptRecord] = []
+        run = self._run(plan, req)
         for candidate in plan.candidates:
             module = providers.load(candidate.target.kind)
-            for retries in range(self._max_retries(candidate) + 1):
-                attempt = StreamAttempt(candidate, time.perf_counter())
+            retries = 0
+            while True:
+                admitted = run.admit(candidate, first=retries == 0)
+                if admitted is None:
+                    raise run.error()
+                if not admitted:
+                    break
+                attempt = StreamAttempt(candidate, time.perf_counter(), plan.buffer_tokens)
                 try:
-                    async for chunk in self._stream_once(
-                        module, req, candidate, headers, timeout, attempt, holder
-                    ):
-                        yield chunk
+                    async with aclosing(
+                        self._stream_once(module, req, headers, timeout, attempt, holder, run)
+                    ) as chunks:
+                        async for chunk in chunks:
+                            yield chunk
                 except APIError as exc:
-                    record = attempt.finish(self, request_id, len(records), plan, req, exc)
-                    records.append(record)
+                    run.finish(candidate, attempt.t0, exc, stream_outcome(attempt, exc))
                     if attempt.delivered:
                         raise interrupted(candidate.target.provider, attempt.delivered, exc) from exc
-                    if retries < self._max_retries(candidate) and should_retry(exc):
-                        await self.sleep(retry_delay(retries, error_headers(exc), self.retry))
+                    move = run.after_failure(candidate, retries, exc)
+                    if move.action == RETRY:
+                        await self.sleep(move.delay)
+                        retries += 1
                         continue
+                    if move.action == STOP:
+                        raise run.error() from None
                     break
                 except (GeneratorExit, asyncio.CancelledError):
-                    records.append(
-                        attempt.finish(self, request_id, len(records), plan, req, None, closed=True)
-                    )
+                    run.finish(candidate, attempt.t0, None, stream_outcome(attempt, None, closed=True))
                     raise
-                record = attempt.finish(self, request_id, len(records), plan, req, None)
-                records.append(record)
-                holder.gateway = gateway_info(plan, record, records, started)
+                record = run.finish(candidate, attempt.t0, None, stream_outcome(attempt, None))
+                holder.gateway = run.info(record)
                 return
-            if not may_fall_back(records[-1].error or Exception(), plan):
-                break
-        raise final_error(records, plan)
+        raise run.error()
 
     async def _stream_once(
         self,
         module: ProviderModule,
         req: ChatRequest,
-        candidate: Candidate,
         headers: dict[str, str],
         timeout: Any,
         attempt: StreamAttempt,
         holder: StreamInfo,
-    ) -> AsyncIterator[ChatCompletionChunk]:
-        target = candidate.target
+        run: RequestRun,
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
+        target = attempt.candidate.target
         check_request(req, target)
         if target.kind == "local":
             async for chunk in module.astream(req, target):  # type: ignore[attr-defined]
                 for out in attempt.offer(chunk):
                     yield out
+            for out in attempt.drain():
+                yield out
             return
         spec = module.build_request(req, target)
-        async with transport.open_stream_async(
-            self.http, spec, extra_headers=headers, timeout=timeout
-        ) as response:
+        http_timeout = run.timeout(timeout, stream=True, sync=False)
+        try:
+            async with asyncio.timeout(_first_wait(run, attempt)):
+                opened = transport.open_stream_async(
+                    self.http, spec, extra_headers=headers, timeout=http_timeout
+                )
+                response = await opened.__aenter__()
+        except TimeoutError as exc:
+            raise _timed_out(run, attempt) from exc
+        try:
             if response.status_code >= 400:
                 body = await transport.aread_error_body(response)
                 error = module.map_error(response.status_code, response.headers, body, target)
                 error.attach(response.request, response)
                 raise error
             holder.http_response = response
-            state = module.new_stream(req, target)
-            decoder = SSEDecoder()
-            async for piece in transport.aiter_bytes(response):
-                for event in decoder.feed(piece):
-                    for chunk in module.parse_stream_event(event, state):
-                        for out in attempt.offer(chunk):
-                            yield out
-            for event in decoder.flush():
-                for chunk in module.parse_stream_event(event, state):
-                    for out in attempt.offer(chunk):
-                        yield out
-            for chunk in module.end_stream(state):
-                for out in attempt.offer(chunk):
+            async with aclosing(_chunks(module, req, response, run, attempt)) as chunks:
+                async for out in chunks:
                     yield out
+        finally:
+            await opened.__aexit__(None, None, None)
         for out in attempt.drain():
             yield out
 
@@ -202,38 +265,142 @@ class AsyncExecutor(ExecutorBase):
     async def embed(
         self, req: EmbeddingRequest, plan: Plan, *, headers: dict[str, str], timeout: Any
     ) -> CreateEmbeddingResponse:
-        started = time.perf_counter()
-        request_id = uuid.uuid4().hex
-        records: list[AttemptRecord] = []
+        run = self._run(plan, None)
         for candidate in plan.candidates:
             module = providers.load(candidate.target.kind)
-            for retries in range(self._max_retries(candidate) + 1):
+            retries = 0
+            while True:
+                admitted = run.admit(candidate, first=retries == 0)
+                if admitted is None:
+                    raise run.error()
+                if not admitted:
+                    break
                 t0 = time.perf_counter()
                 try:
-                    spec = module.build_embeddings_request(req, candidate.target)
-                    raw = await transport.send_async(self.http, spec, extra_headers=headers, timeout=timeout)
-                    if raw.status >= 400:
-                        error = module.map_error(raw.status, raw.headers, raw.body, candidate.target)
-                        error.attach(raw.http_request, raw.http_response)
-                        raise error
-                    reply = module.parse_embeddings_response(
-                        raw.status, raw.headers, raw.body, candidate.target
-                    )
-                except APIError as exc:
-                    records.append(self._failed(request_id, len(records), candidate, plan, None, t0, exc))
-                    if retries < self._max_retries(candidate) and should_retry(exc):
-                        await self.sleep(retry_delay(retries, error_headers(exc), self.retry))
+                    async with asyncio.timeout(run.deadline.remaining()):
+                        reply = await self._embed_once(
+                            module, req, candidate, headers, run.timeout(timeout, stream=False, sync=False)
+                        )
+                except (APIError, TimeoutError) as caught:
+                    exc = caught if isinstance(caught, APIError) else APITimeoutError()
+                    run.finish(candidate, t0, exc)
+                    move = run.after_failure(candidate, retries, exc)
+                    if move.action == RETRY:
+                        await self.sleep(move.delay)
+                        retries += 1
                         continue
+                    if move.action == STOP:
+                        raise run.error() from None
                     break
-                usage = CompletionUsage(
-                    prompt_tokens=reply.usage.prompt_tokens,
-                    completion_tokens=0,
-                    total_tokens=reply.usage.total_tokens,
-                )
-                record = self._record(request_id, len(records), candidate, plan, None, t0, "ok", None, usage)
-                records.append(record)
-                reply._gateway = gateway_info(plan, record, records, started)
+                record = run.finish(candidate, t0, None, Outcome(usage=embedding_usage(reply)))
+                reply._gateway = run.info(record)
                 return reply
-            if not may_fall_back(records[-1].error or Exception(), plan):
-                break
-        raise final_error(records, plan)
+        raise run.error()
+
+    async def _embed_once(
+        self,
+        module: ProviderModule,
+        req: EmbeddingRequest,
+        candidate: Candidate,
+        headers: dict[str, str],
+        timeout: Any,
+    ) -> CreateEmbeddingResponse:
+        spec = module.build_embeddings_request(req, candidate.target)
+        raw = await transport.send_async(self.http, spec, extra_headers=headers, timeout=timeout)
+        if raw.status >= 400:
+            error = module.map_error(raw.status, raw.headers, raw.body, candidate.target)
+            error.attach(raw.http_request, raw.http_response)
+            raise error
+        return module.parse_embeddings_response(raw.status, raw.headers, raw.body, candidate.target)
+
+
+async def _chunks(
+    module: ProviderModule,
+    req: ChatRequest,
+    response: httpx.Response,
+    run: RequestRun,
+    attempt: StreamAttempt,
+) -> AsyncGenerator[ChatCompletionChunk, None]:
+    """Parse a stream's body into chunks, offered to the attempt (which holds back what it must)."""
+    state = module.new_stream(req, attempt.candidate.target)
+    decoder = SSEDecoder()
+    async with aclosing(_pieces(response, run, attempt)) as pieces:
+        async for piece in pieces:
+            for event in decoder.feed(piece):
+                for chunk in module.parse_stream_event(event, state):
+                    for out in attempt.offer(chunk):
+                        yield out
+    for event in decoder.flush():
+        for chunk in module.parse_stream_event(event, state):
+            for out in attempt.offer(chunk):
+                yield out
+    for chunk in module.end_stream(state):
+        for out in attempt.offer(chunk):
+            yield out
+
+
+async def _pieces(
+    response: httpx.Response, run: RequestRun, attempt: StreamAttempt
+) -> AsyncGenerator[bytes, None]:
+    """The body's pieces, each awaited no longer than the first-token, idle or total timeout allows."""
+    async with aclosing(cast(AsyncGenerator[bytes, None], transport.aiter_bytes(response))) as source:
+        iterator = source.__aiter__()
+        while True:
+            try:
+                async with asyncio.timeout(_next_wait(run, attempt)):
+                    piece = await anext(iterator)
+            except StopAsyncIteration:
+                return
+            except TimeoutError as exc:
+                raise _timed_out(run, attempt) from exc
+            yield piece
+
+
+def _first_wait(run: RequestRun, attempt: StreamAttempt) -> float | None:
+    return _next_wait(run, attempt)
+
+
+def _next_wait(run: RequestRun, attempt: StreamAttempt) -> float | None:
+    return chunk_wait(
+        run.plan.timeouts,
+        run.deadline,
+        has_content=attempt.has_content,
+        started=attempt.t0,
+        now=time.perf_counter(),
+    )
+
+
+def _timed_out(run: RequestRun, attempt: StreamAttempt) -> APITimeoutError:
+    if run.deadline.expired():
+        return APITimeoutError(message="Request timed out: the total deadline passed.")
+    if attempt.has_content:
+        return APITimeoutError(message="Request timed out: the stream went idle.")
+    return APITimeoutError(message="Request timed out: no first token in time.")
+
+
+async def _first_answer(primary: asyncio.Task[Served], hedge: asyncio.Task[Served]) -> Served:
+    """The first successful of two attempts; the other is cancelled. Both failing raises the primary's error."""
+    pending = {primary, hedge}
+    try:
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if not task.cancelled() and task.exception() is None:
+                    for other in pending:
+                        await _cancel(other)
+                    return task.result()
+    except asyncio.CancelledError:
+        for task in (primary, hedge):
+            await _cancel(task)
+        raise
+    return primary.result()  # raises the primary's error
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    if task.done():
+        return
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, APIError):
+        return

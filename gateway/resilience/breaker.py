@@ -1,0 +1,147 @@
+"""Circuit breakers per deployment, their state in the shared ``StateBackend``.
+
+```
+closed --(error rate >= error_rate over window_s, at least min_calls calls)--> open
+open --(cooldown over: exactly one caller is granted a probe)--> half_open
+half_open --(probe succeeds)--> closed        (cooldown back to cooldown_s)
+half_open --(probe fails)--> open             (cooldown x cooldown_factor, up to max_cooldown_s)
+```
+
+The state lives in the backend (``breaker_allow``/``breaker_record``, atomic in memory, SQLite and
+Redis), so every process that shares a Redis sees one breaker per deployment. Time comes from the
+injected ``clock`` (Unix seconds). Only deployment faults count (429, 5xx, timeouts, connection
+errors, malformed answers, auth failures); a bad request says nothing about the deployment's health.
+
+``open_breakers()`` is what the router reads (``LiveStats(breakers=breakers.open_breakers)``): the
+deployments this process last saw refusing calls, each with why, until their cooldown ends; the
+executor's ``allow`` before every attempt remains the authority, and is what grants the probe.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.state.base import BreakerState, StateBackend
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    """When a deployment's breaker opens and how long it stays open.
+
+    Raises:
+        ValueError: A setting out of range (the message names it).
+    """
+
+    window_s: float = 60.0
+    min_calls: int = 10
+    error_rate: float = 0.5
+    cooldown_s: float = 30.0
+    cooldown_factor: float = 2.0
+    max_cooldown_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "window_s": self.window_s > 0,
+            "min_calls": self.min_calls >= 1,
+            "error_rate": 0 < self.error_rate <= 1,
+            "cooldown_s": self.cooldown_s > 0,
+            "cooldown_factor": self.cooldown_factor >= 1,
+            "max_cooldown_s": self.max_cooldown_s >= self.cooldown_s,
+        }
+        for name, ok in checks.items():
+            value = getattr(self, name)
+            if not ok or not math.isfinite(value):
+                raise ValueError(f"BreakerSettings.{name} is out of range: {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerDecision:
+    """Whether one attempt may go to a deployment; ``probe`` when it is the half-open probe."""
+
+    allowed: bool
+    probe: bool = False
+    reason: str = ""
+
+
+_CLOSED = BreakerDecision(True)
+
+
+class Breakers:
+    """The breakers of every deployment, keyed by candidate name, over one state backend.
+
+    Example:
+        >>> from gateway.state.memory import MemoryBackend
+        >>> now = [1000.0]
+        >>> breakers = Breakers(MemoryBackend(), BreakerSettings(min_calls=2), clock=lambda: now[0])
+        >>> for _ in range(2):
+        ...     breakers.record("gpt", ok=False)
+        >>> breakers.allow("gpt").allowed, sorted(breakers.open_breakers())
+        (False, ['gpt'])
+    """
+
+    def __init__(
+        self,
+        backend: StateBackend,
+        settings: BreakerSettings = BreakerSettings(),
+        *,
+        clock: Callable[[], float] = time.time,
+        namespace: str = "",
+    ) -> None:
+        self.backend = backend
+        self.settings = settings
+        self.clock = clock
+        self.namespace = namespace
+        self._seen: dict[str, BreakerState] = {}
+        self._probe_cooldown: dict[str, float] = {}
+
+    def allow(self, name: str) -> BreakerDecision:
+        """Ask before an attempt; grants the single half-open probe once a cooldown is over."""
+        now = self.clock()
+        state = self.backend.breaker_allow(self.namespace + name, now)
+        self._seen[name] = state
+        if state.status == "closed":
+            return _CLOSED
+        if state.allowed:
+            self._probe_cooldown[name] = max(state.retry_at - now, self.settings.cooldown_s)
+            return BreakerDecision(True, probe=True, reason="half-open probe")
+        return BreakerDecision(False, reason=_reason(state, now))
+
+    def record(self, name: str, ok: bool, *, probe: bool = False) -> BreakerState:
+        """Report an attempt's outcome; a failed probe reopens with a longer cooldown."""
+        settings = self.settings
+        cooldown = settings.cooldown_s
+        if probe:
+            previous = self._probe_cooldown.pop(name, settings.cooldown_s)
+            cooldown = cooldown if ok else min(previous * settings.cooldown_factor, settings.max_cooldown_s)
+        state = self.backend.breaker_record(
+            self.namespace + name,
+            ok,
+            self.clock(),
+            settings.window_s,
+            settings.min_calls,
+            settings.error_rate,
+            cooldown,
+        )
+        self._seen[name] = state
+        return state
+
+    def open_breakers(self) -> dict[str, str]:
+        """Deployments refusing calls now, each with why, as this process last saw them."""
+        now = self.clock()
+        return {
+            name: _reason(state, now)
+            for name, state in list(self._seen.items())
+            if state.status != "closed" and now < state.retry_at
+        }
+
+
+def _reason(state: BreakerState, now: float) -> str:
+    wait = max(0.0, state.retry_at - now)
+    if state.status == "half_open":
+        return f"circuit breaker half-open: a probe is in flight, next one in {wait:.1f}s"
+    return (
+        f"circuit breaker open after {state.failures} failures in {state.calls} calls; probe in {wait:.1f}s"
+    )

@@ -1,0 +1,232 @@
+"""One request's way through its plan: the decisions both request loops share, with no I/O.
+
+``RequestRun`` keeps what one request has done (attempt records, skipped candidates, its deadline)
+and answers the loop's three questions: may this candidate be tried now (``admit``), what happens
+after a failure (``after_failure``: retry after a delay, or move on, or stop), and what to raise
+at the end (``error``). Every attempt is reported to the observer exactly once, in ``finish``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gateway.attempts import (
+    AttemptRecord,
+    Candidate,
+    Observer,
+    Outcome,
+    Plan,
+    Skip,
+    error_class,
+    final_error,
+    gateway_info,
+    is_deployment_fault,
+    may_fall_back,
+)
+from gateway.errors import APIError, APIStatusError
+from gateway.resilience.deadline import Deadline, attempt_timeout
+from gateway.resilience.retry import RetrySettings, error_headers, retry_delay, should_retry
+from gateway.types import ChatRequest, GatewayInfo
+
+if TYPE_CHECKING:
+    from gateway.resilience.breaker import Breakers
+    from gateway.resilience.hedge import TTFTWindow
+
+logger = logging.getLogger("gateway.resilience")
+
+RETRY = "retry"
+NEXT = "next"
+STOP = "stop"
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """What the loop does after a failed attempt: ``retry`` (after ``delay``), ``next`` or ``stop``."""
+
+    action: str
+    delay: float = 0.0
+
+
+@dataclass(slots=True)
+class Resilience:
+    """What an executor brings to every run: the observer, default retries, breakers, TTFT window."""
+
+    observer: Observer
+    retry: RetrySettings
+    breakers: Breakers | None = None
+    ttft: TTFTWindow | None = None
+
+
+class RequestRun:
+    """The state of one request across its attempts."""
+
+    __slots__ = (
+        "auth_failed",
+        "deadline",
+        "min_window",
+        "plan",
+        "probes",
+        "records",
+        "req",
+        "request_id",
+        "res",
+        "skipped",
+        "started",
+    )
+
+    def __init__(
+        self,
+        res: Resilience,
+        plan: Plan,
+        req: ChatRequest | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.res = res
+        self.plan = plan
+        self.req = req
+        self.request_id = uuid.uuid4().hex
+        self.started = time.perf_counter()
+        self.records: list[AttemptRecord] = []
+        self.skipped: list[Skip] = []
+        timeouts = plan.timeouts
+        self.deadline = Deadline(timeouts.total_s if timeouts is not None else None, clock)
+        self.min_window = 0
+        self.auth_failed: set[str] = set()
+        self.probes: set[int] = set()  # ids of attempts that are a half-open probe
+
+    # --- before an attempt ----------------------------------------------------------------------
+
+    def retry_settings(self, candidate: Candidate) -> RetrySettings:
+        return candidate.retry if candidate.retry is not None else self.res.retry
+
+    def max_retries(self, candidate: Candidate) -> int:
+        if candidate.max_retries is not None:
+            return candidate.max_retries
+        return self.retry_settings(candidate).max_retries
+
+    def out_of_time(self) -> bool:
+        """The deadline passed or the plan's attempt cap is reached: no further attempt at all."""
+        cap = self.plan.max_attempts
+        return self.deadline.expired() or (cap is not None and len(self.records) >= cap)
+
+    def admit(self, candidate: Candidate, first: bool) -> bool | None:
+        """May ``candidate`` be tried now? ``None`` when nothing more may be tried at all.
+
+        On the candidate's first attempt: skip it when its window is known to be too small after a
+        context-length error, or its provider refused our credentials. On every attempt: ask its
+        breaker (an open breaker skips it, and says why in ``reply.gateway.attempts``).
+        """
+        if self.out_of_time():
+            return None
+        if first:
+            reason = self._unfit(candidate)
+            if reason is not None:
+                self.skipped.append(Skip(candidate, reason))
+                return False
+        breakers = self.res.breakers
+        if breakers is None:
+            return True
+        decision = breakers.allow(candidate.name)
+        if not decision.allowed:
+            self.skipped.append(Skip(candidate, decision.reason))
+            return False
+        if decision.probe:
+            self.probes.add(len(self.records))
+        return True
+
+    def _unfit(self, candidate: Candidate) -> str | None:
+        window = candidate.context_window
+        if window is not None and window < self.min_window:
+            return f"context window {window} is smaller than the {self.min_window} tokens needed"
+        if candidate.target.provider in self.auth_failed:
+            return f"provider {candidate.target.provider!r} refused our credentials"
+        return None
+
+    def timeout(self, base: Any, *, stream: bool, sync: bool) -> Any:
+        return attempt_timeout(base, self.plan.timeouts, self.deadline, stream=stream, sync=sync)
+
+    # --- after an attempt -----------------------------------------------------------------------
+
+    def finish(
+        self, candidate: Candidate, t0: float, error: APIError | None, outcome: Outcome | None = None
+    ) -> AttemptRecord:
+        """Record one attempt: the observer (once), the breaker and the TTFT window hear of it."""
+        o = outcome or Outcome()
+        index = len(self.records)
+        status = error.status_code if isinstance(error, APIStatusError) else None
+        name = o.outcome or ("ok" if error is None else type(error).__name__)
+        req = self.req
+        record = AttemptRecord(
+            request_id=self.request_id,
+            attempt=index,
+            candidate=candidate,
+            route=self.plan.route,
+            started=t0,
+            duration_s=time.perf_counter() - t0,
+            ttft_s=o.ttft_s,
+            outcome=name,
+            status_code=status if status is not None else (200 if error is None else None),
+            usage=o.usage,
+            usage_estimated=o.estimated,
+            streamed_text=o.streamed_text,
+            metadata=dict(req.metadata or {}) if req is not None else {},
+            user=req.user if req is not None else None,
+            error=error,
+        )
+        self.records.append(record)
+        self._tell_breaker(candidate, index, error, name)
+        if error is None and name == "ok" and self.res.ttft is not None:
+            self.res.ttft.observe(candidate.name, o.ttft_s if o.ttft_s is not None else record.duration_s)
+        self.res.observer.attempt_finished(record)
+        return record
+
+    def _tell_breaker(self, candidate: Candidate, index: int, error: APIError | None, outcome: str) -> None:
+        breakers = self.res.breakers
+        probe = index in self.probes
+        if breakers is None or outcome in ("closed", "cancelled"):
+            return
+        ok = error is None or not is_deployment_fault(error)
+        breakers.record(candidate.name, ok, probe=probe)
+
+    def after_failure(self, candidate: Candidate, retries: int, error: APIError) -> Move:
+        """Retry the candidate (after a delay), move on to the next one, or stop."""
+        kind = error_class(error)
+        if kind == "auth":
+            self._auth_failed(candidate, error)
+        if kind == "context_length":
+            window = candidate.context_window or 0
+            self.min_window = max(self.min_window, window + 1, self.plan.prompt_tokens or 0)
+        if self.out_of_time():
+            return Move(STOP)
+        if retries < self.max_retries(candidate) and should_retry(error):
+            delay = retry_delay(retries, error_headers(error), self.retry_settings(candidate))
+            if self.deadline.allows_sleep(delay):
+                return Move(RETRY, delay)
+        return Move(NEXT) if may_fall_back(error, self.plan) else Move(STOP)
+
+    def _auth_failed(self, candidate: Candidate, error: APIError) -> None:
+        provider = candidate.target.provider
+        self.auth_failed.add(provider)
+        status = error.status_code if isinstance(error, APIStatusError) else None
+        logger.warning(
+            "provider %r refused the credentials for %s (%s, status %s): check its API key; "
+            "falling through to other providers",
+            provider,
+            candidate.name,
+            type(error).__name__,
+            status,
+        )
+
+    # --- the end --------------------------------------------------------------------------------
+
+    def info(self, served: AttemptRecord) -> GatewayInfo:
+        return gateway_info(self.plan, served, self.records, self.started, self.skipped)
+
+    def error(self) -> APIError:
+        return final_error(self.records, self.plan, self.skipped)
