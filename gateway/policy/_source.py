@@ -305,9 +305,27 @@ def _read_json(text: str, smap: SourceMap, problems: list[PolicyError]) -> Any:
     except RecursionError:
         raise _error(smap, f"nesting deeper than {MAX_DEPTH} levels", "policy.too-deep", None) from None
     except _JSONProblem as exc:
-        raise _error(smap, f"invalid JSON: {exc}", exc.code, None) from None
+        raise _error(smap, f"invalid JSON: {exc}", exc.code, _json_problem_location(text, exc)) from None
     _locate_with_yaml(text, smap)
     return data
+
+
+def _json_problem_location(text: str, problem: _JSONProblem) -> Location | None:
+    if problem.code == "policy.duplicate-key":
+        scratch: list[PolicyError] = []
+        try:
+            _read_yaml(text, SourceMap("<json>"), scratch)
+        except PolicyError:
+            return None
+        found = next((p for p in scratch if p.code == "policy.duplicate-key" and p.line is not None), None)
+        return (
+            Location(found.line, found.column or 1) if found is not None and found.line is not None else None
+        )
+    token = re.search(r"(?<![\w\"])(NaN|-?Infinity)(?![\w\"])", text)
+    if token is None:
+        return None
+    line = text.count("\n", 0, token.start()) + 1
+    return Location(line, token.start() - (text.rfind("\n", 0, token.start()) + 1) + 1)
 
 
 def _locate_with_yaml(text: str, smap: SourceMap) -> None:

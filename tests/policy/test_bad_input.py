@@ -107,8 +107,9 @@ def test_duplicate_keys_are_located_at_the_second() -> None:
 
 
 def test_duplicate_keys_in_json_and_toml() -> None:
-    error = _only(errors_of('{"version": 1, "version": 1}', filename="p.json"))
+    error = _only(errors_of('{"version": 1,\n "version": 1}', filename="p.json"))
     assert "invalid JSON: duplicate key 'version'" in error.message
+    assert (error.line, error.column) == (2, 2)
     error = _only(errors_of("version = 1\nversion = 1\n", filename="p.toml"))
     assert (error.line, error.code) == (2, "policy.syntax")
 
@@ -130,6 +131,7 @@ def test_a_ten_megabyte_file_is_refused_before_reading(tmp_path) -> None:
 def test_json_constants_are_refused() -> None:
     error = _only(errors_of('{"version": NaN}', filename="p.json"))
     assert (error.code, "NaN is not a JSON number" in error.message) == ("policy.syntax", True)
+    assert (error.line, error.column) == (1, 13)
 
 
 def test_a_ten_megabyte_text_is_refused() -> None:
