@@ -11,8 +11,9 @@ The loop, in four calls (``switchyard eval run`` / ``eval report`` do the same):
         run = run_eval(load_set("evals/support.jsonl"), ["gpt-4o-mini", "gpt-4o"], caller=caller, store=store)
     write_report(store.summaries("support"), "reports/")
 
-The router then reads the store: pass ``evals=route_evals(store, policy, route)`` (or
-``EvalScores(store, policy).for_route(route)``, cached) to ``gateway.router.plan``.
+The router then reads the store: the client's planner takes ``evals=EvalScores(store)`` (called
+with a route's ``eval_set``, cached); a direct ``gateway.router.plan`` call takes
+``evals=route_evals(store, policy, route)``.
 
 Modules: ``sets`` (JSONL loading), ``scorers``, ``calls`` (direct model calls), ``runner``,
 ``results`` (statistics), ``store`` (the state backend and the router's view), ``report``
@@ -45,6 +46,7 @@ from gateway.evals.store import (
     format_quality,
     route_evals,
     route_quality,
+    set_scores,
     store_config,
 )
 
@@ -84,6 +86,7 @@ __all__ = [
     "route_evals",
     "route_quality",
     "run_eval",
+    "set_scores",
     "store_config",
     "write_chart",
     "write_report",

@@ -40,6 +40,7 @@ __all__ = [
     "format_quality",
     "route_evals",
     "route_quality",
+    "set_scores",
     "store_config",
 ]
 
@@ -282,41 +283,82 @@ def route_evals(
     return {e.model: EvalScore(e.quality, e.samples) for e in evidence if e.source == "eval"}
 
 
+def set_scores(
+    store: EvalStore, eval_set: str, *, now: float | None = None, max_age_s: float | None = None
+) -> dict[str, EvalScore]:
+    """Every model's latest score on ``eval_set``, as the router's ``EvalScore``.
+
+    Example:
+        >>> from gateway.state import open_backend
+        >>> set_scores(EvalStore(open_backend("memory://")), "support")
+        {}
+    """
+    now = time.time() if now is None else now
+    return {
+        s.model: EvalScore(s.mean, s.scored)
+        for s in store.summaries(eval_set)
+        if s.scored > 0 and (max_age_s is None or now - s.finished_at <= max_age_s)
+    }
+
+
 class EvalScores:
-    """Eval scores per route, cached for ``ttl_s``, for a request path that plans often.
+    """Eval scores per set, cached for ``ttl_s``: what the client's planner calls on each route plan.
+
+    Pass an instance as ``gateway.routing.Planner(..., evals=EvalScores(EvalStore(backend)))``: it is
+    called with a route's ``eval_set`` (``None`` when the route has none) and returns the scores
+    that replace the priors.
 
     Args:
         store: The eval store.
-        policy: The loaded policy.
-        ttl_s: How long a route's scores are reused before the store is read again.
+        policy: Needed only by :meth:`for_route`.
+        ttl_s: How long a set's scores are reused before the store is read again.
+        max_age_s: Ignore older scores (the prior stands in).
         clock: Returns Unix seconds.
 
     Example:
         >>> from gateway.policy import parse_policy
         >>> from gateway.state import open_backend
         >>> policy = parse_policy("version: 1\\nroutes: {chat: {candidates: [gpt-4o-mini], eval_set: chat}}")
-        >>> EvalScores(EvalStore(open_backend("memory://")), policy).for_route("route:chat")
-        {}
+        >>> scores = EvalScores(EvalStore(open_backend("memory://")), policy)
+        >>> scores("chat"), scores(None), scores.for_route("route:chat")
+        ({}, None, {})
     """
 
     def __init__(
-        self, store: EvalStore, policy: Policy, *, ttl_s: float = 60.0, clock: Callable[[], float] = time.time
+        self,
+        store: EvalStore,
+        policy: Policy | None = None,
+        *,
+        ttl_s: float = 60.0,
+        max_age_s: float | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store, self.policy, self.ttl_s, self._clock = store, policy, ttl_s, clock
+        self.store, self.policy, self.ttl_s, self.max_age_s = store, policy, ttl_s, max_age_s
+        self._clock = clock
         self._cache: dict[str, tuple[float, Mapping[str, EvalScore]]] = {}
         self._lock = threading.Lock()
 
-    def for_route(self, route: str) -> Mapping[str, EvalScore]:
-        """The route's eval scores (empty for a route without ``eval_set`` or an unknown route)."""
-        name = route.removeprefix("route:")
+    def __call__(self, eval_set: str | None) -> Mapping[str, EvalScore] | None:
+        """The scores of ``eval_set``; ``None`` for a route without one."""
+        return None if eval_set is None else self.for_set(eval_set)
+
+    def for_set(self, eval_set: str) -> Mapping[str, EvalScore]:
+        """Every measured model's latest score on ``eval_set`` (cached for ``ttl_s``)."""
         now = self._clock()
         with self._lock:
-            hit = self._cache.get(name)
+            hit = self._cache.get(eval_set)
         if hit is not None and now - hit[0] < self.ttl_s:
             return hit[1]
-        scores: Mapping[str, EvalScore] = {}
-        if name in self.policy.routes:
-            scores = route_evals(self.store, self.policy, name, now=now)
+        scores = set_scores(self.store, eval_set, now=now, max_age_s=self.max_age_s)
         with self._lock:
-            self._cache[name] = (now, scores)
+            self._cache[eval_set] = (now, scores)
         return scores
+
+    def for_route(self, route: str) -> Mapping[str, EvalScore]:
+        """The scores of the route's ``eval_set`` (empty without one, or for an unknown route)."""
+        if self.policy is None:
+            raise ValueError("EvalScores.for_route needs the policy: EvalScores(store, policy)")
+        settings = self.policy.routes.get(route.removeprefix("route:"))
+        if settings is None or settings.eval_set is None:
+            return {}
+        return self.for_set(settings.eval_set)

@@ -126,12 +126,33 @@ def test_the_router_ranks_by_the_stored_scores(store: EvalStore, policy: Policy)
     assert {c.model: c.quality for c in before.candidates}["openai/gpt-4o-mini"] == 0.6  # the policy's prior
 
 
-def test_eval_scores_cache_per_route(store: EvalStore, policy: Policy) -> None:
+def test_eval_scores_cache_per_set(store: EvalStore, policy: Policy) -> None:
     now = [0.0]
     scores = EvalScores(store, policy, ttl_s=60, clock=lambda: now[0])
-    assert scores.for_route("qa") == {}
+    assert (scores("quiz"), scores(None), scores.for_route("qa")) == ({}, None, {})
     store.put_summary(summary("openai/gpt-4o", 0.9, at=0.0))
     assert scores.for_route("route:qa") == {}  # cached
     now[0] = 61.0
-    assert scores.for_route("qa") == {"openai/gpt-4o": EvalScore(0.9, 10)}
-    assert scores.for_route("missing") == {}
+    assert scores("quiz") == scores.for_route("qa") == {"openai/gpt-4o": EvalScore(0.9, 10)}
+    assert scores.for_route("bare") == {} and scores.for_route("missing") == {}
+    stale = EvalScores(store, max_age_s=30, clock=lambda: 61.0)
+    assert stale("quiz") == {}
+    with pytest.raises(ValueError, match="needs the policy"):
+        stale.for_route("qa")
+
+
+def test_the_clients_planner_reads_eval_scores(
+    store: EvalStore, policy: Policy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.routing import Planner
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+    from gateway.targets import ClientConfig
+
+    request = ChatRequest(model="route:qa", messages=[{"role": "user", "content": "hi"}])
+    planner = Planner(ClientConfig(api_key="sk-test"), policy, evals=EvalScores(store, ttl_s=0))
+    assert planner.plan("route:qa", request).candidates[0].name == "openai/gpt-4o"  # by the priors
+    store.put_summary(summary("openai/gpt-4o-mini", 1.0))
+    store.put_summary(summary("openai/gpt-4o", 0.1))
+    assert planner.plan("route:qa", request).candidates[0].name == "openai/gpt-4o-mini"
