@@ -153,9 +153,15 @@ def data_url(url: str, where: str) -> tuple[str, str] | None:
 
 
 def merge_same_role(turns: list[dict[str, Any]], parts_key: str) -> list[dict[str, Any]]:
-    """Join consecutive turns of one role into one (both protocols want alternating roles)."""
+    """Join consecutive turns of one role into one (both protocols want alternating roles).
+
+    A turn with nothing to send (an assistant message with empty content) is left out: both
+    protocols refuse empty turns.
+    """
     merged: list[dict[str, Any]] = []
     for turn in turns:
+        if not turn[parts_key]:
+            continue
         if merged and merged[-1]["role"] == turn["role"]:
             merged[-1][parts_key].extend(turn[parts_key])
         else:

@@ -388,3 +388,16 @@ def test_neutral_values_are_not_unsupported() -> None:
 def test_untranslatable_messages_are_bad_requests(messages: list[dict[str, Any]], fragment: str) -> None:
     with pytest.raises(BadRequestError, match=fragment):
         anthropic.build_request(ChatRequest(model="m", messages=messages), target())
+
+
+def test_empty_turns_are_left_out() -> None:
+    got = body(
+        messages=[
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": ""},
+            {"role": "user", "content": "again"},
+        ]
+    )
+    assert got["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "text", "text": "again"}]}
+    ]

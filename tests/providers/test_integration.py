@@ -439,3 +439,11 @@ def test_capabilities() -> None:
     )
     embed = gemini.capabilities("gemini-embedding-001")
     assert (embed.embeddings, embed.tools, embed.usage_authoritative) == (True, False, False)
+
+
+def test_google_api_key_is_read_too(gemini_env: LoopbackServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GEMINI_API_KEY")
+    monkeypatch.setenv("GOOGLE_API_KEY", "google-key")
+    with gateway.OpenAI(max_retries=0) as client:
+        client.chat.completions.create(model=MODELS["gemini"], messages=[{"role": "user", "content": "x"}])
+    assert gemini_env.log[0].headers["x-goog-api-key"] == "google-key"
