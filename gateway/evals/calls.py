@@ -8,8 +8,10 @@ a usage record under the route ``eval:<set>``.
 
 A model name resolves as the client resolves ``model=``: a model of the policy (its provider,
 base URL and key), a catalog entry or ``provider/model`` of a built-in host, else the client's
-own endpoint (``OPENAI_BASE_URL``). This module is the adapter between evals and the client
-until the client's planner serves policy models for direct ``model=`` calls itself.
+own endpoint (``OPENAI_BASE_URL``); with a policy, a name it cannot resolve is an error (a typo
+should not silently hit another endpoint). The client's runtime (budgets, rate-limit guard, live
+stats) is not involved: an eval is a measurement, spaced by the runner's own ``concurrency`` and
+``rpm``, and its spend is visible in usage under the route ``eval:<set>``.
 """
 
 from __future__ import annotations

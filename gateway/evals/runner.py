@@ -21,13 +21,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.errors import OpenAIError
 from gateway.evals.calls import ModelCaller
 from gateway.evals.progress import NullProgress, Progress
-from gateway.evals.results import CaseResult, ModelSummary, summarise
+from gateway.evals.results import CaseResult, CaseStatus, ModelSummary, summarise
 from gateway.evals.scorers import (
     BoundScorer,
     JudgeReply,
@@ -150,18 +150,12 @@ class _Worker:
             score = self.scorer(case)(output, case, self.context)
         except Exception as exc:  # noqa: BLE001 - recorded as this case's failure; the run goes on
             error = f"{type(exc).__name__}: {exc}"
-            return _replace(base, status="scorer_error", reason="the scorer raised", error=error)
-        status = "judge_error" if score.failure else "ok"
-        return _replace(
+            return replace(base, status="scorer_error", reason="the scorer raised", error=error)
+        status: CaseStatus = "judge_error" if score.failure else "ok"
+        return replace(
             base, status=status, score=score.value, reason=score.reason,
             judge_cost_usd=score.judge_cost_usd, error=score.failure,
         )  # fmt: skip
-
-
-def _replace(result: CaseResult, **changes: Any) -> CaseResult:
-    from dataclasses import replace
-
-    return replace(result, **changes)
 
 
 def _output(completion: Any) -> Output:
