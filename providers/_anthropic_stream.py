@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.errors import APIStatusError
 from gateway.types import (
     ChatCompletionChunk,
     ChatRequest,
@@ -75,7 +74,7 @@ def on_event(data: dict[str, Any], state: AnthropicStreamState) -> list[ChatComp
         case "message_stop":
             return _message_stop(state)
         case "error":
-            raise _stream_error(data)
+            raise event_error(data)  # e.g. overloaded_error -> OverloadedError (529) in a 200 stream
         case _:
             return []  # ping, and event types newer than this module
 
@@ -195,7 +194,3 @@ def _message_stop(state: AnthropicStreamState) -> list[ChatCompletionChunk]:
             )
         )
     return chunks
-
-
-def _stream_error(data: dict[str, Any]) -> APIStatusError:
-    return event_error(data)

@@ -6,10 +6,7 @@ raises ``APIResponseValidationError`` naming the provider and the field, never a
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,7 +20,7 @@ __all__ = [
     "check_supported",
     "count",
     "data_url",
-    "encode_embedding",
+    "guarded",
     "image_url_of",
     "invalid_request",
     "json_arguments",
@@ -33,7 +30,6 @@ __all__ = [
     "opt_str",
     "text",
     "total_usage",
-    "guarded",
     "validation_error",
 ]
 
@@ -199,18 +195,3 @@ def total_usage(prompt: int, completion: int, *, cached: int, reasoning: int | N
             None if reasoning is None else CompletionTokensDetails(reasoning_tokens=reasoning)
         ),
     )
-
-
-def encode_embedding(values: list[float], encoding_format: str | None) -> list[float] | str:
-    """Floats as given, or base64 of little-endian float32 as OpenAI returns for ``base64``."""
-    if encoding_format != "base64":
-        return values
-    return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode("ascii")
-
-
-def is_base64(data: str) -> bool:
-    try:
-        base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        return False
-    return True
