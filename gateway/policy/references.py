@@ -40,6 +40,19 @@ class PolicyIndex:
     routes: dict[str, tuple[str, ...]]
     route_specs: dict[str, tuple[ModelSpec, ...]]
     float_prices: dict[str, tuple[float, float]]  # (input, output) per token, for normalising costs
+    # The sections it was built from, held (not their ids) so that a ``model_copy(update=...)``,
+    # which copies private attributes too, is noticed and re-indexed.
+    sources: tuple[object, ...] = ()
+
+    def built_from(self, policy: Policy) -> bool:
+        """Whether this index was built from ``policy``'s current sections."""
+        sources = self.sources
+        return (
+            len(sources) == 3
+            and sources[0] is policy.providers
+            and sources[1] is policy.models
+            and sources[2] is policy.routes
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +223,9 @@ def build_index(policy: Policy) -> tuple[PolicyIndex, list[Problem]]:
         for name, spec in models.items()
         if spec.input_price is not None and spec.output_price is not None
     }
-    return PolicyIndex(models=models, routes=routes, route_specs=specs, float_prices=floats), problems
+    sources = (policy.providers, policy.models, policy.routes)
+    index = PolicyIndex(models=models, routes=routes, route_specs=specs, float_prices=floats, sources=sources)
+    return index, problems
 
 
 def policy_index(policy: Policy) -> PolicyIndex:
@@ -224,7 +239,7 @@ def policy_index(policy: Policy) -> PolicyIndex:
     # and the router asks for the index on every request.
     private = policy.__pydantic_private__
     index = private.get("_index") if private is not None else None
-    if isinstance(index, PolicyIndex):
+    if isinstance(index, PolicyIndex) and index.built_from(policy):
         return index
     built, problems = build_index(policy)
     if problems:

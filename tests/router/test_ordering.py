@@ -6,6 +6,8 @@ import random
 from collections import Counter
 from decimal import Decimal
 
+import pytest
+
 from gateway.router import MIN_LIVE_SAMPLES, EvalScore, LocalEngineLoad, ModelStats, StatsSnapshot, plan
 from tests.router.conftest import policy_with, request
 
@@ -117,3 +119,18 @@ def test_costs_are_exact_decimals(worked) -> None:
     result = plan(request(max_tokens=333), "support", worked, StatsSnapshot(), prompt_tokens=777)
     big = next(c for c in result.candidates if c.model == "big")
     assert big.cost_usd == (777 * Decimal("2.50") + 333 * Decimal("10.00")) / Decimal(1_000_000)
+
+
+def test_a_policy_built_in_code_and_a_copy_are_indexed(worked) -> None:
+    from gateway.errors import PolicyError
+    from gateway.policy import Policy
+
+    direct = Policy.model_validate({"version": 1, "routes": {"r": {"candidates": ["gpt-4o-mini", "gpt-4o"]}}})
+    assert _order(direct) == ["openai/gpt-4o-mini", "openai/gpt-4o"]
+    routes = {**worked.routes, "r": direct.routes["r"]}
+    copy = worked.model_copy(update={"routes": routes})
+    assert _order(copy) == ["openai/gpt-4o-mini", "openai/gpt-4o"]
+    broken = Policy.model_validate({"version": 1, "routes": {"r": {"candidates": ["gpt4o"]}}})
+    with pytest.raises(PolicyError) as info:
+        _order(broken)
+    assert "unknown model 'gpt4o'" in info.value.message
