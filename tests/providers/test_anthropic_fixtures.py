@@ -476,3 +476,12 @@ def test_every_fixture_file_is_exercised() -> None:
                 stem = stem.removesuffix(suffix)
             assert stem in covered, f"{path.name} has no expected translation"
     assert stems(RECORDED, ".request.json")  # the requests are checked in test_anthropic_request
+
+
+def test_stream_without_message_stop_is_incomplete() -> None:
+    from gateway.errors import APIResponseValidationError
+
+    events = events_of(RECORDED / "messages_stream_text.response.sse")
+    assert json.loads(events[-1].data)["type"] == "message_stop"
+    with pytest.raises(APIResponseValidationError, match="anthropic: the stream ended before message_stop"):
+        run_stream(anthropic, TARGET, events[:-1])

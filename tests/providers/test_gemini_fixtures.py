@@ -419,3 +419,14 @@ def test_every_fixture_file_is_exercised() -> None:
             for suffix in suffixes:
                 stem = stem.removesuffix(suffix)
             assert stem in covered, f"{path.name} has no expected translation"
+
+
+def test_error_object_inside_a_stream_raises_its_status() -> None:
+    from providers.base import ServerSentEvent
+
+    first = events_of(RECORDED / "stream_sse_text.response.sse")[0]
+    error = (RECORDED / "error_503_unavailable.response.json").read_text()
+    with pytest.raises(InternalServerError) as info:
+        run_stream(gemini, TARGET, [first, ServerSentEvent(data=error)])
+    assert info.value.status_code == 503
+    assert str(info.value).startswith("Error code: 503 - This model is currently experiencing high demand.")

@@ -447,3 +447,17 @@ def test_google_api_key_is_read_too(gemini_env: LoopbackServer, monkeypatch: pyt
     with gateway.OpenAI(max_retries=0) as client:
         client.chat.completions.create(model=MODELS["gemini"], messages=[{"role": "user", "content": "x"}])
     assert gemini_env.log[0].headers["x-goog-api-key"] == "google-key"
+
+
+def test_gemini_n_candidates(gemini_env: LoopbackServer, client: gateway.OpenAI) -> None:
+    messages = [{"role": "user", "content": "two please"}]
+    reply = client.chat.completions.create(model=MODELS["gemini"], messages=messages, n=2)
+    assert [(c.index, c.message.content) for c in reply.choices] == [
+        (0, "Echo: two please"),
+        (1, "Echo: two please"),
+    ]
+    assert gemini_env.log[0].json()["generationConfig"]["candidateCount"] == 2
+    stream = client.chat.completions.create(model=MODELS["gemini"], messages=messages, n=2, stream=True)
+    folded = fold(list(stream))["choices"]
+    assert sorted(folded) == [0, 1]
+    assert all(c["content"] == "Echo: two please" and c["finish_reason"] == "stop" for c in folded.values())
