@@ -160,3 +160,61 @@ def test_concurrent_traffic_is_metered_once(scripted_url, scripted_upstream) -> 
     assert sum(r.prompt_tokens for r in sink.records) == served["prompt"]
     assert sum(r.completion_tokens for r in sink.records) == served["completion"]
     client.close()
+
+
+def test_fallback_between_deployments_is_metered_once_per_attempt(
+    scripted_url, scripted_upstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.policy import load_policy
+
+    monkeypatch.setenv("METER_TEST_KEY", "sk-meter-fallback")
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        f"""
+version: 1
+providers:
+  alpha: {{kind: openai, base_url: "{scripted_url}", api_key: "${{METER_TEST_KEY}}"}}
+  beta: {{kind: openai, base_url: "{scripted_url}", api_key: "${{METER_TEST_KEY}}"}}
+models:
+  broken: {{provider: alpha, model: "flaky99:gpt-4o-mini", price: {{input: 0.1, output: 0.1}}, context_window: 8000}}
+  backup: {{provider: beta, model: "gpt-4o-mini", price: {{input: 2, output: 4}}, context_window: 8000}}
+routes:
+  chat: {{candidates: [broken, backup], minimize: cost, retry: {{max_retries: 1}}}}
+state: {{backend: sqlite, path: "{tmp_path / "state.sqlite"}"}}
+"""
+    )
+    policy = load_policy(path)
+    sink = MemorySink()
+    meter = Meter.from_policy(policy, sinks=[sink])
+    with gateway.OpenAI(policy=policy, observer=meter) as client:
+        for i in range(3):
+            client.chat.completions.create(
+                model="route:chat",
+                messages=[{"role": "user", "content": f"fall back {i}"}],
+                metadata={"team": "ops"},
+            )
+        stream = client.chat.completions.create(
+            model="route:chat",
+            messages=[{"role": "user", "content": "stream it"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        list(stream)
+    meter.close()
+    served = served_totals(scripted_upstream.log)
+    assert len(scripted_upstream.log) == 4 * 3  # two tries on the broken deployment, one on the backup
+    records = sink.records
+    assert [(r.model, r.provider, r.route, r.attempt, r.team or "-") for r in records] == [
+        ("backup", "beta", "chat", 2, "ops")
+    ] * 3 + [("backup", "beta", "chat", 2, "-")]
+    assert (sum(r.prompt_tokens for r in records), sum(r.completion_tokens for r in records)) == (
+        served["prompt"],
+        served["completion"],
+    )
+    assert all(
+        r.cost_usd == (r.prompt_tokens * 2 + r.completion_tokens * 4) / Decimal(1_000_000) for r in records
+    )
+    backend = SQLiteBackend(str(tmp_path / "state.sqlite"))
+    [total] = backend.query_usage(0, group_by=["route"])
+    backend.close()
+    assert (total.group, total.requests, total.prompt_tokens) == ((("route", "chat"),), 4, served["prompt"])
