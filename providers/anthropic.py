@@ -30,24 +30,32 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from gateway.errors import APIResponseValidationError, APIStatusError
-from gateway.types import ChatCompletion, ChatCompletionChunk, ChatRequest
+from gateway.errors import APIResponseValidationError, APIStatusError, BadRequestError
+from gateway.types import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatRequest,
+    CreateEmbeddingResponse,
+    EmbeddingRequest,
+)
 from providers._anthropic_request import default_max_tokens, request_body
 from providers._anthropic_request import unsupported_params as _unsupported
 from providers._anthropic_response import completion, error_of
 from providers._anthropic_stream import AnthropicStreamState, on_event
-from providers._translate import check_supported, guarded, obj
+from providers._translate import check_supported, guarded, invalid_request, obj
 from providers.base import Capabilities, HTTPRequestSpec, ServerSentEvent, Target, decode_json
 
 __all__ = [
     "NAME",
     "AnthropicStreamState",
+    "build_embeddings_request",
     "build_request",
     "capabilities",
     "default_max_tokens",
     "end_stream",
     "map_error",
     "new_stream",
+    "parse_embeddings_response",
     "parse_response",
     "parse_stream_event",
     "unsupported_params",
@@ -144,6 +152,30 @@ def end_stream(state: AnthropicStreamState) -> list[ChatCompletionChunk]:
 def map_error(status: int, headers: Mapping[str, str], body: bytes, target: Target) -> APIStatusError:
     """The error for an HTTP error response: class by status, message ``Error code: N - <message>``."""
     return error_of(status, headers, body)
+
+
+def build_embeddings_request(req: EmbeddingRequest, target: Target) -> HTTPRequestSpec:
+    """Anthropic has no embeddings endpoint.
+
+    Raises:
+        BadRequestError: always, before any network call, saying so.
+    """
+    raise _no_embeddings(target)
+
+
+def parse_embeddings_response(
+    status: int, headers: Mapping[str, str], body: bytes, target: Target
+) -> CreateEmbeddingResponse:
+    """Anthropic has no embeddings endpoint; see ``build_embeddings_request``."""
+    raise _no_embeddings(target)
+
+
+def _no_embeddings(target: Target) -> BadRequestError:
+    return invalid_request(
+        f"{target.provider}: Anthropic has no embeddings API; route embeddings to an OpenAI-compatible "
+        "or Gemini model",
+        param="model",
+    )
 
 
 def capabilities(model: str) -> Capabilities:

@@ -461,3 +461,11 @@ def test_gemini_n_candidates(gemini_env: LoopbackServer, client: gateway.OpenAI)
     folded = fold(list(stream))["choices"]
     assert sorted(folded) == [0, 1]
     assert all(c["content"] == "Echo: two please" and c["finish_reason"] == "stop" for c in folded.values())
+
+
+def test_anthropic_embeddings_are_refused_before_any_call(
+    anthropic_env: LoopbackServer, client: gateway.OpenAI
+) -> None:
+    with pytest.raises(BadRequestError, match="Anthropic has no embeddings API"):
+        client.embeddings.create(model="anthropic/claude-sonnet-4-5", input="x")
+    assert anthropic_env.log == []
