@@ -314,6 +314,8 @@ def _scores(rows: list[_Row], route: Route) -> list[_Ranked]:
 def _balance(
     group: list[Candidate], route: Route, stats: StatsSnapshot, rng: random.Random | None
 ) -> list[Candidate]:
+    if len(group) < 2:
+        return group
     if route.balance == "least_busy":
         busy = {c.model: (stats.models[c.model].in_flight if c.model in stats.models else 0) for c in group}
         return sorted(group, key=lambda c: busy[c.model])  # stable: declared order among equals
