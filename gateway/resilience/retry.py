@@ -27,10 +27,31 @@ RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
 @dataclass(frozen=True, slots=True)
 class RetrySettings:
+    """Retries inside one candidate; the defaults are the openai SDK's.
+
+    Attributes:
+        max_retries: Retries after the first attempt (the SDK's ``max_retries``, default 2).
+        initial_delay: The backoff's first delay in seconds (the SDK's 0.5).
+        max_delay: The backoff's cap (the SDK's 8.0).
+        max_retry_after: The longest ``retry-after`` a server may ask for (the SDK's 60); a
+            longer, negative or unparsable one falls back to the backoff.
+
+    Raises:
+        ValueError: A negative or non-finite setting (the message names it).
+    """
+
     max_retries: int = 2
     initial_delay: float = INITIAL_RETRY_DELAY
     max_delay: float = MAX_RETRY_DELAY
     max_retry_after: float = MAX_RETRY_AFTER_DELAY
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0:
+            raise ValueError(f"RetrySettings.max_retries must be >= 0, got {self.max_retries}")
+        for name in ("initial_delay", "max_delay", "max_retry_after"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"RetrySettings.{name} must be a finite number >= 0, got {value!r}")
 
 
 def should_retry(error: BaseException) -> bool:
@@ -86,7 +107,7 @@ def retry_delay(
     asked = parse_retry_after(headers, now=now)
     if asked is not None and 0 <= asked <= settings.max_retry_after:
         return asked
-    base = min(settings.initial_delay * 2.0**retries_taken, settings.max_delay)
+    base = min(settings.initial_delay * 2.0 ** min(retries_taken, 64), settings.max_delay)
     return base * (1 - 0.25 * rand())
 
 
