@@ -118,15 +118,24 @@ def _explain(args: argparse.Namespace) -> int:
         body["tools"] = [{"type": "function", "function": {"name": "tool", "parameters": {"type": "object"}}}]
     if args.stream:
         body["stream"] = True
-    # About four characters a token: close enough to rank, and needs no tokenizer.
-    prompt_tokens = args.prompt_tokens if args.prompt_tokens is not None else max(1, len(args.prompt) // 4)
+    request = ChatRequest(**body)
+    prompt_tokens = args.prompt_tokens if args.prompt_tokens is not None else _count_prompt(request)
     try:
-        result = plan(ChatRequest(**body), args.route, policy, StatsSnapshot(), prompt_tokens=prompt_tokens)
+        result = plan(request, args.route, policy, StatsSnapshot(), prompt_tokens=prompt_tokens)
     except (PolicyError, NoRouteError) as exc:
         sys.stderr.write(f"{exc.message}\n")
         return 1
     sys.stdout.write(format_plan(result))
     return 0
+
+
+def _count_prompt(request: Any) -> int:
+    """The prompt's tokens as the client counts them (tiktoken), else about four characters a token."""
+    try:
+        from gateway.metering.tokens import count_chat
+    except ImportError:
+        return max(1, sum(len(str(m.get("content") or "")) for m in request.messages) // 4)
+    return int(count_chat(request.messages, request.model, request.tools).tokens)
 
 
 def format_plan(result: Any) -> str:
