@@ -157,6 +157,14 @@ class ModelCaller:
         )
         return CallResult(reply, cost, latency, prompt, completion)
 
+    def redact(self, text: str) -> str:
+        """``text`` without the API keys of the models called so far (an upstream may echo one)."""
+        from gateway._redact import redact
+
+        with self._lock:
+            keys = [c.target.api_key for c in self._candidates.values() if c.target.api_key]
+        return redact(text, keys)
+
     def close(self) -> None:
         """Close the HTTP client if this caller made it."""
         if self._owns_http:

@@ -138,7 +138,7 @@ class _Worker:
         try:
             reply = self.caller.call(model, case.messages, request=case.request, route=self.route)
         except OpenAIError as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            error = self.caller.redact(f"{type(exc).__name__}: {exc}")
             return CaseResult(case.id, model, "call_error", 0.0, reason="the model call failed", error=error)
         output = _output(reply.completion)
         base = CaseResult(
@@ -149,12 +149,12 @@ class _Worker:
         try:
             score = self.scorer(case)(output, case, self.context)
         except Exception as exc:  # noqa: BLE001 - recorded as this case's failure; the run goes on
-            error = f"{type(exc).__name__}: {exc}"
+            error = self.caller.redact(f"{type(exc).__name__}: {exc}")  # a judge's error may echo its key
             return replace(base, status="scorer_error", reason="the scorer raised", error=error)
         status: CaseStatus = "judge_error" if score.failure else "ok"
         return replace(
             base, status=status, score=score.value, reason=score.reason,
-            judge_cost_usd=score.judge_cost_usd, error=score.failure,
+            judge_cost_usd=score.judge_cost_usd, error=score.failure and self.caller.redact(score.failure),
         )  # fmt: skip
 
 

@@ -233,3 +233,26 @@ def test_progress_bars() -> None:
     bar.advance(cached=True)
     bar.close()
     assert "eval quiz" in out.getvalue() and "2/2" in out.getvalue()
+
+
+def test_an_upstream_that_echoes_the_key_does_not_leak_it_into_results() -> None:
+    from gateway.policy import parse_policy
+    from tests.servers.http import JSONReply, Recorded
+
+    def echo_key(rec: Recorded) -> JSONReply:
+        key = rec.headers.get("authorization", "")
+        body = {"error": {"message": f"Incorrect API key provided: {key}", "type": "invalid_request_error"}}
+        return JSONReply(status=401, body=body)
+
+    with LoopbackServer(echo_key) as server:
+        policy = parse_policy(
+            "version: 1\nproviders:\n"
+            f"  leaky: {{kind: openai, base_url: '{server.base_url}/v1', api_key: sk-very-secret-key-123}}\n"
+            "models:\n  leaky/m: {provider: leaky, model: m}\n"
+        )
+        store = EvalStore(open_backend("memory://"))
+        with ModelCaller(policy, max_retries=0) as caller:
+            run = run_eval(parse_set(SET_TEXT), ["leaky/m"], caller=caller, store=store)
+    error = run.results["leaky/m"][0].error
+    assert error is not None and error.startswith("AuthenticationError") and "<redacted>" in error
+    assert "sk-very-secret-key-123" not in repr(run) + repr(store.summaries("quiz"))
