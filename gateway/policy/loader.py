@@ -114,8 +114,12 @@ def parse_policy(
     if isinstance(text, bytes):
         text = _decode(text, filename)
     text = text.removeprefix("\ufeff")
-    if len(text.encode("utf-8")) > MAX_POLICY_BYTES:
-        raise _too_large(filename, len(text.encode("utf-8")))
+    if (
+        len(text) * 4 > MAX_POLICY_BYTES
+    ):  # UTF-8 takes at most 4 bytes a character: count only when it matters
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > MAX_POLICY_BYTES:
+            raise _too_large(filename, size)
     smap = SourceMap(filename)
     problems: list[PolicyError] = []
     data = read_document(text, fmt or policy_format(filename), smap, problems)

@@ -189,6 +189,14 @@ def test_unknown_env_var_is_located_and_no_secret_is_echoed() -> None:
     assert all("hunter2" not in str(error) and "hunter2" not in repr(error) for error in errors)
 
 
+@pytest.mark.parametrize("filename", ["p.yaml", "p.json", "p.toml"])
+def test_lone_surrogates_are_a_policy_error(filename: str) -> None:
+    try:
+        parse_policy('{"version": 1, "telemetry": {"service_name": "\udc80"}}', filename=filename, env=ENV)
+    except PolicyError as exc:
+        assert exc.errors
+
+
 def test_invalid_utf8_is_located() -> None:
     with pytest.raises(PolicyError) as info:
         parse_policy(b"version: 1\nx: caf\xe9\n", filename="p.yaml", env=ENV)
