@@ -52,6 +52,8 @@ __all__ = ["Telemetry"]
 
 SCOPE = "switchyard"
 DEFAULT_REQUEST_TIMEOUT_S = 600.0
+SWEEP_EVERY_S = 1.0
+MAX_OPEN_REQUESTS = 10_000  # request spans waiting for their end; the oldest is ended beyond this
 _TERMINAL = frozenset({"ok", "partial", "closed"})
 # gen_ai.provider.name's well-known values, by the gateway's provider or protocol name.
 _PROVIDER_NAMES = {
@@ -125,6 +127,8 @@ class Telemetry:
         self.operation = operation
         self.request_timeout_s = request_timeout_s
         self._requests: dict[str, _Request] = {}
+        self._overflow: list[_Request] = []
+        self._last_sweep = time.monotonic()
         self._lock = threading.Lock()
 
     @classmethod
@@ -198,6 +202,9 @@ class Telemetry:
                 span.set_attribute("gen_ai.operation.name", self.operation)
                 request = _Request(span, time.monotonic())
                 self._requests[record.request_id] = request
+                if len(self._requests) > MAX_OPEN_REQUESTS:
+                    oldest = next(iter(self._requests))
+                    self._overflow.append(self._requests.pop(oldest))
             return request
 
     def _end_request(self, request_id: str, served: AttemptRecord, end_ns: int) -> None:
@@ -227,10 +234,15 @@ class Telemetry:
         span.end(end_time=end_ns)
 
     def _sweep(self) -> None:
-        limit = time.monotonic() - self.request_timeout_s
+        now = time.monotonic()
+        if now - self._last_sweep < SWEEP_EVERY_S and not self._overflow:
+            return  # a full scan per attempt would cost O(open requests)
+        self._last_sweep = now
+        limit = now - self.request_timeout_s
         with self._lock:
             stale = [rid for rid, r in self._requests.items() if r.last_seen < limit]
-            expired = [self._requests.pop(rid) for rid in stale]
+            expired = [self._requests.pop(rid) for rid in stale] + self._overflow
+            self._overflow = []
         for request in expired:
             self._close_request(request, None, None, time.time_ns())
 

@@ -169,3 +169,38 @@ def test_without_an_sdk_it_is_a_no_op(scripted_url: str, make_client: Callable[.
     client = make_client(api_key="sk-test", base_url=scripted_url, observer=Telemetry(prices=PRICES))
     reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
     assert reply.choices[0].message.content == "Echo: hi"
+
+
+def test_observer_group_forwards_the_end_of_a_failed_request(
+    otel: OTel, scripted_url: str, make_client: Callable[..., gateway.OpenAI]
+) -> None:
+    from gateway.metering import ObserverGroup
+
+    telemetry = otel.telemetry()
+    group = ObserverGroup(telemetry)
+    client = make_client(api_key="sk-test", base_url=scripted_url, observer=group, max_retries=0)
+    with pytest.raises(gateway.BadRequestError) as raised:
+        client.chat.completions.create(model="error:400", messages=[{"role": "user", "content": "x"}])
+    [attempt] = otel.finished()
+    group.request_finished(str(attempt.attributes["switchyard.request_id"]), raised.value)
+    request = [s for s in otel.finished() if s.parent is None][0]
+    assert request.attributes["error.type"] == "BadRequestError"
+
+
+def test_stale_and_excess_request_spans_are_ended(
+    otel: OTel, scripted_url: str, make_client: Callable[..., gateway.OpenAI], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gateway.telemetry as telemetry_module
+
+    monkeypatch.setattr(telemetry_module, "MAX_OPEN_REQUESTS", 2)
+    telemetry = otel.telemetry()
+    client = make_client(api_key="sk-test", base_url=scripted_url, observer=telemetry, max_retries=0)
+    for _ in range(4):
+        with pytest.raises(gateway.BadRequestError):
+            client.chat.completions.create(model="error:400", messages=[{"role": "user", "content": "x"}])
+    assert len([s for s in otel.finished() if s.parent is None]) == 2  # the two oldest
+    telemetry.request_timeout_s = 0.0
+    monkeypatch.setattr(telemetry_module, "SWEEP_EVERY_S", 0.0)
+    with pytest.raises(gateway.BadRequestError):
+        client.chat.completions.create(model="error:400", messages=[{"role": "user", "content": "x"}])
+    assert len([s for s in otel.finished() if s.parent is None]) == 5
