@@ -81,7 +81,9 @@ class _ClientBase:
         self._runtime = runtime
         self._guard = runtime.guard
         self._observer = runtime.observer
-        self._planner = Planner(self._config, runtime.policy, stats=runtime.stats.snapshot)
+        self._planner = Planner(
+            self._config, runtime.policy, stats=runtime.stats.snapshot, evals=runtime.evals
+        )
 
     @property
     def meter(self) -> Any:

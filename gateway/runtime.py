@@ -32,6 +32,7 @@ class Runtime:
     meter: Meter
     backend: StateBackend
     guard: Guard | None
+    evals: Callable[[str | None], Any]
 
     def close(self) -> None:
         self.meter.close()
@@ -39,6 +40,7 @@ class Runtime:
 
 
 def build_runtime(policy: Any, user_observer: Observer | None) -> Runtime:
+    from gateway.evals.store import EvalScores, EvalStore
     from gateway.guard import AttemptCollector, Guard
     from gateway.metering import Meter, ObserverGroup, StateSink
     from gateway.stats import LiveStats
@@ -54,7 +56,19 @@ def build_runtime(policy: Any, user_observer: Observer | None) -> Runtime:
     observers: list[Observer] = [stats, meter, telemetry, AttemptCollector()]
     if user_observer is not None:
         observers.append(user_observer)
-    return Runtime(source, ObserverGroup(*observers), stats, meter, backend, guard)
+    evals = EvalScores(EvalStore(eval_backend(current, backend)))  # a route's quality: its eval scores
+    return Runtime(source, ObserverGroup(*observers), stats, meter, backend, guard, evals)
+
+
+def eval_backend(policy: Policy, backend: StateBackend) -> StateBackend:
+    """Where ``switchyard eval run`` stores scores: the policy's SQLite/Redis state, else the default
+    file (read only if it exists: building a client creates no files)."""
+    from gateway.evals.store import DEFAULT_STORE_PATH
+    from gateway.state import open_backend
+
+    if policy.state.backend != "memory" or not os.path.exists(DEFAULT_STORE_PATH):
+        return backend
+    return open_backend(f"sqlite:///{os.path.abspath(DEFAULT_STORE_PATH)}")
 
 
 def price_table(policy: Policy) -> PriceTable:
