@@ -273,10 +273,25 @@ def _file_part(part: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any]]:
-    blocks = _user_blocks(message.get("content"), where)
+    blocks = _thinking_blocks(message.get("thinking_blocks"), where)
+    blocks += _user_blocks(message.get("content"), where)
     for k, call in enumerate(message.get("tool_calls") or []):
         blocks.append(_tool_call(call, f"{where}.tool_calls[{k}]"))
     return blocks
+
+
+def _thinking_blocks(value: Any, where: str) -> list[dict[str, Any]]:
+    """The ``thinking_blocks`` a translated Anthropic reply carried, sent back first and unchanged."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(
+        isinstance(b, dict) and b.get("type") in ("thinking", "redacted_thinking") for b in value
+    ):
+        raise invalid_request(
+            f"{where}.thinking_blocks: expected the list of thinking blocks of an Anthropic reply",
+            param=f"{where}.thinking_blocks",
+        )
+    return list(value)
 
 
 def _tool_call(call: dict[str, Any], where: str) -> dict[str, Any]:

@@ -68,6 +68,7 @@ def completion(data: Any, target: Target) -> ChatCompletion:
         raise event_error(message)
     texts: list[str] = []
     calls: list[ChatCompletionMessageToolCall] = []
+    thinking: list[dict[str, Any]] = []
     for i, raw in enumerate(arr(message.get("content"), "content")):
         block = obj(raw, f"content[{i}]")
         match block.get("type"):
@@ -75,8 +76,10 @@ def completion(data: Any, target: Target) -> ChatCompletion:
                 texts.append(text(block.get("text"), f"content[{i}].text"))
             case "tool_use":
                 calls.append(_tool_call(block, f"content[{i}]"))
+            case "thinking" | "redacted_thinking":
+                thinking.append(block)
             case _:
-                pass  # thinking, server_tool_use and its results are not part of the OpenAI message
+                pass  # server_tool_use and its results are not part of the OpenAI message
     stop = opt_str(message.get("stop_reason"), "stop_reason")
     return ChatCompletion(
         object="chat.completion",
@@ -88,12 +91,24 @@ def completion(data: Any, target: Target) -> ChatCompletion:
                 index=0,
                 finish_reason=finish_reason(stop),
                 message=ChatCompletionMessage(
-                    role="assistant", content="".join(texts) if texts else None, tool_calls=calls or None
+                    role="assistant",
+                    content="".join(texts) if texts else None,
+                    tool_calls=calls or None,
+                    **_reasoning(thinking),
                 ),
             )
         ],
         usage=usage_of(obj(message.get("usage") or {}, "usage"), "usage"),
     )
+
+
+def _reasoning(blocks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Thinking blocks, kept on the message (as ``reasoning_content`` to read and ``thinking_blocks``
+    to send back: Anthropic wants them again before the tool results of a thinking turn)."""
+    if not blocks:
+        return {}
+    readable = [str(b.get("thinking", "")) for b in blocks if b.get("type") == "thinking"]
+    return {"reasoning_content": "".join(readable), "thinking_blocks": blocks}
 
 
 def _tool_call(block: dict[str, Any], where: str) -> ChatCompletionMessageToolCall:

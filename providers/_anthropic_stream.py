@@ -3,8 +3,8 @@
 The chunk sequence follows OpenAI's: a role chunk first, content and tool-call deltas (tool calls
 numbered 0, 1, ... counting tool_use blocks only, so text or server-tool blocks between them do not
 shift the ``index``), one finish chunk, then a usage chunk with ``choices: []`` when the caller asked
-for ``stream_options.include_usage``. Thinking blocks and server-tool blocks are not part of the
-OpenAI message and produce no chunk.
+for ``stream_options.include_usage``. Thinking text streams as ``delta.reasoning_content`` (the name
+DeepSeek and others use); server-tool blocks are not part of the OpenAI message and produce no chunk.
 """
 
 from __future__ import annotations
@@ -142,8 +142,11 @@ def _block_delta(data: dict[str, Any], state: AnthropicStreamState) -> list[Chat
             return [_chunk(state, ChoiceDelta(content=value))] if value else []
         case "input_json_delta" if state.blocks[index] == "tool":
             return _arguments(index, text(delta.get("partial_json"), "delta.partial_json"), state)
+        case "thinking_delta":
+            value = text(delta.get("thinking"), "content_block_delta.delta.thinking")
+            return [_chunk(state, ChoiceDelta.model_validate({"reasoning_content": value}))] if value else []
         case _:
-            return []  # thinking_delta, signature_delta, citations_delta, server-tool input
+            return []  # signature_delta, citations_delta, server-tool input
 
 
 def _arguments(index: int, piece: str, state: AnthropicStreamState) -> list[ChatCompletionChunk]:

@@ -21,7 +21,10 @@ Decisions:
   ``target.options["drop_unsupported_params"]`` is true; ``unsupported_params(req)`` names them so
   the gateway can record what it dropped. Gateway-side fields (``metadata``, ``store``,
   ``service_tier``, ``prompt_cache_key``) are not sent.
-- Thinking and server-tool blocks are not part of an OpenAI message and are left out.
+- Thinking blocks are kept on the message as ``reasoning_content`` (text) and ``thinking_blocks``
+  (the blocks with their signatures); an assistant message that carries ``thinking_blocks`` sends
+  them back first, as Anthropic requires in a thinking turn with tool use. Streams carry the
+  thinking text as ``delta.reasoning_content``. Server-tool blocks are left out.
 - Usage: ``prompt_tokens = input_tokens + cache_read_input_tokens + cache_creation_input_tokens``
   and ``prompt_tokens_details.cached_tokens`` = the cache reads, so cost is computed right.
 """

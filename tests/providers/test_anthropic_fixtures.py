@@ -140,6 +140,17 @@ COMPLETIONS: dict[str, dict[str, Any]] = {
         output=140,
     ),
 }
+_THINKING = "The user wants the weather in two cities; I can call the tool for both at once."
+COMPLETIONS["messages_thinking_parallel_tools"]["choices"][0]["message"].update(
+    reasoning_content=_THINKING,
+    thinking_blocks=[
+        {
+            "type": "thinking",
+            "thinking": _THINKING,
+            "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds",
+        }
+    ],
+)
 
 
 @pytest.mark.parametrize("name", sorted(COMPLETIONS))
@@ -485,3 +496,10 @@ def test_stream_without_message_stop_is_incomplete() -> None:
     assert json.loads(events[-1].data)["type"] == "message_stop"
     with pytest.raises(APIResponseValidationError, match="anthropic: the stream ended before message_stop"):
         run_stream(anthropic, TARGET, events[:-1])
+
+
+def test_thinking_streams_as_reasoning_content() -> None:
+    path = WRITTEN / "messages_stream_thinking_max_tokens.response.sse"
+    chunks = run_stream(anthropic, TARGET, events_of(path))
+    reasoning = [getattr(ch.delta, "reasoning_content", None) for c in chunks for ch in c.choices]
+    assert [r for r in reasoning if r] == ["Simple arithmetic: 2 + 2 = 4."]

@@ -11,7 +11,7 @@ from gateway.errors import BadRequestError, UnsupportedParameterError
 from gateway.types import ChatRequest
 from providers import anthropic
 from providers.base import Target
-from tests.providers.replay import SHARED, stems
+from tests.providers.replay import OWN, SHARED, stems
 from tests.servers import anthropic_server
 
 RECORDED = SHARED / "anthropic"
@@ -401,3 +401,17 @@ def test_empty_turns_are_left_out() -> None:
     assert got["messages"] == [
         {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "text", "text": "again"}]}
     ]
+
+
+def test_thinking_blocks_go_back_first() -> None:
+    reply = json.loads((OWN / "anthropic" / "messages_thinking_parallel_tools.response.json").read_text())
+    message = anthropic.parse_response(200, {}, json.dumps(reply).encode(), target()).choices[0].message
+    calls = message.tool_calls or []
+    got = body(
+        messages=[
+            {"role": "user", "content": "Weather in Paris and Tokyo?"},
+            message.to_dict(),
+            *({"role": "tool", "tool_call_id": c.id, "content": "sunny"} for c in calls),
+        ]
+    )
+    assert got["messages"][1]["content"] == reply["content"]
