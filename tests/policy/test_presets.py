@@ -42,3 +42,11 @@ def test_presets_read_keys_from_the_environment(preset_env) -> None:
 def test_committed_schema_is_current() -> None:
     committed = json.loads((POLICIES / "policy.schema.json").read_text())
     assert committed == policy_json_schema()
+
+
+def test_schema_forbids_unknown_keys_in_every_section() -> None:
+    schema = policy_json_schema()
+    sections = [schema, *schema["$defs"].values()]
+    objects = [s for s in sections if s.get("type") == "object"]
+    assert len(objects) == len(sections) >= 15
+    assert all(s["additionalProperties"] is False for s in objects)
