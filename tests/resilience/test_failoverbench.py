@@ -17,7 +17,7 @@ from gateway.errors import (
     InternalServerError,
     StreamInterruptedError,
 )
-from gateway.resilience.breaker import BreakerSettings, Breakers
+from gateway.resilience.breaker import Breakers, BreakerSettings
 from gateway.resilience.deadline import Timeouts
 from gateway.state.memory import MemoryBackend
 from tests.resilience.conftest import ANSWER, Result, candidate, chat_log, run
