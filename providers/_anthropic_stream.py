@@ -27,7 +27,7 @@ from providers._anthropic_response import event_error, finish_reason, usage_of
 from providers._translate import Malformed, arguments_json, count, obj, opt_str, text
 from providers.base import StreamState, Target
 
-__all__ = ["AnthropicStreamState", "on_event"]
+__all__ = ["AnthropicStreamState", "final_usage", "on_event"]
 
 
 @dataclass(slots=True)
@@ -176,6 +176,11 @@ def _message_delta(data: dict[str, Any], state: AnthropicStreamState) -> list[Ch
         return []
     state.finished = True
     return [_chunk(state, ChoiceDelta(), finish_reason(stop))]
+
+
+def final_usage(state: AnthropicStreamState) -> CompletionUsage | None:
+    """The usage of the whole stream so far, whether or not the caller asked for a usage chunk."""
+    return usage_of(state.usage, "usage") if state.started else None
 
 
 def _message_stop(state: AnthropicStreamState) -> list[ChatCompletionChunk]:

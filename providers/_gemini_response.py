@@ -6,7 +6,7 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import APIStatusError
@@ -83,6 +83,7 @@ class CandidateView:
     texts: list[str]
     calls: list[ChatCompletionMessageToolCall]
     reason: str | None
+    thoughts: list[str] = field(default_factory=list)
 
 
 def read_candidate(raw: Any, position: int, rid: str, first_call: int) -> CandidateView:
@@ -103,8 +104,8 @@ def _part(part: dict[str, Any], where: str, view: CandidateView, rid: str, first
             view.calls.append(
                 _function_call(call, part, where, rid, view.index, first_call + len(view.calls))
             )
-        case {"thought": True}:
-            pass  # a thought summary: reasoning, not answer text
+        case {"thought": True, "text": value}:
+            view.thoughts.append(text(value, f"{where}.text"))  # a thought summary: reasoning
         case {"text": value}:
             view.texts.append(text(value, f"{where}.text"))
         case _:
@@ -140,6 +141,7 @@ def completion(data: Any, target: Target) -> ChatCompletion:
             role="assistant",
             content="".join(view.texts) if view.texts else None,
             tool_calls=view.calls or None,
+            **_reasoning(view.thoughts),
         )
         choices.append(
             Choice(
@@ -157,6 +159,11 @@ def completion(data: Any, target: Target) -> ChatCompletion:
         choices=choices,
         usage=usage_of(obj(metadata, "usageMetadata")) if metadata is not None else None,
     )
+
+
+def _reasoning(thoughts: list[str]) -> dict[str, Any]:
+    """Thought summaries, readable as ``reasoning_content`` (not answer text)."""
+    return {"reasoning_content": "".join(thoughts)} if thoughts else {}
 
 
 def blocked_reason(body: Mapping[str, Any]) -> str | None:

@@ -22,6 +22,7 @@ from gateway.types import (
     ChoiceDeltaToolCall,
     ChoiceDeltaToolCallFunction,
     ChunkChoice,
+    CompletionUsage,
     FinishReason,
 )
 from providers._gemini_response import (
@@ -36,7 +37,7 @@ from providers._gemini_response import (
 from providers._translate import arr, obj, opt_str
 from providers.base import StreamState, Target
 
-__all__ = ["GeminiStreamState", "finish", "on_event"]
+__all__ = ["GeminiStreamState", "final_usage", "finish", "on_event"]
 
 
 @dataclass(slots=True)
@@ -97,6 +98,9 @@ def _candidate(view: CandidateView, state: GeminiStreamState) -> list[ChatComple
     if index not in state.started:
         state.started.add(index)
         chunks.append(_chunk(state, index, ChoiceDelta(role="assistant", content="")))
+    thoughts = "".join(view.thoughts)
+    if thoughts:
+        chunks.append(_chunk(state, index, ChoiceDelta.model_validate({"reasoning_content": thoughts})))
     content = "".join(view.texts)
     if content:
         chunks.append(_chunk(state, index, ChoiceDelta(content=content)))
@@ -125,6 +129,11 @@ def _blocked(state: GeminiStreamState) -> list[ChatCompletionChunk]:
         _chunk(state, 0, ChoiceDelta(role="assistant", content="")),
         _chunk(state, 0, ChoiceDelta(), "content_filter"),
     ]
+
+
+def final_usage(state: GeminiStreamState) -> CompletionUsage | None:
+    """The usage of the whole stream so far, whether or not the caller asked for a usage chunk."""
+    return usage_of(state.usage) if state.usage is not None else None
 
 
 def finish(state: GeminiStreamState) -> list[ChatCompletionChunk]:

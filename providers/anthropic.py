@@ -25,6 +25,7 @@ Decisions:
   (the blocks with their signatures); an assistant message that carries ``thinking_blocks`` sends
   them back first, as Anthropic requires in a thinking turn with tool use. Streams carry the
   thinking text as ``delta.reasoning_content``. Server-tool blocks are left out.
+- ``stream_usage(state)`` gives the stream's usage even when the caller did not ask for a usage chunk.
 - Usage: ``prompt_tokens = input_tokens + cache_read_input_tokens + cache_creation_input_tokens``
   and ``prompt_tokens_details.cached_tokens`` = the cache reads, so cost is computed right.
 """
@@ -38,13 +39,14 @@ from gateway.types import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,
+    CompletionUsage,
     CreateEmbeddingResponse,
     EmbeddingRequest,
 )
 from providers._anthropic_request import default_max_tokens, request_body
 from providers._anthropic_request import unsupported_params as _unsupported
 from providers._anthropic_response import completion, error_of
-from providers._anthropic_stream import AnthropicStreamState, on_event
+from providers._anthropic_stream import AnthropicStreamState, final_usage, on_event
 from providers._translate import check_supported, guarded, invalid_request, obj
 from providers.base import Capabilities, HTTPRequestSpec, ServerSentEvent, Target, decode_json
 
@@ -61,6 +63,7 @@ __all__ = [
     "parse_embeddings_response",
     "parse_response",
     "parse_stream_event",
+    "stream_usage",
     "unsupported_params",
 ]
 
@@ -150,6 +153,15 @@ def end_stream(state: AnthropicStreamState) -> list[ChatCompletionChunk]:
         f"{state.target.provider}: the stream ended before message_stop (the response is incomplete)",
         body=None,
     )
+
+
+def stream_usage(state: AnthropicStreamState) -> CompletionUsage | None:
+    """The upstream's usage for a stream, read from the parser state.
+
+    Reported by the provider in every stream, whether or not the caller asked for
+    ``stream_options.include_usage``: the gateway can meter from it without a usage chunk.
+    """
+    return final_usage(state)
 
 
 def map_error(status: int, headers: Mapping[str, str], body: bytes, target: Target) -> APIStatusError:

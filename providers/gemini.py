@@ -23,8 +23,10 @@ Decisions:
   one choice with ``content: None`` and ``finish_reason: "content_filter"``, not an error: the
   call succeeded and was billed for its prompt, and ``parse()`` raises
   ``ContentFilterFinishReasonError`` for it as for any filtered answer.
-- Thought-summary parts (``thought: true``) are reasoning, not answer text, and are left out;
-  their tokens are in ``completion_tokens`` and ``completion_tokens_details.reasoning_tokens``.
+- Thought-summary parts (``thought: true``) are reasoning, not answer text: they become
+  ``message.reasoning_content`` (``delta.reasoning_content`` when streaming); their tokens are in
+  ``completion_tokens`` and ``completion_tokens_details.reasoning_tokens``.
+- ``stream_usage(state)`` gives the stream's usage even when the caller did not ask for a usage chunk.
 - Usage: ``prompt_tokens`` = prompt (+ tool-use prompt) tokens, cached ones included,
   ``prompt_tokens_details.cached_tokens`` = ``cachedContentTokenCount``, ``completion_tokens`` =
   ``candidatesTokenCount + thoughtsTokenCount``.
@@ -44,6 +46,7 @@ from gateway.types import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,
+    CompletionUsage,
     CreateEmbeddingResponse,
     Embedding,
     EmbeddingRequest,
@@ -52,7 +55,7 @@ from gateway.types import (
 from providers._gemini_request import request_body
 from providers._gemini_request import unsupported_params as _unsupported
 from providers._gemini_response import completion, error_of
-from providers._gemini_stream import GeminiStreamState, finish, on_event
+from providers._gemini_stream import GeminiStreamState, final_usage, finish, on_event
 from providers._translate import arr, check_supported, guarded, invalid_request, obj
 from providers.base import Capabilities, HTTPRequestSpec, ServerSentEvent, Target, decode_json
 
@@ -68,6 +71,7 @@ __all__ = [
     "parse_embeddings_response",
     "parse_response",
     "parse_stream_event",
+    "stream_usage",
     "unsupported_params",
 ]
 
@@ -160,6 +164,15 @@ def end_stream(state: GeminiStreamState) -> list[ChatCompletionChunk]:
     """The body ended: raise if a candidate never finished; else the usage chunk, if asked for."""
     chunks: list[ChatCompletionChunk] = guarded(state.target.provider, None, lambda: finish(state))
     return chunks
+
+
+def stream_usage(state: GeminiStreamState) -> CompletionUsage | None:
+    """The upstream's usage for a stream, read from the parser state.
+
+    Reported by the provider in every stream, whether or not the caller asked for
+    ``stream_options.include_usage``: the gateway can meter from it without a usage chunk.
+    """
+    return final_usage(state)
 
 
 def map_error(status: int, headers: Mapping[str, str], body: bytes, target: Target) -> APIStatusError:

@@ -503,3 +503,11 @@ def test_thinking_streams_as_reasoning_content() -> None:
     chunks = run_stream(anthropic, TARGET, events_of(path))
     reasoning = [getattr(ch.delta, "reasoning_content", None) for c in chunks for ch in c.choices]
     assert [r for r in reasoning if r] == ["Simple arithmetic: 2 + 2 = 4."]
+
+
+def test_stream_usage_is_known_without_a_usage_chunk() -> None:
+    state = anthropic.new_stream(anthropic_request(stream=True), TARGET)
+    for event in events_of(RECORDED / "messages_stream_text.response.sse"):
+        anthropic.parse_stream_event(event, state)
+    usage = anthropic.stream_usage(state)
+    assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (17, 10)

@@ -430,3 +430,26 @@ def test_error_object_inside_a_stream_raises_its_status() -> None:
         run_stream(gemini, TARGET, [first, ServerSentEvent(data=error)])
     assert info.value.status_code == 503
     assert str(info.value).startswith("Error code: 503 - This model is currently experiencing high demand.")
+
+
+def test_thought_summaries_are_reasoning_not_content() -> None:
+    chunks = run_stream(gemini, TARGET, events_of(RECORDED / "stream_jsonarray_text.response.jsonarray"))
+    reasoning = "".join(
+        getattr(ch.delta, "reasoning_content", None) or "" for c in chunks for ch in c.choices
+    )
+    assert reasoning.startswith("**Considering the Constraint**")
+    body = json.loads((RECORDED / "stream_jsonarray_text.response.jsonarray").read_text())[0]
+    message = gemini.parse_response(200, {}, json.dumps(body).encode(), TARGET).choices[0].message
+    assert message.content is None and getattr(message, "reasoning_content", "").startswith("**Considering")
+
+
+def test_stream_usage_is_known_without_a_usage_chunk() -> None:
+    from gateway.types import ChatRequest
+
+    req = ChatRequest(model="m", messages=[{"role": "user", "content": "x"}], stream=True)
+    state = gemini.new_stream(req, TARGET)
+    for event in events_of(RECORDED / "stream_sse_usage_mid_stream.response.sse"):
+        gemini.parse_stream_event(event, state)
+    assert gemini.end_stream(state) == []
+    usage = gemini.stream_usage(state)
+    assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (18, 115)
