@@ -116,7 +116,10 @@ def request_body(req: ChatRequest, model: str, default_max: int | None) -> dict[
     _output_format(req, body)
     if req.stream:
         body["stream"] = True
-    body.update(req.model_extra or {})  # Anthropic-only fields (top_k, thinking) the caller passed
+    extra = dict(req.model_extra or {})  # Anthropic-only fields (top_k, thinking) the caller passed
+    if isinstance(extra.get("output_config"), dict) and "output_config" in body:
+        extra["output_config"] = {**body["output_config"], **extra["output_config"]}
+    body.update(extra)
     return body
 
 

@@ -415,3 +415,12 @@ def test_thinking_blocks_go_back_first() -> None:
         ]
     )
     assert got["messages"][1]["content"] == reply["content"]
+
+
+def test_output_config_from_the_caller_is_merged() -> None:
+    schema = {"type": "object", "properties": {}, "additionalProperties": False}
+    got = body(
+        response_format={"type": "json_schema", "json_schema": {"name": "A", "schema": schema}},
+        output_config={"effort": "low"},
+    )
+    assert got["output_config"] == {"format": {"type": "json_schema", "schema": schema}, "effort": "low"}
