@@ -469,3 +469,18 @@ def test_anthropic_embeddings_are_refused_before_any_call(
     with pytest.raises(BadRequestError, match="Anthropic has no embeddings API"):
         client.embeddings.create(model="anthropic/claude-sonnet-4-5", input="x")
     assert anthropic_env.log == []
+
+
+def test_cancel_mid_stream(provider: str, server: LoopbackServer, client: gateway.OpenAI) -> None:
+    words = " ".join(f"w{i}" for i in range(50))
+    with client.chat.completions.create(
+        model=MODELS[provider], messages=[{"role": "user", "content": words}], stream=True
+    ) as stream:
+        chunks = iter(stream)
+        assert next(chunks).choices[0].delta.role == "assistant"
+        assert next(chunks).choices[0].delta.content == "Echo:"
+    # The next request on the same client still works (the connection was released or closed).
+    reply = client.chat.completions.create(
+        model=MODELS[provider], messages=[{"role": "user", "content": "after"}]
+    )
+    assert reply.choices[0].message.content == "Echo: after"
