@@ -78,15 +78,21 @@ class Timed:
         self.calls += 1
 
 
-def run_round(client: gateway.OpenAI, requests: int, stream: bool) -> float:
+def run_round(
+    client: gateway.OpenAI, requests: int, stream: bool, meter: Meter | None = None
+) -> tuple[float, float]:
+    """Wall time of the requests, and the process's CPU time including the meter's flush after them."""
     messages = [{"role": "user", "content": "What is the capital of France?"}]
-    start = time.perf_counter()
+    cpu, start = time.process_time(), time.perf_counter()
     for _ in range(requests):
         if stream:
             list(client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True))
         else:
             client.chat.completions.create(model="gpt-4o-mini", messages=messages)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    if meter is not None:
+        meter.flush(30)  # the writer thread's work for this round counts in this round's CPU
+    return wall, time.process_time() - cpu
 
 
 def main() -> None:
@@ -114,19 +120,23 @@ def main() -> None:
             name: gateway.OpenAI(api_key="sk-bench", base_url=url, observer=timed.get(name))
             for name in meters
         }
-        for client in clients.values():  # warm up connections, tiktoken and the catalog
-            run_round(client, 20, args.stream)
+        for name, client in clients.items():  # warm up connections, tiktoken and the catalog
+            run_round(client, 20, args.stream, meters[name])
         for t in timed.values():
             t.seconds, t.calls = 0.0, 0
         times: dict[str, list[float]] = {name: [] for name in clients}
         ratios: dict[str, list[float]] = {name: [] for name in clients}
+        cpu: dict[str, list[float]] = {name: [] for name in clients}
         order = list(clients)
         for _ in range(args.rounds):
             random.shuffle(order)  # no configuration always runs right after another
-            took = {name: run_round(clients[name], args.requests, args.stream) for name in order}
+            took = {
+                name: run_round(clients[name], args.requests, args.stream, meters[name]) for name in order
+            }
             for name in clients:
-                times[name].append(took[name])
-                ratios[name].append(took[name] / took["off"])
+                times[name].append(took[name][0])
+                ratios[name].append(took[name][0] / took["off"][0])
+                cpu[name].append(took[name][1])
         for meter in meters.values():
             if meter is not None:
                 meter.flush(30)
@@ -143,12 +153,14 @@ def main() -> None:
     redis_process.wait()
 
     base = statistics.median(times["off"]) / args.requests
+    cpu_base = statistics.median(cpu["off"]) / args.requests
     kind = "stream, no usage (tiktoken count)" if args.stream else "non-streaming, reported usage"
     print(f"metering overhead: {args.requests} requests x {args.rounds} rounds, {kind}, median round")
     print("ratio: end to end, median over rounds of (round time / same round's time with metering off)")
     print("in-path: time inside the observer per request, and (base + in-path) / base")
+    print("cpu: the client process's CPU per request (request thread + writer thread), ratio to off")
     header = f"{'backend':<8} {'us/request':>11} {'ratio':>7} {'in-path us':>11} {'in-path ratio':>14}"
-    print(header + f" {'written':>8} {'dropped':>8}")
+    print(header + f" {'cpu us':>8} {'cpu ratio':>10} {'written':>8} {'dropped':>8}")
     for name in clients:
         per = statistics.median(times[name]) / args.requests
         ratio = statistics.median(ratios[name])
@@ -158,9 +170,9 @@ def main() -> None:
             written, dropped = str(sink.written), str(sink.dropped)
             cost = timed[name].seconds / max(timed[name].calls, 1)
             in_path, in_ratio = f"{cost * 1e6:.1f}", f"{(base + cost) / base:.4f}x"
-        print(
-            f"{name:<8} {per * 1e6:>11.1f} {ratio:>6.3f}x {in_path:>11} {in_ratio:>14} {written:>8} {dropped:>8}"
-        )
+        cpu_per = statistics.median(cpu[name]) / args.requests
+        row = f"{name:<8} {per * 1e6:>11.1f} {ratio:>6.3f}x {in_path:>11} {in_ratio:>14}"
+        print(row + f" {cpu_per * 1e6:>8.1f} {cpu_per / cpu_base:>9.3f}x {written:>8} {dropped:>8}")
 
 
 if __name__ == "__main__":
