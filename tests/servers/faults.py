@@ -16,6 +16,7 @@ both kinds of request.
 | ``hang``                   | accepts, never answers                                                     |
 | ``slow-first-token-<ms>``  | headers at once, the first piece after ``ms`` (non-streaming: the body)   |
 | ``slow-<ms>``              | the whole answer after ``ms``, written in pieces (sees a disconnect)       |
+| ``trickle-<ms>``           | a stream whose pieces come ``ms`` apart                                    |
 | ``cut-after-<n>``          | closes the socket after ``n`` pieces (the role chunk is piece 1)          |
 | ``stall-mid``, ``stall-first`` | stops sending after 3 pieces / 1 piece, keeps the socket open       |
 | ``invalid-sse``            | a malformed event right after the role chunk                               |
@@ -199,6 +200,8 @@ def stream_fault(fault: str, reply: SSEReply) -> SSEReply:
         reply.stall_after, reply.stall_s = (3 if fault == "stall-mid" else 1), STALL_S
     elif fault.startswith("slow-"):
         reply.first_delay_s = int(fault.rsplit("-", 1)[1]) / 1000
+    elif fault.startswith("trickle-"):
+        reply.delay_s = int(fault.removeprefix("trickle-")) / 1000
     elif fault == "invalid-sse":
         reply.pieces = pieces[:1] + [b"data: {not json\n\n"] + pieces[1:]
     elif fault == "invalid-sse-mid":
@@ -209,7 +212,7 @@ def stream_fault(fault: str, reply: SSEReply) -> SSEReply:
         reply.pieces = split_pieces(pieces)
     else:
         raise ValueError(f"unknown stream fault {fault!r}")
-    if fault not in ("split-event",) and not fault.startswith("slow"):
+    if fault != "split-event" and not fault.startswith(("slow", "trickle")):
         reply.usage = {}
     return reply
 

@@ -1,0 +1,100 @@
+"""Hedged requests (asyncio): the first answer wins, the other request is cancelled and both are metered."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from gateway.attempts import Plan
+from gateway.resilience.hedge import HedgeSettings, TTFTWindow, hedge_affordable, hedge_delay
+from tests.resilience.conftest import ANSWER, candidate, chat_log, run_async
+from tests.servers.http import LoopbackServer
+
+
+def wait_for(predicate, timeout: float = 3.0) -> bool:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+async def test_hedge_wins_and_the_slow_request_is_cancelled(
+    primary: LoopbackServer, secondary: LoopbackServer
+) -> None:
+    plan = Plan(
+        [candidate(primary, "fault:slow-700"), candidate(secondary, "gpt-4o-mini", "secondary")],
+        hedge=HedgeSettings(after_s=0.05),
+    )
+    result = await run_async(plan)
+    assert result.error is None and result.text == ANSWER
+    assert result.elapsed < 0.5
+    assert result.reply.gateway.model == "secondary/gpt-4o-mini"
+    assert sorted(result.outcomes) == ["cancelled", "ok"]  # both attempts reach the observer, once each
+    assert len({(r.request_id, r.attempt) for r in result.records}) == 2
+    assert wait_for(lambda: chat_log(primary)[0].outcome == "disconnected")  # the upstream saw the hang-up
+    assert len(chat_log(secondary)) == 1
+
+
+async def test_primary_answering_first_cancels_the_hedge(primary: LoopbackServer) -> None:
+    plan = Plan(
+        [candidate(primary, "fault:slow-150"), candidate(primary, "fault:slow-900", "hedge")],
+        hedge=HedgeSettings(after_s=0.03),
+    )
+    result = await run_async(plan)
+    assert result.error is None and result.reply.gateway.model == "primary/fault:slow-150"
+    assert sorted(result.outcomes) == ["cancelled", "ok"]
+    assert wait_for(lambda: {r.outcome for r in chat_log(primary)} == {"ok", "disconnected"})
+
+
+async def test_fast_primary_starts_no_hedge(primary: LoopbackServer, secondary: LoopbackServer) -> None:
+    plan = Plan(
+        [candidate(primary, "gpt-4o-mini"), candidate(secondary, "gpt-4o-mini", "secondary")],
+        hedge=HedgeSettings(after_s=0.5),
+    )
+    result = await run_async(plan)
+    assert result.outcomes == ["ok"] and len(chat_log(secondary)) == 0
+
+
+async def test_extra_cost_cap_prevents_the_hedge(primary: LoopbackServer, secondary: LoopbackServer) -> None:
+    plan = Plan(
+        [
+            candidate(primary, "fault:slow-200"),
+            candidate(secondary, "gpt-4o-mini", "secondary", estimated_cost_usd=0.02),
+        ],
+        hedge=HedgeSettings(after_s=0.02, max_extra_cost_usd=0.01),
+    )
+    result = await run_async(plan)
+    assert result.outcomes == ["ok"] and result.reply.gateway.model == "primary/fault:slow-200"
+    assert len(chat_log(secondary)) == 0
+
+
+async def test_failed_primary_after_hedge_start_still_served_by_hedge(
+    primary: LoopbackServer, secondary: LoopbackServer
+) -> None:
+    plan = Plan(
+        [candidate(primary, "fault:hang", max_retries=0), candidate(secondary, "gpt-4o-mini", "secondary")],
+        hedge=HedgeSettings(after_s=0.02),
+    )
+    result = await run_async(plan, timeout=0.3)
+    assert result.error is None and result.reply.gateway.model == "secondary/gpt-4o-mini"
+    assert sorted(result.outcomes) == ["cancelled", "ok"]
+
+
+def test_p95_delay_and_fallback() -> None:
+    window = TTFTWindow(size=100)
+    settings = HedgeSettings(after_s=0.25, p95=True, min_samples=20)
+    assert hedge_delay(settings, window, "m") == 0.25  # too few samples: the fixed delay
+    for i in range(1, 101):
+        window.observe("m", i / 100)
+    assert hedge_delay(settings, window, "m") == 0.95
+    assert hedge_affordable(HedgeSettings(after_s=0.1), None)
+    assert not hedge_affordable(HedgeSettings(after_s=0.1, max_extra_cost_usd=0.01), None)
+
+
+@pytest.mark.parametrize("bad", [{"after_s": -1.0}, {}, {"after_s": 1.0, "max_extra_cost_usd": -1.0}])
+def test_impossible_hedge_settings(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="HedgeSettings"):
+        HedgeSettings(**bad)
