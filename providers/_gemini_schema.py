@@ -23,20 +23,21 @@ from gateway.errors import UnsupportedParameterError
 
 __all__ = ["to_gemini_schema"]
 
-_COPIED = (
-    "description",
-    "title",
-    "minItems",
-    "maxItems",
-    "minimum",
-    "maximum",
-    "minLength",
-    "maxLength",
-    "pattern",
-    "minProperties",
-    "maxProperties",
-    "propertyOrdering",
-)
+# Keywords copied as they are, with the JSON type their value must have.
+_COPIED: dict[str, type | tuple[type, ...]] = {
+    "description": str,
+    "title": str,
+    "pattern": str,
+    "minimum": (int, float),
+    "maximum": (int, float),
+    "minItems": int,
+    "maxItems": int,
+    "minLength": int,
+    "maxLength": int,
+    "minProperties": int,
+    "maxProperties": int,
+    "propertyOrdering": list,
+}
 _REFUSED = frozenset(
     {
         "not",
@@ -108,7 +109,7 @@ class _Converter:
         if name in seen:
             raise self.refuse(path, f"the schema is recursive through {ref!r}")
         target = self.convert(self.defs[name], path, (*seen, name))
-        extra = {k: v for k, v in schema.items() if k in ("description", "title")}
+        extra = {k: v for k, v in schema.items() if k in ("description", "title") and isinstance(v, str)}
         return {**target, **extra}
 
     def union(self, schema: dict[str, Any], key: str, path: str, seen: tuple[str, ...]) -> dict[str, Any]:
@@ -123,7 +124,7 @@ class _Converter:
             out.update(converted[0])
         elif converted:
             out["anyOf"] = converted
-        out.update({k: schema[k] for k in ("description", "title") if k in schema})
+        out.update({k: v for k, v in schema.items() if k in ("description", "title") and isinstance(v, str)})
         if nullable:
             out["nullable"] = True
         return out
@@ -142,16 +143,25 @@ class _Converter:
             out["type"] = kind.upper()
         if nullable or schema.get("nullable") is True:
             out["nullable"] = True
-        for key in _COPIED:
-            if key in schema:
-                out[key] = schema[key]
+        for key, expected in _COPIED.items():
+            if key not in schema:
+                continue
+            value = schema[key]
+            if not isinstance(value, expected) or isinstance(value, bool):
+                raise self.refuse(f"{path}.{key}", f"expected a {_type_name(expected)}, got {value!r}")
+            out[key] = value
         fmt = schema.get("format")
         if isinstance(fmt, str) and fmt in _FORMATS.get(kind or "", set()):
             out["format"] = fmt
         self.enum(schema, path, out)
         if "properties" in schema:
             out["properties"] = self.properties(schema["properties"], path, seen)
-            required = [r for r in schema.get("required", []) if r in out["properties"]]
+            wanted = schema.get("required", [])
+            required = (
+                [r for r in wanted if isinstance(r, str) and r in out["properties"]]
+                if isinstance(wanted, list)
+                else []
+            )
             if required:
                 out["required"] = required
         if "items" in schema:
@@ -172,6 +182,8 @@ class _Converter:
                 return "string", False
             return None, False
         names = kind if isinstance(kind, list) else [kind]
+        if not all(isinstance(name, str) for name in names):
+            raise self.refuse(f"{path}.type", f"expected a type name, got {kind!r}")
         nullable = "null" in names
         rest = [n for n in names if n != "null"]
         if len(rest) != 1 or rest[0] not in _TYPES:
@@ -197,3 +209,7 @@ class _Converter:
         if not isinstance(props, dict):
             raise self.refuse(f"{path}.properties", "expected an object")
         return {name: self.convert(sub, f"{path}.properties.{name}", seen) for name, sub in props.items()}
+
+
+def _type_name(kind: type | tuple[type, ...]) -> str:
+    return "number" if isinstance(kind, tuple) else {str: "string", int: "integer", list: "list"}[kind]

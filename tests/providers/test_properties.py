@@ -282,3 +282,56 @@ def test_a_bad_request_is_the_only_refusal() -> None:
             module.build_request(req, target)
         except BadRequestError as exc:
             assert exc.status_code == 400
+
+
+schema_keywords = st.sampled_from(
+    [
+        "type",
+        "properties",
+        "items",
+        "enum",
+        "const",
+        "anyOf",
+        "oneOf",
+        "allOf",
+        "not",
+        "$ref",
+        "nullable",
+        "additionalProperties",
+        "format",
+        "minimum",
+        "required",
+        "description",
+        "patternProperties",
+        "$defs",
+    ]
+)
+schemas = st.recursive(
+    st.sampled_from(
+        [{"type": t} for t in ("string", "integer", "number", "boolean", "null", "object", "array")]
+        + [{"type": ["string", "null"]}, {"enum": ["a", "b"]}, {"const": 3}, {"$ref": "#/$defs/X"}, True, {}]
+    ),
+    lambda inner: st.one_of(
+        st.dictionaries(names, inner, max_size=3).map(lambda p: {"type": "object", "properties": p}),
+        inner.map(lambda i: {"type": "array", "items": i}),
+        st.lists(inner, min_size=1, max_size=3).map(lambda b: {"anyOf": b}),
+        st.tuples(schema_keywords, inner).map(lambda kv: {kv[0]: kv[1]}),
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(schemas)
+def test_any_schema_converts_or_is_refused_by_name(schema: Any) -> None:
+    from gateway.errors import UnsupportedParameterError
+    from providers._gemini_schema import to_gemini_schema
+
+    root = {"$defs": {"X": {"type": "string"}}, **schema} if isinstance(schema, dict) else schema
+    try:
+        converted = to_gemini_schema(root, "tools[0].function.parameters")
+    except UnsupportedParameterError as exc:
+        assert exc.param == "tools[0].function.parameters" and "Gemini cannot express" in str(exc)
+        return
+    json.dumps(converted)
+    assert "$ref" not in json.dumps(converted) and "oneOf" not in converted
