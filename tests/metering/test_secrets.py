@@ -29,7 +29,24 @@ from gateway.state.sqlite import SQLiteBackend
 from gateway.telemetry import Telemetry
 from tests.metering.conftest import RedisProcess
 
-CANARIES = ("sk-canary-7f3e9a1c5b2d4e6f8a0b1c2d3e4f5a6b", "sk-canary-env-0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d")
+CANARIES = (
+    "sk-canary-7f3e9a1c5b2d4e6f8a0b1c2d3e4f5a6b",  # api_key=
+    "sk-canary-env-0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d",  # OPENAI_API_KEY
+    "sk-canary-pol-5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b",  # a policy's ${SWITCHYARD_CANARY_KEY}
+)
+POLICY = """
+version: 1
+providers:
+  alpha: {{kind: openai, base_url: "{url}", api_key: "${{SWITCHYARD_CANARY_KEY}}"}}
+  beta: {{kind: openai, base_url: "{url}", api_key: "${{SWITCHYARD_CANARY_KEY}}"}}
+models:
+  refused: {{provider: alpha, model: "echo401:gpt-4o-mini", price: {{input: 0.1, output: 0.1}}, context_window: 8000}}
+  good: {{provider: beta, model: "gpt-4o-mini", price: {{input: 1, output: 1}}, context_window: 8000}}
+routes:
+  chat: {{candidates: [refused, good], minimize: cost, fallback: {{on: [auth, server_error]}}}}
+state: {{backend: sqlite, path: "{state}"}}
+telemetry: {{capture_content: true}}
+"""
 
 
 def pieces(secret: str, size: int = 8) -> set[str]:
@@ -79,6 +96,9 @@ def surfaces(
 ) -> dict[str, Any]:
     """Run the traffic; return every surface's text by name, and the exceptions raised."""
     monkeypatch.setenv("OPENAI_API_KEY", CANARIES[1])
+    monkeypatch.setenv("SWITCHYARD_CANARY_KEY", CANARIES[2])
+    policy_path = tmp_path / "policy.yaml"
+    policy_path.write_text(POLICY.format(url=scripted_url, state=tmp_path / "state.sqlite.policy"))
     spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
@@ -119,6 +139,19 @@ def surfaces(
             except gateway.APIError as exc:
                 errors.append(exc)
     assert len(errors) == 4
+    from gateway.policy import load_policy
+
+    policy = load_policy(policy_path)
+    routed = make_client(policy=policy, observer=observer)
+    clients.append(routed)
+    replies = [
+        routed.chat.completions.create(model="route:chat", messages=[{"role": "user", "content": "route"}]),
+        routed.chat.completions.create(model="good", messages=[{"role": "user", "content": "direct"}]),
+    ]
+    assert replies[0].gateway.model == "good"
+    routed.close()
+    assert main(["policy", "check", str(policy_path)]) in (0, 1)
+    assert main(["policy", "explain", str(policy_path), "--route", "chat", "--prompt", "hello"]) == 0
     meter.close()
     telemetry.close()
     raw = redis.Redis.from_url(redis_server.url)
@@ -146,6 +179,8 @@ def surfaces(
         "metrics": reader.get_metrics_data().to_json(),  # type: ignore[union-attr]
         "clients": "\n".join(f"{c!r} {c!s} {c.chat!r} {c.with_options(max_retries=1)!r}" for c in clients),
         "records": "\n".join(f"{r!r} {r.to_json()}" for r in memory.records),
+        "policy": f"{policy!r} {policy!s} {policy.providers!r} {policy.state!r}",
+        "_plan": "\n".join(f"{r.gateway!r} {r.gateway.model_dump_json()}" for r in replies),
         "sqlite": sqlite_bytes.decode("latin-1"),
         "redis": "\n".join(redis_dump),
         "cli": capsys.readouterr().out,
@@ -164,6 +199,7 @@ def test_no_canary_piece_in_logs_spans_metrics_records_stores_or_cli(surfaces: d
     assert "t1" in surfaces["sqlite"] and "t1" in surfaces["redis"]
     found = {name: leaks(text) for name, text in surfaces.items() if not name.startswith("_")}
     assert found == {name: [] for name in found}
+    assert "sk-canary-pol"[:8] in CANARIES[2]  # the policy's canary is among those searched
 
 
 @pytest.mark.xfail(
@@ -182,3 +218,15 @@ def test_exceptions_do_not_echo_keys(surfaces: dict[str, Any]) -> None:
         f"{e!s} {e!r} {getattr(e, 'message', '')} {getattr(e, 'body', '')!r}" for e in surfaces["_errors"]
     ]
     assert leaks("\n".join(texts)) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "LEAK outside metering: reply.gateway.attempts[i].error is str() of the failed attempt's "
+        "exception (gateway/attempts.py attempt_info), so the 401 body that echoed the policy's key "
+        "reaches the reply's gateway info (and whatever logs it). Fixed by the exception fix above."
+    ),
+)
+def test_the_plan_and_gateway_info_do_not_echo_keys(surfaces: dict[str, Any]) -> None:
+    assert leaks(surfaces["_plan"]) == []
