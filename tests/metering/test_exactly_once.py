@@ -100,6 +100,10 @@ def test_usage_records_sum_to_what_was_served(
         "completion": sum(r.completion_tokens for r in reported),
     } == served
     assert served["cached"] > 0
+    print(
+        f"\nexactly-once: {len(scripted_upstream.log)} upstream calls, {len(records)} records "
+        f"({len(records) - len(reported)} estimated); served = recorded = {served}"
+    )
 
     # Every attempt was observed once; only those that consumed tokens were metered.
     attempts = recorder.records
