@@ -1,0 +1,65 @@
+"""The decoder matches transformers' LlamaForCausalLM loaded from the same GGUF."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from local_engine import AsyncEngine, SamplingParams
+
+pytestmark = pytest.mark.engine
+
+PROMPTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "def fibonacci(n):\n    if n < 2:\n        return n\n",
+    "Paris is the capital of",
+    "In 1969, Neil Armstrong became the first person to",
+]
+
+
+def _our_logits(engine: AsyncEngine, ids: list[int]) -> torch.Tensor:
+    model = engine.engine.runner.model
+    with torch.inference_mode():
+        # slot 3 is never handed out while these tests run alone; the cache is rewritten by index
+        tokens = torch.tensor([ids])  # [1, S]
+        return model(tokens, torch.tensor([3]), torch.arange(len(ids))[None])[0]  # [S, V]
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_logits_match_transformers(engine: AsyncEngine, hf_model: Any, prompt: str) -> None:
+    ids = engine.tokenizer.encode(prompt)
+    with torch.inference_mode():
+        expected = hf_model(torch.tensor([ids])).logits[0]  # [S, V]
+    torch.testing.assert_close(_our_logits(engine, ids), expected, atol=1e-4, rtol=1e-4)
+
+
+def _hf_greedy(hf_model: Any, ids: list[int], count: int) -> tuple[list[int], float]:
+    """Greedy tokens from transformers, and the smallest top-1/top-2 logit margin along the way."""
+    with torch.inference_mode():
+        out = hf_model.generate(
+            torch.tensor([ids]), max_new_tokens=count, do_sample=False, output_logits=True,
+            return_dict_in_generate=True, eos_token_id=None, pad_token_id=0,
+        )  # fmt: skip
+    margins = [float(step[0].topk(2).values.diff().abs()) for step in out.logits]
+    return out.sequences[0, len(ids) :].tolist(), min(margins)
+
+
+@pytest.mark.parametrize("prompt", PROMPTS[:3])
+def test_greedy_continuation_matches_transformers(engine: AsyncEngine, hf_model: Any, prompt: str) -> None:
+    ids = engine.tokenizer.encode(prompt)
+    expected, margin = _hf_greedy(hf_model, ids, 32)
+    assert margin > 1e-3, "pick prompts whose greedy path has a comfortable top-2 margin"
+    params = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
+    got = [event.token_id for event in engine.generate_sync(ids, params) if event.token_id is not None]
+    assert got == expected
+
+
+def test_chat_answer(engine: AsyncEngine) -> None:
+    prompt = engine.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}]
+    )
+    events = list(engine.generate_sync(prompt, SamplingParams(temperature=0, max_tokens=64)))
+    assert "".join(event.text_delta for event in events) == "The capital of France is Paris."
+    assert events[-1].finish_reason == "stop"

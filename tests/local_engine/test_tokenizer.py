@@ -1,0 +1,154 @@
+"""The tokenizer against transformers' GGUF tokenizer, streaming detokenization, and the chat template."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from local_engine import AsyncEngine, ChatTemplateError
+from local_engine.chat_template import ChatTemplate
+from local_engine.pretokenize import split_digits, split_gpt2
+from local_engine.tokenizer import Detokenizer
+
+pytestmark = pytest.mark.engine
+
+CORPUS = [
+    "Hello, world!",
+    "  leading spaces and trailing   ",
+    "tabs\tand\nnewlines\n\n\nand\r\nCRLF",
+    "unicode: naïve café, Straße, Ελληνικά, русский, 中文字符, 日本語のテキスト, العربية",
+    "emoji 😀👍🏽 family 👨‍👩‍👧 flags 🇫🇷",
+    "code: def f(x):\n    return x ** 2  # square\n",
+    'json {"a": [1, 2.5, -3e10], "b": null}',
+    "digits 1234567890 and 3.14159 and 1,000,000",
+    "mixed 12abc34 x1y2 and 2024-11-23",
+    "contractions: I'm, you're, it's, we'll, they'd, I've, don't, 'quoted'",
+    "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n",
+    "special tokens glued:<|endoftext|>after<|im_end|>",
+    "\u00a0non-breaking\u2003em space\u3000ideographic",
+    "",
+    " ",
+    "a" * 300,
+]
+
+
+@pytest.mark.parametrize("text", CORPUS)
+def test_encoding_matches_transformers(engine: AsyncEngine, hf_tokenizer: Any, text: str) -> None:
+    ours = engine.tokenizer.encode(text)
+    assert ours == hf_tokenizer(text, add_special_tokens=False).input_ids
+    assert engine.tokenizer.decode(ours, skip_special=False) == text
+
+
+def test_digits_are_split_one_by_one(engine: AsyncEngine) -> None:
+    # ASCII digits: this vocab has no multi-digit token, so both tokenizers give one token a digit.
+    # " " = 216 and "1".."5" = 33..37 in `tokenizer.ggml.tokens`.
+    assert engine.tokenizer.encode(" 12345") == [216, 33, 34, 35, 36, 37]
+    assert split_digits("ab12 c") == ["ab", "1", "2", " c"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "transformers_gives"),
+    [
+        # Non-ASCII \p{N} (Arabic-Indic digits, vulgar fractions, superscripts) shows the difference:
+        # llama.cpp's `smollm` pre-tokenizer (llama-vocab.cpp: "\\p{N}" before the GPT-2 regex, like
+        # the original tokenizer.json's Digits(individual_digits=True)) splits each number off, so the
+        # space before it stays a token of its own ("Ġ" = 216). transformers' GGUF conversion builds a
+        # plain ByteLevel pre-tokenizer, ignores `tokenizer.ggml.pre`, and glues the space to the
+        # number's first byte ("ĠÙ" = 16936, "ĠÂ" = 3351). Our ids below were checked by hand against
+        # the vocab: "Ù" = 164, "£" = 113, "¤" = 114, "Â½" = 16738, "Â²" = 19133.
+        (" ٣٤", [216, 164, 113, 164, 114], [16936, 113, 164, 114]),
+        (" ½ ²", [216, 16738, 216, 19133], [3351, 138, 3351, 127]),
+        ("x ²", [104, 216, 19133], [104, 3351, 127]),
+    ],
+)
+def test_non_ascii_numbers_follow_llama_cpp(
+    engine: AsyncEngine, hf_tokenizer: Any, text: str, expected: list[int], transformers_gives: list[int]
+) -> None:
+    assert engine.tokenizer.encode(text) == expected
+    # the known difference, pinned so that a transformers change is noticed
+    assert hf_tokenizer(text, add_special_tokens=False).input_ids == transformers_gives
+    assert engine.tokenizer.decode(expected) == text
+
+
+def test_gpt2_split_cases() -> None:
+    assert split_gpt2("Hello  world's end!!\n\n x") == [
+        "Hello",
+        " ",
+        " world",
+        "'s",
+        " end",
+        "!!",
+        "\n\n",
+        " x",
+    ]
+    assert split_gpt2("a   ") == ["a", "   "]
+
+
+def test_special_tokens_are_parsed_only_when_asked(engine: AsyncEngine) -> None:
+    tokenizer = engine.tokenizer
+    assert tokenizer.encode("<|im_end|>") == [2]
+    assert 2 not in tokenizer.encode("<|im_end|>", parse_special=False)
+    assert tokenizer.stop_ids >= {2}
+
+
+def test_streaming_detokenizer_never_splits_a_character(engine: AsyncEngine) -> None:
+    text = "emoji 😀👍🏽 and 中文 and é"
+    detokenizer = Detokenizer(engine.tokenizer)
+    deltas = [detokenizer.push(token) for token in engine.tokenizer.encode(text)] + [detokenizer.flush()]
+    assert "".join(deltas) == text
+    assert all("\ufffd" not in delta for delta in deltas)
+    assert any(delta == "" for delta in deltas)  # some emoji bytes span tokens, so something waited
+
+
+def test_chat_template_matches_transformers(engine: AsyncEngine, hf_tokenizer: Any) -> None:
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "2+2?"},
+    ]
+    for add_generation_prompt in (True, False):
+        ours = engine.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
+        theirs = hf_tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+        assert ours == theirs
+    assert engine.count_tokens(messages) == len(
+        hf_tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    )
+
+
+def test_tools_need_a_template_that_takes_them(engine: AsyncEngine) -> None:
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    with pytest.raises(ChatTemplateError) as info:
+        engine.tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tools=tools)
+    assert info.value.code == "template.tools-unsupported"
+    template = ChatTemplate(
+        "{% for t in tools %}{{ t.function.name }}{% endfor %}|{{ messages[0].content }}", {}
+    )
+    assert template.render([{"role": "user", "content": "hi"}], tools=tools) == "f|hi"
+
+
+@pytest.mark.parametrize(
+    ("source", "code"),
+    [
+        (
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            "template.timeout",
+        ),
+        ("{% for i in range(99999) %}{{ 'x' * 100000 }}{% endfor %}", "template.too-large"),
+        ("{{ raise_exception('no system role') }}", "template.raised"),
+        ("{{ messages.__class__.__mro__ }}", "template.failed"),
+        ("{{ ''.__class__.__subclasses__() }}", "template.failed"),
+        ("{% for x in messages %}{{ messages.append(1) }}{% endfor %}", "template.failed"),
+        ("{% if %}", "template.syntax"),
+    ],
+)
+def test_hostile_templates_are_stopped(source: str, code: str) -> None:
+    start = time.perf_counter()
+    with pytest.raises(ChatTemplateError) as info:
+        ChatTemplate(source, {}, time_limit_s=0.5).render([{"role": "user", "content": "x"}])
+    assert info.value.code == code
+    assert time.perf_counter() - start < 3
