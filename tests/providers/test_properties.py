@@ -335,3 +335,78 @@ def test_any_schema_converts_or_is_refused_by_name(schema: Any) -> None:
         return
     json.dumps(converted)
     assert "$ref" not in json.dumps(converted) and "oneOf" not in converted
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            out += _paths(sub, (*prefix, key))
+    elif isinstance(value, list):
+        for i, sub in enumerate(value):
+            out += _paths(sub, (*prefix, i))
+    return out
+
+
+def _mutated(value: Any, path: tuple[Any, ...], replacement: Any, delete: bool) -> Any:
+    if not path:
+        return replacement
+    head, rest = path[0], path[1:]
+    copy = dict(value) if isinstance(value, dict) else list(value)
+    if not rest and delete and isinstance(copy, dict):
+        del copy[head]
+    else:
+        copy[head] = _mutated(copy[head], rest, replacement, delete)  # type: ignore[index]
+    return copy
+
+
+RECORDED_STREAMS = [
+    (anthropic, ANTHROPIC, "anthropic/messages_stream_with_server_and_client_tool.response.sse"),
+    (anthropic, ANTHROPIC, "anthropic/messages_stream_parallel_tool_use.turn1.response.sse"),
+    (gemini, GEMINI, "gemini/stream_sse_function_call.turn3.response.sse"),
+    (gemini, GEMINI, "gemini/stream_sse_usage_mid_stream.response.sse"),
+]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(RECORDED_STREAMS), st.data())
+def test_mutated_recordings_raise_typed_errors(case: Any, data: st.DataObject) -> None:
+    """One field of one event of a real stream deleted or replaced: a typed error, or a valid result."""
+    from tests.providers.replay import SHARED, events_of
+
+    module, target, name = case
+    events = events_of(SHARED / name)
+    at = data.draw(st.integers(0, len(events) - 1))
+    payload = json.loads(events[at].data)
+    path = data.draw(st.sampled_from(_paths(payload)))
+    changed = _mutated(payload, path, data.draw(junk), data.draw(st.booleans()))
+    events[at] = ServerSentEvent(data=json.dumps(changed), event=events[at].event)
+    req = ChatRequest(model="m", messages=[{"role": "user", "content": "x"}], stream=True)
+    state = module.new_stream(req, target)
+
+    def run() -> None:
+        for event in events:
+            module.parse_stream_event(event, state)
+        module.end_stream(state)
+
+    _tolerates(run)
+
+
+RECORDED_BODIES = [
+    (anthropic, ANTHROPIC, "anthropic/messages_tool_use.turn2.response.json"),
+    (anthropic, ANTHROPIC, "anthropic/messages_text_system.response.json"),
+    (gemini, GEMINI, "gemini/generate_function_call_gemini3.response.json"),
+    (gemini, GEMINI, "gemini/generate_max_tokens.response.json"),
+]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(RECORDED_BODIES), st.data())
+def test_mutated_recorded_bodies_raise_typed_errors(case: Any, data: st.DataObject) -> None:
+    from tests.providers.replay import SHARED
+
+    module, target, name = case
+    payload = json.loads((SHARED / name).read_text())
+    path = data.draw(st.sampled_from(_paths(payload)))
+    changed = _mutated(payload, path, data.draw(junk), data.draw(st.booleans()))
+    _tolerates(lambda: module.parse_response(200, {}, json.dumps(changed).encode(), target))
