@@ -5,8 +5,10 @@
   ``BadRequestError`` family.
 - Tool calls round-trip: OpenAI -> Anthropic -> OpenAI and OpenAI -> Gemini -> OpenAI give the same
   names and arguments (and, for Anthropic, the same ids).
-- Malformed upstream bodies and streams raise ``APIResponseValidationError`` (or a mapped status
-  error for a body that *is* an error), never a ``KeyError``/``TypeError``.
+- Malformed upstream bodies and streams (random junk, and real recordings with one field deleted or
+  replaced) raise ``APIResponseValidationError`` (or a mapped status error for a body that *is* an
+  error), never a ``KeyError``/``TypeError``.
+- Any JSON Schema converts for Gemini or is refused with ``UnsupportedParameterError`` naming it.
 """
 
 from __future__ import annotations
