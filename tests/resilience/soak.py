@@ -1,0 +1,266 @@
+"""The soak: many requests, async and sync at once, 30 % faults on the primary, a healthy secondary.
+
+``run_soak`` drives both loops against a faulty primary and a healthy secondary and returns what
+both sides saw, so a test (fast) and ``bench/resilience.py`` (long, real delays) can check the same
+equalities: every request succeeds, the attempts equal the requests the servers logged, the metered
+tokens equal the tokens the servers served, and no socket, file descriptor or task is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from gateway.attempts import DEFAULT_FALLBACK_ON, AttemptRecord, Plan, StreamInfo
+from gateway.execute import Executor
+from gateway.execute_async import AsyncExecutor
+from gateway.resilience.deadline import Timeouts
+from gateway.resilience.retry import RetrySettings
+from gateway.types import ChatRequest
+from tests.resilience.conftest import FAST, Records, candidate, chat_log
+from tests.servers import openai_server
+from tests.servers.faults import FastServer, FaultHandler
+
+FAULTS = [
+    "429-retry-after",
+    "429",
+    "500",
+    "503",
+    "529",
+    "once-500",
+    "reset",
+    "hang",
+    "slow-first-token-60000",
+    "cut-after-3",
+    "stall-mid",
+    "stall-first",
+    "invalid-sse",
+    "invalid-sse-mid",
+    "no-done",
+    "split-event",
+    "context-length",
+    "auth",
+]
+
+
+@dataclass
+class SoakReport:
+    requests: int
+    failures: list[str] = field(default_factory=list)
+    records: list[AttemptRecord] = field(default_factory=list)
+    logged: int = 0
+    served_tokens: tuple[int, int] = (0, 0)
+    metered_tokens: tuple[int, int] = (0, 0)
+    served_ok: int = 0
+    metered_ok: int = 0
+    fds: tuple[int, int] = (0, 0)
+    sockets: tuple[int, int] = (0, 0)
+    tasks: tuple[int, int] = (0, 0)
+    elapsed_s: float = 0.0
+    memory: tuple[int, int] = (0, 0)  # tracemalloc current bytes, before and after
+
+    @property
+    def duplicates(self) -> int:
+        return len(self.records) - len({(r.request_id, r.attempt) for r in self.records})
+
+
+def open_fds() -> tuple[int, int]:
+    """(file descriptors, sockets) of this process."""
+    names = os.listdir("/proc/self/fd")
+    sockets = 0
+    for name in names:
+        try:
+            sockets += os.readlink(f"/proc/self/fd/{name}").startswith("socket:")
+        except OSError:
+            continue
+    return len(names), sockets
+
+
+def soak_plan(primary: FastServer, secondary: FastServer, *, timeout_s: float) -> Plan:
+    return Plan(
+        [
+            candidate(primary, "gpt-4o-mini", context_window=8192),
+            candidate(secondary, "gpt-4o-mini", "secondary", context_window=128_000),
+        ],
+        fallback_on=DEFAULT_FALLBACK_ON | {"context_length"},
+        timeouts=Timeouts(read_s=timeout_s, first_token_s=timeout_s, stream_idle_s=timeout_s),
+        buffer_tokens=16,
+    )
+
+
+@dataclass(frozen=True)
+class Job:
+    index: int
+    stream: bool
+    fault: str | None
+
+    @property
+    def prompt(self) -> str:
+        return f"soak request {self.index} about breakers"
+
+    def request(self) -> ChatRequest:
+        body: dict[str, Any] = {"model": "route", "messages": [{"role": "user", "content": self.prompt}]}
+        if self.stream:
+            body.update(stream=True, stream_options={"include_usage": True})
+        return ChatRequest.model_validate(body)
+
+    def headers(self) -> dict[str, str]:
+        if self.fault is None:
+            return {}
+        return {"x-fault": self.fault, "x-fault-key": f"soak-{self.index}"}
+
+
+def jobs(requests: int, fault_rate: float, seed: int) -> list[Job]:
+    rng = random.Random(seed)
+    return [
+        Job(i, rng.random() < 0.5, rng.choice(FAULTS) if rng.random() < fault_rate else None)
+        for i in range(requests)
+    ]
+
+
+def _text_of_sync(ex: Executor, plan: Plan, job: Job) -> str:
+    req = job.request()
+    if not job.stream:
+        reply = ex.complete(req, plan, headers=job.headers(), timeout=5.0)
+        return str(reply.choices[0].message.content)
+    chunks = ex.stream(req, plan, headers=job.headers(), timeout=5.0, holder=StreamInfo())
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+async def _text_of_async(ex: AsyncExecutor, plan: Plan, job: Job) -> str:
+    req = job.request()
+    if not job.stream:
+        reply = await ex.complete(req, plan, headers=job.headers(), timeout=5.0)
+        return str(reply.choices[0].message.content)
+    parts = []
+    async for chunk in ex.stream(req, plan, headers=job.headers(), timeout=5.0, holder=StreamInfo()):
+        if chunk.choices:
+            parts.append(chunk.choices[0].delta.content or "")
+    return "".join(parts)
+
+
+def _check(job: Job, text: str, failures: list[str]) -> None:
+    if text != "Echo: " + job.prompt:
+        failures.append(f"request {job.index} ({job.fault}): got {text!r}")
+
+
+async def _async_part(
+    ex_factory: Callable[[httpx.AsyncClient], AsyncExecutor],
+    plan: Plan,
+    work: list[Job],
+    concurrency: int,
+    failures: list[str],
+) -> tuple[int, int]:
+    tasks_before = len(asyncio.all_tasks())
+    gate = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient() as http:
+        ex = ex_factory(http)
+
+        async def one(job: Job) -> None:
+            async with gate:
+                try:
+                    _check(job, await _text_of_async(ex, plan, job), failures)
+                except Exception as exc:  # noqa: BLE001 - a soak failure is recorded, counted and reported
+                    failures.append(f"request {job.index} ({job.fault}): {type(exc).__name__}: {exc}")
+
+        await asyncio.gather(*(one(job) for job in work))
+    return tasks_before, len(asyncio.all_tasks())
+
+
+def _sync_part(ex: Executor, plan: Plan, work: list[Job], threads: int, failures: list[str]) -> None:
+    def one(job: Job) -> None:
+        try:
+            _check(job, _text_of_sync(ex, plan, job), failures)
+        except Exception as exc:  # noqa: BLE001 - a soak failure is recorded, counted and reported
+            failures.append(f"request {job.index} ({job.fault}): {type(exc).__name__}: {exc}")
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, work))
+
+
+def run_soak(
+    requests: int,
+    *,
+    concurrency: int = 64,
+    sync_share: float = 0.15,
+    sync_threads: int = 4,
+    fault_rate: float = 0.3,
+    seed: int = 5,
+    timeout_s: float = 1.0,
+    retry: RetrySettings = FAST,
+    retry_after_ms: int = 2,
+    trace_memory: bool = False,
+) -> SoakReport:
+    """Run the soak and return what both sides saw (the caller asserts)."""
+    if trace_memory:
+        tracemalloc.start()
+    before = open_fds()
+    memory_before = tracemalloc.get_traced_memory()[0] if trace_memory else 0
+    report = SoakReport(requests)
+    records = Records()
+    work = jobs(requests, fault_rate, seed)
+    split = int(len(work) * sync_share)
+    started = time.perf_counter()
+    with (
+        FastServer(FaultHandler(retry_after_ms=retry_after_ms)) as primary,
+        FastServer(openai_server.handle) as secondary,
+    ):
+        plan = soak_plan(primary, secondary, timeout_s=timeout_s)
+        with httpx.Client() as http:
+            sync_ex = Executor(http, observer=records, retry=retry)
+            sync_thread = threading.Thread(
+                target=_sync_part, args=(sync_ex, plan, work[:split], sync_threads, report.failures)
+            )
+            sync_thread.start()
+            report.tasks = asyncio.run(
+                _async_part(
+                    lambda h: AsyncExecutor(h, observer=records, retry=retry),
+                    plan,
+                    work[split:],
+                    concurrency,
+                    report.failures,
+                )
+            )
+            sync_thread.join()
+        report.elapsed_s = time.perf_counter() - started
+        logs = chat_log(primary) + chat_log(secondary)
+    report.records = list(records)
+    report.logged = len(logs)
+    served = [r.served_tokens for r in logs if r.served_tokens]
+    report.served_ok = len(served)
+    report.served_tokens = (
+        sum(s.get("prompt", 0) for s in served),
+        sum(s.get("completion", 0) for s in served),
+    )
+    ok = [r for r in records if r.outcome == "ok" and r.usage is not None]
+    report.metered_ok = len([r for r in records if r.outcome == "ok"])
+    report.metered_tokens = (
+        sum(r.usage.prompt_tokens for r in ok),
+        sum(r.usage.completion_tokens for r in ok),
+    )  # type: ignore[union-attr]
+    report.fds = (before[0], _settled_fds(before)[0])
+    report.sockets = (before[1], _settled_fds(before)[1])
+    if trace_memory:
+        report.memory = (memory_before, tracemalloc.get_traced_memory()[0])
+        tracemalloc.stop()
+    return report
+
+
+def _settled_fds(before: tuple[int, int], wait_s: float = 10.0) -> tuple[int, int]:
+    """Open fds once the servers' handler threads have closed their sockets (they stop on close)."""
+    end = time.monotonic() + wait_s
+    now = open_fds()
+    while now[0] > before[0] and time.monotonic() < end:
+        time.sleep(0.05)
+        now = open_fds()
+    return now
