@@ -107,8 +107,7 @@ def request_body(req: ChatRequest, model: str, default_max: int | None) -> dict[
     if req.response_format and req.response_format.get("type") == "json_object":
         system.append({"type": "text", "text": JSON_OBJECT_INSTRUCTION})
     body: dict[str, Any] = {"model": model, "messages": merge_same_role(turns, "content")}
-    max_tokens = req.max_output_tokens
-    body["max_tokens"] = max_tokens if max_tokens is not None else (default_max or default_max_tokens(model))
+    body["max_tokens"] = _max_tokens(req, model, default_max)
     if system:
         body["system"] = _system_value(system)
     _sampling(req, body)
@@ -121,6 +120,17 @@ def request_body(req: ChatRequest, model: str, default_max: int | None) -> dict[
         extra["output_config"] = {**body["output_config"], **extra["output_config"]}
     body.update(extra)
     return body
+
+
+def _max_tokens(req: ChatRequest, model: str, default_max: int | None) -> int:
+    """The caller's limit, else the default; a thinking budget (which must fit under max_tokens)
+    is added to the default so that the answer still has room."""
+    if req.max_output_tokens is not None:
+        return req.max_output_tokens
+    default = default_max or default_max_tokens(model)
+    thinking = (req.model_extra or {}).get("thinking")
+    budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
+    return default + budget if isinstance(budget, int) and not isinstance(budget, bool) else default
 
 
 def _system_value(blocks: list[dict[str, Any]]) -> str | list[dict[str, Any]]:

@@ -305,6 +305,7 @@ def test_json_object_asks_in_the_system_prompt() -> None:
 def test_anthropic_only_fields_pass_through() -> None:
     got = body(top_k=5, thinking={"type": "enabled", "budget_tokens": 1024})
     assert (got["top_k"], got["thinking"]) == (5, {"type": "enabled", "budget_tokens": 1024})
+    assert got["max_tokens"] == 8192 + 1024, "the default leaves room for the answer after thinking"
 
 
 @pytest.mark.parametrize(
