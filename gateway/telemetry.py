@@ -34,15 +34,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from gateway._redact import redact
 from gateway.attempts import AttemptRecord
-from gateway.metering.meter import usage_record
+from gateway.metering.meter import AttemptTokens, attempt_tokens
 from gateway.metering.pricing import PriceTable
-from gateway.metering.records import UsageRecord
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -53,6 +52,7 @@ __all__ = ["Telemetry"]
 SCOPE = "switchyard"
 DEFAULT_REQUEST_TIMEOUT_S = 600.0
 SWEEP_EVERY_S = 1.0
+MAX_CACHED_DEPLOYMENTS = 1024
 MAX_OPEN_REQUESTS = 10_000  # request spans waiting for their end; the oldest is ended beyond this
 _TERMINAL = frozenset({"ok", "partial", "closed"})
 # gen_ai.provider.name's well-known values, by the gateway's provider or protocol name.
@@ -77,7 +77,9 @@ class _Request:
     span: Span
     last_seen: float
     attempts: int = 0
-    usage: list[UsageRecord | None] = field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
 
 
 def provider_name(provider: str, kind: str) -> str:
@@ -121,13 +123,14 @@ class Telemetry:
         self._ttft = meter.create_histogram(
             "gen_ai.client.operation.time_to_first_chunk", unit="s", description="Time to first chunk"
         )
-        self._cost = meter.create_counter("switchyard.client.cost", unit="USD", description="Cost in USD")
+        self._cost_usd = meter.create_counter("switchyard.client.cost", unit="USD", description="Cost in USD")
         self.capture_content = capture_content
         self._prices = prices
         self.operation = operation
         self.request_timeout_s = request_timeout_s
         self._requests: dict[str, _Request] = {}
         self._overflow: list[_Request] = []
+        self._bases: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         self._last_sweep = time.monotonic()
         self._lock = threading.Lock()
 
@@ -150,26 +153,31 @@ class Telemetry:
         now_ns, now_perf = time.time_ns(), time.perf_counter()
         start_ns = now_ns - int((now_perf - record.started) * 1e9)
         end_ns = start_ns + int(record.duration_s * 1e9)
-        usage = usage_record(record, self.prices, now=now_ns / 1e9)
+        tokens = attempt_tokens(record)
+        cost = self._cost(record, tokens)
         base = self._base_attributes(record)
-        request = self._request_for(record, base, start_ns)
-        context = self._trace.set_span_in_context(request.span)
-        span = self._tracer.start_span(
-            f"{self.operation} {record.candidate.target.model}",
-            context=context,
-            kind=self._trace.SpanKind.CLIENT,
-            start_time=start_ns,
-        )
-        span.set_attributes({**base, **self._attempt_attributes(record, usage)})
-        self._set_status(span, record)
-        span.end(end_time=end_ns)
-        self._record_metrics(record, usage, base)
+        request = self._request_for(record, start_ns)
+        if request.span.is_recording():  # without an SDK, spans are no-ops: skip their attributes
+            span = self._tracer.start_span(
+                f"{self.operation} {record.candidate.target.model}",
+                context=self._trace.set_span_in_context(request.span),
+                kind=self._trace.SpanKind.CLIENT,
+                start_time=start_ns,
+            )
+            span.set_attributes({**base, **self._attempt_attributes(record, tokens, cost)})
+            self._set_status(span, record)
+            span.end(end_time=end_ns)
+        self._record_metrics(record, tokens, cost, base)
         with self._lock:
             request.attempts += 1
-            request.usage.append(usage)
             request.last_seen = time.monotonic()
+            if tokens is not None:
+                request.input_tokens += tokens.prompt
+                request.output_tokens += tokens.completion
+            if cost is not None:
+                request.cost_usd = (request.cost_usd or 0.0) + cost
         if record.outcome in _TERMINAL:
-            self._end_request(record.request_id, record, end_ns)
+            self._end_request(record.request_id, record, base, end_ns)
         self._sweep()
 
     def request_finished(self, request_id: str, error: BaseException | None = None) -> None:
@@ -177,18 +185,18 @@ class Telemetry:
         with self._lock:
             request = self._requests.pop(request_id, None)
         if request is not None:
-            self._close_request(request, None, error, time.time_ns())
+            self._close_request(request, None, None, error, time.time_ns())
 
     def close(self) -> None:
         """End every request span still open (their requests are over or abandoned)."""
         with self._lock:
             pending, self._requests = list(self._requests.values()), {}
         for request in pending:
-            self._close_request(request, None, None, time.time_ns())
+            self._close_request(request, None, None, None, time.time_ns())
 
     # --- spans -----------------------------------------------------------------------------------
 
-    def _request_for(self, record: AttemptRecord, base: dict[str, Any], start_ns: int) -> _Request:
+    def _request_for(self, record: AttemptRecord, start_ns: int) -> _Request:
         with self._lock:
             request = self._requests.get(record.request_id)
             if request is None:
@@ -196,10 +204,11 @@ class Telemetry:
                 span = self._tracer.start_span(
                     f"{self.operation} {name}", kind=self._trace.SpanKind.CLIENT, start_time=start_ns
                 )
-                span.set_attribute("switchyard.request_id", record.request_id)
-                if record.route:
-                    span.set_attribute("switchyard.route", record.route)
-                span.set_attribute("gen_ai.operation.name", self.operation)
+                if span.is_recording():
+                    span.set_attribute("switchyard.request_id", record.request_id)
+                    if record.route:
+                        span.set_attribute("switchyard.route", record.route)
+                    span.set_attribute("gen_ai.operation.name", self.operation)
                 request = _Request(span, time.monotonic())
                 self._requests[record.request_id] = request
                 if len(self._requests) > MAX_OPEN_REQUESTS:
@@ -207,25 +216,32 @@ class Telemetry:
                     self._overflow.append(self._requests.pop(oldest))
             return request
 
-    def _end_request(self, request_id: str, served: AttemptRecord, end_ns: int) -> None:
+    def _end_request(self, request_id: str, served: AttemptRecord, base: dict[str, Any], end_ns: int) -> None:
         with self._lock:
             request = self._requests.pop(request_id, None)
         if request is not None:
-            self._close_request(request, served, served.error, end_ns)
+            self._close_request(request, served, base, served.error, end_ns)
 
     def _close_request(
-        self, request: _Request, served: AttemptRecord | None, error: BaseException | None, end_ns: int
+        self,
+        request: _Request,
+        served: AttemptRecord | None,
+        base: dict[str, Any] | None,
+        error: BaseException | None,
+        end_ns: int,
     ) -> None:
         span = request.span
-        attributes: dict[str, Any] = {"switchyard.attempts": request.attempts}
-        if served is not None:
-            attributes.update(self._base_attributes(served))
-        metered = [u for u in request.usage if u is not None]
-        attributes["gen_ai.usage.input_tokens"] = sum(u.prompt_tokens for u in metered)
-        attributes["gen_ai.usage.output_tokens"] = sum(u.completion_tokens for u in metered)
-        costs = [u.cost_usd for u in metered if u.cost_usd is not None]
-        if costs:
-            attributes["switchyard.cost_usd"] = float(sum(costs))
+        if not span.is_recording():
+            span.end(end_time=end_ns)
+            return
+        attributes: dict[str, Any] = {
+            **(base or {}),
+            "switchyard.attempts": request.attempts,
+            "gen_ai.usage.input_tokens": request.input_tokens,
+            "gen_ai.usage.output_tokens": request.output_tokens,
+        }
+        if request.cost_usd is not None:
+            attributes["switchyard.cost_usd"] = request.cost_usd
         span.set_attributes(attributes)
         if served is None or served.outcome not in ("ok", "closed"):
             failure = error if error is not None else (served.error if served is not None else None)
@@ -244,11 +260,36 @@ class Telemetry:
             expired = [self._requests.pop(rid) for rid in stale] + self._overflow
             self._overflow = []
         for request in expired:
-            self._close_request(request, None, None, time.time_ns())
+            self._close_request(request, None, None, None, time.time_ns())
 
     # --- attributes and metrics ------------------------------------------------------------------
 
+    def _cost(self, record: AttemptRecord, tokens: AttemptTokens | None) -> float | None:
+        if tokens is None:
+            return None
+        candidate = record.candidate
+        cost = self.prices.cost(
+            candidate.name,
+            prompt_tokens=tokens.prompt,
+            completion_tokens=tokens.completion,
+            cached_tokens=tokens.cached,
+            reasoning_tokens=tokens.reasoning,
+            provider=candidate.target.provider,
+        )
+        return None if cost is None else float(cost)
+
     def _base_attributes(self, record: AttemptRecord) -> dict[str, Any]:
+        """The attributes of a deployment, cached: they are the same for every attempt on it."""
+        target = record.candidate.target
+        key = (target.provider, target.kind, target.model, target.base_url)
+        cached = self._bases.get(key)
+        if cached is None:
+            if len(self._bases) >= MAX_CACHED_DEPLOYMENTS:
+                self._bases.clear()
+            cached = self._bases[key] = self._deployment_attributes(record)
+        return cached
+
+    def _deployment_attributes(self, record: AttemptRecord) -> dict[str, Any]:
         target = record.candidate.target
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": self.operation,
@@ -266,7 +307,9 @@ class Telemetry:
             pass  # an unparsable base URL: the server attributes are optional
         return attributes
 
-    def _attempt_attributes(self, record: AttemptRecord, usage: UsageRecord | None) -> dict[str, Any]:
+    def _attempt_attributes(
+        self, record: AttemptRecord, tokens: AttemptTokens | None, cost: float | None
+    ) -> dict[str, Any]:
         attributes: dict[str, Any] = {
             "switchyard.request_id": record.request_id,
             "switchyard.attempt": record.attempt,
@@ -279,14 +322,14 @@ class Telemetry:
             attributes["http.response.status_code"] = record.status_code
         if record.ttft_s is not None:
             attributes["switchyard.ttft_s"] = record.ttft_s
-        if usage is not None:
-            attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
-            attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
-            attributes["gen_ai.usage.cache_read.input_tokens"] = usage.cached_tokens
-            attributes["gen_ai.usage.reasoning.output_tokens"] = usage.reasoning_tokens
-            attributes["switchyard.usage.estimated"] = usage.estimated
-            if usage.cost_usd is not None:
-                attributes["switchyard.cost_usd"] = float(usage.cost_usd)
+        if tokens is not None:
+            attributes["gen_ai.usage.input_tokens"] = tokens.prompt
+            attributes["gen_ai.usage.output_tokens"] = tokens.completion
+            attributes["gen_ai.usage.cache_read.input_tokens"] = tokens.cached
+            attributes["gen_ai.usage.reasoning.output_tokens"] = tokens.reasoning
+            attributes["switchyard.usage.estimated"] = tokens.estimated
+        if cost is not None:
+            attributes["switchyard.cost_usd"] = cost
         if self.capture_content and record.streamed_text:
             message = {
                 "role": "assistant",
@@ -302,16 +345,17 @@ class Telemetry:
         span.set_attribute("error.type", type(record.error).__name__)
         span.set_status(self._trace.Status(self._trace.StatusCode.ERROR))
 
-    def _record_metrics(self, record: AttemptRecord, usage: UsageRecord | None, base: dict[str, Any]) -> None:
-        attributes = dict(base)
+    def _record_metrics(
+        self, record: AttemptRecord, tokens: AttemptTokens | None, cost: float | None, base: dict[str, Any]
+    ) -> None:
         if record.error is not None:
-            attributes["error.type"] = type(record.error).__name__
-        self._duration.record(record.duration_s, attributes)
+            self._duration.record(record.duration_s, {**base, "error.type": type(record.error).__name__})
+        else:
+            self._duration.record(record.duration_s, base)
         if record.ttft_s is not None:
             self._ttft.record(record.ttft_s, base)
-        if usage is None:
-            return
-        self._tokens.record(usage.prompt_tokens, {**base, "gen_ai.token.type": "input"})
-        self._tokens.record(usage.completion_tokens, {**base, "gen_ai.token.type": "output"})
-        if usage.cost_usd is not None:
-            self._cost.add(float(usage.cost_usd), base)
+        if tokens is not None:
+            self._tokens.record(tokens.prompt, {**base, "gen_ai.token.type": "input"})
+            self._tokens.record(tokens.completion, {**base, "gen_ai.token.type": "output"})
+        if cost is not None:
+            self._cost_usd.add(cost, base)

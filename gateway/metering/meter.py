@@ -46,7 +46,7 @@ from gateway.metering.sinks import (
 from gateway.metering.tokens import CountFn, count_text
 from gateway.state.base import StateBackend
 
-__all__ = ["Meter", "MeterStats", "usage_record"]
+__all__ = ["AttemptTokens", "Meter", "MeterStats", "attempt_tokens", "usage_record"]
 
 logger = logging.getLogger("gateway.metering")
 
@@ -77,6 +77,44 @@ class MeterStats:
         return self.queue.dropped
 
 
+@dataclass(frozen=True, slots=True)
+class AttemptTokens:
+    """The tokens one attempt consumed (cached within prompt, reasoning within completion)."""
+
+    prompt: int
+    cached: int
+    completion: int
+    reasoning: int
+    estimated: bool
+
+
+def attempt_tokens(
+    attempt: AttemptRecord, count_fns: Mapping[str, CountFn] | None = None
+) -> AttemptTokens | None:
+    """What an attempt consumed, by the rules above, or ``None`` when it consumed nothing."""
+    usage = attempt.usage
+    if usage is not None:
+        prompt_details, completion_details = usage.prompt_tokens_details, usage.completion_tokens_details
+        tokens = AttemptTokens(
+            prompt=usage.prompt_tokens,
+            cached=(prompt_details.cached_tokens or 0) if prompt_details is not None else 0,
+            completion=usage.completion_tokens,
+            reasoning=(completion_details.reasoning_tokens or 0) if completion_details is not None else 0,
+            estimated=attempt.usage_estimated,
+        )
+    elif attempt.streamed_text:
+        count_fn = (count_fns or {}).get(attempt.candidate.name)
+        completion = count_text(attempt.streamed_text, attempt.candidate.name, count_fn=count_fn).tokens
+        tokens = AttemptTokens(0, 0, completion, 0, True)
+    elif attempt.outcome == "ok":
+        return AttemptTokens(0, 0, 0, 0, True)
+    else:
+        return None
+    if tokens.prompt + tokens.completion <= 0 and attempt.outcome != "ok":
+        return None  # a failure that reported zero usage consumed nothing
+    return tokens
+
+
 def usage_record(
     attempt: AttemptRecord,
     prices: PriceTable,
@@ -92,26 +130,12 @@ def usage_record(
         now: The wall-clock time the record is stamped with.
         count_fns: Local models' tokenizers by model name, to count unreported stream usage exactly.
     """
-    candidate = attempt.candidate
-    usage = attempt.usage
-    estimated = attempt.usage_estimated
-    if usage is not None:
-        prompt, completion = usage.prompt_tokens, usage.completion_tokens
-        prompt_details, completion_details = usage.prompt_tokens_details, usage.completion_tokens_details
-        cached = (prompt_details.cached_tokens or 0) if prompt_details is not None else 0
-        reasoning = (completion_details.reasoning_tokens or 0) if completion_details is not None else 0
-    elif attempt.streamed_text:
-        count_fn = (count_fns or {}).get(candidate.name)
-        prompt, cached, reasoning = 0, 0, 0
-        completion = count_text(attempt.streamed_text, candidate.name, count_fn=count_fn).tokens
-        estimated = True
-    elif attempt.outcome == "ok":
-        prompt = cached = completion = reasoning = 0
-        estimated = True
-    else:
+    tokens = attempt_tokens(attempt, count_fns)
+    if tokens is None:
         return None
-    if prompt + completion <= 0 and attempt.outcome != "ok":
-        return None  # a failure that reported zero usage consumed nothing
+    candidate = attempt.candidate
+    prompt, cached, completion, reasoning = tokens.prompt, tokens.cached, tokens.completion, tokens.reasoning
+    estimated = tokens.estimated
     team, tags = split_metadata(attempt.metadata)
     cost = prices.cost(
         candidate.name,
