@@ -115,9 +115,10 @@ def test_chat_template_matches_transformers(engine: AsyncEngine, hf_tokenizer: A
             messages, tokenize=False, add_generation_prompt=add_generation_prompt
         )
         assert ours == theirs
-    assert engine.count_tokens(messages) == len(
-        hf_tokenizer.apply_chat_template(messages, add_generation_prompt=True)
-    )
+    expected = hf_tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)[
+        "input_ids"
+    ]
+    assert engine.count_tokens(messages) == len(expected)
 
 
 def test_tools_need_a_template_that_takes_them(engine: AsyncEngine) -> None:
