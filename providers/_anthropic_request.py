@@ -60,6 +60,7 @@ _TOOL_ID = re.compile(r"[^a-zA-Z0-9_-]")
 
 
 def default_max_tokens(model: str) -> int:
+    """The max_tokens sent when the caller gives none, by model name prefix."""
     for prefix, value in _MAX_TOKENS_BY_PREFIX:
         if model.startswith(prefix):
             return value
@@ -86,6 +87,7 @@ def tool_id(value: object) -> str:
 
 
 def request_body(req: ChatRequest, model: str, default_max: int | None) -> dict[str, Any]:
+    """The Messages API body for ``req`` (see ``providers.anthropic`` for the rules)."""
     system: list[dict[str, Any]] = []
     turns: list[dict[str, Any]] = []
     for i, message in enumerate(req.messages):

@@ -63,6 +63,7 @@ def usage_of(usage: Mapping[str, Any], where: str) -> CompletionUsage:
 
 
 def completion(data: Any, target: Target) -> ChatCompletion:
+    """A Messages API response body as a ``ChatCompletion``."""
     message = obj(data, "body")
     if message.get("type") == "error":
         raise event_error(message)

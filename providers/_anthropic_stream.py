@@ -32,6 +32,8 @@ __all__ = ["AnthropicStreamState", "final_usage", "on_event"]
 
 @dataclass(slots=True)
 class AnthropicStreamState(StreamState):
+    """What the parser remembers between events of one stream."""
+
     target: Target
     want_usage: bool
     created: int = field(default_factory=lambda: int(time.time()))
@@ -57,6 +59,7 @@ _NEEDS_START = frozenset(
 
 
 def on_event(data: dict[str, Any], state: AnthropicStreamState) -> list[ChatCompletionChunk]:
+    """Translate one decoded stream event; dispatches on its ``type``."""
     kind = data.get("type")
     if kind in _NEEDS_START and not state.started:
         raise Malformed("event", "message_start first", data)

@@ -64,6 +64,7 @@ def split_call_id(call_id: str) -> tuple[str, str | None]:
 
 
 def request_body(req: ChatRequest) -> dict[str, Any]:
+    """The ``generateContent`` body for ``req`` (see ``providers.gemini`` for the rules)."""
     system: list[dict[str, Any]] = []
     turns: list[dict[str, Any]] = []
     names: dict[str, str] = {}  # tool call id -> function name, to name each functionResponse

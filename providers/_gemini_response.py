@@ -68,6 +68,7 @@ def usage_of(metadata: Mapping[str, Any]) -> CompletionUsage:
 
 
 def response_id(body: Mapping[str, Any]) -> str:
+    """The response's ``responseId``, or a stable id derived from the body when it has none."""
     rid = opt_str(body.get("responseId"), "responseId")
     if rid:
         return rid
@@ -130,6 +131,7 @@ def _function_call(
 
 
 def completion(data: Any, target: Target) -> ChatCompletion:
+    """A ``GenerateContentResponse`` body as a ``ChatCompletion``."""
     body = obj(data, "body")
     if "error" in body and "candidates" not in body:
         raise error_in_body(body)
@@ -167,6 +169,7 @@ def _reasoning(thoughts: list[str]) -> dict[str, Any]:
 
 
 def blocked_reason(body: Mapping[str, Any]) -> str | None:
+    """``promptFeedback.blockReason`` when the prompt was blocked, else ``None``."""
     feedback = obj(body.get("promptFeedback") or {}, "promptFeedback")
     return opt_str(feedback.get("blockReason"), "promptFeedback.blockReason")
 

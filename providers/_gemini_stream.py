@@ -42,6 +42,8 @@ __all__ = ["GeminiStreamState", "final_usage", "finish", "on_event"]
 
 @dataclass(slots=True)
 class GeminiStreamState(StreamState):
+    """What the parser remembers between events of one stream."""
+
     target: Target
     want_usage: bool
     created: int = field(default_factory=lambda: int(time.time()))
@@ -60,6 +62,7 @@ class GeminiStreamState(StreamState):
 
 
 def on_event(data: Any, state: GeminiStreamState) -> list[ChatCompletionChunk]:
+    """Translate one ``GenerateContentResponse`` piece of a stream."""
     body = obj(data, "event")
     if "error" in body and "candidates" not in body:
         raise error_in_body(body)

@@ -43,24 +43,28 @@ class Malformed(Exception):
 
 
 def obj(value: object, where: str) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else ``Malformed`` naming ``where``."""
     if not isinstance(value, dict):
         raise Malformed(where, "an object", value)
     return value
 
 
 def arr(value: object, where: str) -> list[Any]:
+    """``value`` if it is a JSON array, else ``Malformed`` naming ``where``."""
     if not isinstance(value, list):
         raise Malformed(where, "an array", value)
     return value
 
 
 def text(value: object, where: str) -> str:
+    """``value`` if it is a string, else ``Malformed`` naming ``where``."""
     if not isinstance(value, str):
         raise Malformed(where, "a string", value)
     return value
 
 
 def opt_str(value: object, where: str) -> str | None:
+    """``value`` if it is a string or absent (``None``), else ``Malformed``."""
     return None if value is None else text(value, where)
 
 
@@ -74,6 +78,7 @@ def count(value: object, where: str) -> int:
 
 
 def validation_error(provider: str, exc: Malformed, body: object) -> APIResponseValidationError:
+    """The typed error for a malformed upstream body, naming the provider and the field."""
     return APIResponseValidationError(f"{provider}: malformed response from the upstream: {exc}", body=body)
 
 
@@ -128,6 +133,7 @@ def message_text(content: Any, where: str) -> str:
 
 
 def image_url_of(part: Mapping[str, Any], where: str) -> str:
+    """The URL of an ``image_url`` content part (either spelling: object or bare string)."""
     image = part.get("image_url")
     url = image.get("url") if isinstance(image, dict) else image
     if not isinstance(url, str) or not url:
@@ -186,6 +192,7 @@ def arguments_json(value: Any) -> str:
 
 
 def total_usage(prompt: int, completion: int, *, cached: int, reasoning: int | None) -> CompletionUsage:
+    """OpenAI usage from counts; ``total_tokens`` is always prompt + completion."""
     return CompletionUsage(
         prompt_tokens=prompt,
         completion_tokens=completion,
