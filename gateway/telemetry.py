@@ -136,9 +136,9 @@ class Telemetry:
 
     @classmethod
     def from_policy(cls, policy: Any, **kwargs: Any) -> Telemetry:
-        """A ``Telemetry`` configured by a policy's ``telemetry`` section (``capture_content``)."""
-        section = getattr(policy, "telemetry", None)
-        return cls(capture_content=bool(getattr(section, "capture_content", False)), **kwargs)
+        """A ``Telemetry`` configured by a policy: ``telemetry.capture_content`` and its prices."""
+        kwargs.setdefault("prices", PriceTable.from_policy(policy))
+        return cls(capture_content=bool(policy.telemetry.capture_content), **kwargs)
 
     @property
     def prices(self) -> PriceTable:
@@ -268,15 +268,11 @@ class Telemetry:
         if tokens is None:
             return None
         candidate = record.candidate
-        cost = self.prices.cost(
-            candidate.name,
-            prompt_tokens=tokens.prompt,
-            completion_tokens=tokens.completion,
-            cached_tokens=tokens.cached,
-            reasoning_tokens=tokens.reasoning,
-            provider=candidate.target.provider,
-        )
-        return None if cost is None else float(cost)
+        # lookup, not cost(): an unpriced model is the meter's to warn about, once
+        price = self.prices.lookup(candidate.name, candidate.target.provider)
+        if price is None:
+            return None
+        return float(price.cost(tokens.prompt, tokens.completion, tokens.cached, tokens.reasoning))
 
     def _base_attributes(self, record: AttemptRecord) -> dict[str, Any]:
         """The attributes of a deployment, cached: they are the same for every attempt on it."""

@@ -223,9 +223,6 @@ class Meter:
             sinks: More sinks (a ``CallbackSink`` to a warehouse, …).
             **kwargs: The other arguments of ``Meter``.
         """
-        from gateway.catalog import load_catalog
-        from gateway.policy import policy_index
-
         if backend is None:
             from gateway.state import BackendConfig, open_backend
 
@@ -233,8 +230,7 @@ class Meter:
             state_sink = StateSink(backend, owns_backend=True)
         else:
             state_sink = StateSink(backend)
-        specs = [*load_catalog().models.values(), *policy_index(policy).models.values()]
-        kwargs.setdefault("prices", PriceTable.from_specs(specs))
+        kwargs.setdefault("prices", PriceTable.from_policy(policy))
         return cls([state_sink, *sinks], **kwargs)
 
     @property

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gateway.catalog import Catalog, ModelSpec
@@ -109,6 +109,15 @@ class PriceTable:
 
             catalog = load_catalog()
         return cls.from_specs(catalog.models.values())
+
+    @classmethod
+    def from_policy(cls, policy: Any) -> PriceTable:
+        """The catalog's prices overlaid by a policy's ``models`` (its resolved model index)."""
+        from gateway.catalog import load_catalog
+        from gateway.policy import policy_index
+
+        specs = {**load_catalog().models, **policy_index(policy).models}
+        return cls.from_specs(specs.values())
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.lookup(name) is not None

@@ -322,3 +322,11 @@ async def test_async_client_is_metered(scripted_url: str) -> None:
         assert [(r.attempt, r.prompt_tokens, r.completion_tokens, r.cost_usd) for r in sink.records] == [
             (1, 2, 3, None)
         ]
+
+
+def test_local_streams_are_counted_with_the_local_tokenizer() -> None:
+    sink = MemorySink()
+    with Meter(sink, prices=PRICES, count_fns={"local/tiny": lambda text: len(text)}) as meter:
+        meter.attempt_finished(attempt(streamed="abcdef", model="local/tiny"))
+    [record] = sink.records
+    assert (record.completion_tokens, record.estimated) == (6, True)
