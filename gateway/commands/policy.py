@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -58,6 +59,10 @@ def register(subparsers: Any) -> None:
     explain.add_argument("--prompt-tokens", type=int, help="instead of estimating from --prompt")
     explain.add_argument("--max-tokens", type=int)
     explain.add_argument("--tools", action="store_true", help="the request carries tools")
+    explain.add_argument(
+        "--store",
+        help="eval store URL (default: the policy's SQLite/Redis state, else .switchyard/evals.sqlite)",
+    )
     explain.add_argument("--stream", action="store_true", help="the request streams")
     explain.add_argument(
         "--no-env", action="store_true", help="treat every ${VAR} as set (no secrets needed)"
@@ -102,7 +107,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from gateway.router import StatsSnapshot, plan
+    from gateway.router import EvalScore, StatsSnapshot, plan
     from gateway.types import ChatRequest
 
     policy = _load(args, sys.stderr)
@@ -120,13 +125,36 @@ def _explain(args: argparse.Namespace) -> int:
         body["stream"] = True
     request = ChatRequest(**body)
     prompt_tokens = args.prompt_tokens if args.prompt_tokens is not None else _count_prompt(request)
+    evidence = _eval_evidence(policy, args.route, args.store)
+    evals = {e.model: EvalScore(e.quality, e.samples) for e in evidence if e.source == "eval"}
     try:
-        result = plan(request, args.route, policy, StatsSnapshot(), prompt_tokens=prompt_tokens)
+        result = plan(request, args.route, policy, StatsSnapshot(), prompt_tokens=prompt_tokens, evals=evals)
     except (PolicyError, NoRouteError) as exc:
         sys.stderr.write(f"{exc.message}\n")
         return 1
     sys.stdout.write(format_plan(result))
+    if evidence:
+        from gateway.evals.store import format_quality
+
+        sys.stdout.write("quality used, per candidate:\n" + format_quality(evidence) + "\n")
     return 0
+
+
+def _eval_evidence(policy: Any, route: str, store_url: str | None) -> list[Any]:
+    """Which quality each candidate gets (an eval score and its age, or the prior) from the eval store."""
+    from gateway.evals.store import EvalStore, route_quality, store_config
+    from gateway.state import open_backend
+
+    if route not in policy.routes:
+        return []
+    config = store_config(policy, store_url)
+    if config.url.startswith("sqlite:") and not os.path.exists(config.url.removeprefix("sqlite://")):
+        return []  # no eval has run yet: the priors stand (and explaining creates no files)
+    backend = open_backend(config)
+    try:
+        return route_quality(EvalStore(backend), policy, route)
+    finally:
+        backend.close()
 
 
 def _count_prompt(request: Any) -> int:
