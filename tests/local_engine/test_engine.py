@@ -1,0 +1,136 @@
+"""The engine's behaviour: stopping, lengths, cancellation, batching, logprobs, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from local_engine import AsyncEngine, EngineClosedError, RequestError, SamplingParams, TokenEvent
+
+pytestmark = pytest.mark.engine
+
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def _text(events: list[TokenEvent]) -> str:
+    return "".join(event.text_delta for event in events)
+
+
+def _chat(engine: AsyncEngine) -> str:
+    return engine.tokenizer.apply_chat_template(QUESTION)
+
+
+def _wait_idle(engine: AsyncEngine, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stats = engine.stats()
+        if stats.running == 0 and stats.waiting == 0 and stats.free_slots == 4:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"engine still busy: {engine.stats()}")
+
+
+def test_max_tokens_finishes_with_length(engine: AsyncEngine) -> None:
+    events = list(
+        engine.generate_sync("Once upon a time", SamplingParams(temperature=0, max_tokens=5, ignore_eos=True))
+    )
+    assert [e.finish_reason for e in events] == [None] * 4 + ["length"]
+    assert all(e.token_id is not None for e in events)
+
+
+@pytest.mark.parametrize(
+    ("stop", "text"),
+    [
+        (("Paris",), "The capital of France is "),
+        (("capital of Fr", "zzz"), "The "),
+        ((" is P",), "The capital of France"),
+    ],
+)
+def test_stop_strings_end_the_text_and_never_leak(
+    engine: AsyncEngine, stop: tuple[str, ...], text: str
+) -> None:
+    events = list(engine.generate_sync(_chat(engine), SamplingParams(temperature=0, stop=stop)))
+    assert _text(events) == text
+    assert events[-1].finish_reason == "stop"
+    _wait_idle(engine)
+
+
+def test_stop_token_ids(engine: AsyncEngine) -> None:
+    capital = engine.tokenizer.encode(" capital")[0]
+    events = list(
+        engine.generate_sync(_chat(engine), SamplingParams(temperature=0, stop_token_ids=(capital,)))
+    )
+    assert _text(events) == "The"
+    assert events[-1] == TokenEvent("", None, finish_reason="stop")
+
+
+async def test_closing_the_stream_aborts_and_frees_the_cache(engine: AsyncEngine) -> None:
+    stream = engine.generate("Once upon a time", SamplingParams(max_tokens=500, ignore_eos=True, seed=1))
+    seen = [await anext(stream) for _ in range(3)]
+    assert all(event.finish_reason is None for event in seen)
+    assert engine.stats().running == 1
+    await stream.aclose()
+    await asyncio.to_thread(_wait_idle, engine)
+
+
+async def test_cancelling_the_task_aborts_and_frees_the_cache(engine: AsyncEngine) -> None:
+    started = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in engine.generate("Once upon a time", SamplingParams(max_tokens=500, ignore_eos=True)):
+            started.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(started.wait(), 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.to_thread(_wait_idle, engine)
+
+
+def test_closing_a_sync_stream_aborts(engine: AsyncEngine) -> None:
+    stream = engine.generate_sync("Once upon a time", SamplingParams(max_tokens=500, ignore_eos=True))
+    next(stream)
+    stream.close()
+    _wait_idle(engine)
+
+
+async def test_concurrent_requests_batch_and_match_sequential_runs(engine: AsyncEngine) -> None:
+    prompts = [_chat(engine), "The first three planets are", "def add(a, b):"]
+    params = SamplingParams(temperature=0, max_tokens=12)
+    alone = [await engine.complete(prompt, params) for prompt in prompts]
+    together = await asyncio.gather(*(engine.complete(prompt, params) for prompt in prompts))
+    assert list(together) == alone
+    assert engine.stats().tokens_per_second > 0
+
+
+async def test_n_choices_with_a_seed_are_reproducible(engine: AsyncEngine) -> None:
+    params = SamplingParams(temperature=1.0, max_tokens=8, n=2, seed=42, ignore_eos=True)
+    first = await engine.complete("My favourite colour is", params)
+    again = await engine.complete("My favourite colour is", params)
+    assert len(first) == 2 and first == again
+
+
+def test_logprobs(engine: AsyncEngine) -> None:
+    params = SamplingParams(temperature=0, max_tokens=4, logprobs=True, top_logprobs=3, ignore_eos=True)
+    for event in engine.generate_sync(_chat(engine), params):
+        assert event.top_logprobs is not None and len(event.top_logprobs) == 3
+        assert event.top_logprobs[0].token_id == event.token_id
+        assert event.logprob == event.top_logprobs[0].logprob <= 0
+
+
+def test_a_prompt_longer_than_the_context_is_refused(engine: AsyncEngine) -> None:
+    with pytest.raises(RequestError) as info:
+        list(engine.generate_sync([1] * engine.max_model_len))
+    assert info.value.code == "request.prompt-too-long"
+    with pytest.raises(RequestError):
+        list(engine.generate_sync([]))
+
+
+def test_a_closed_engine_refuses_work(engine: AsyncEngine) -> None:
+    other = AsyncEngine(engine.engine)  # a second front on the same engine, closed at once
+    other.close()
+    with pytest.raises(EngineClosedError):
+        list(other.generate_sync("hi"))
