@@ -18,7 +18,7 @@ See ``docs/metering.md`` for how usage is counted, the record's fields and the s
 
 from __future__ import annotations
 
-from gateway.metering.meter import Meter, MeterStats, usage_record
+from gateway.metering.meter import AttemptTokens, Meter, MeterStats, attempt_tokens, usage_record
 from gateway.metering.observers import ObserverGroup
 from gateway.metering.pricing import ModelPrice, PriceTable
 from gateway.metering.records import UsageRecord, api_key_id
@@ -26,6 +26,7 @@ from gateway.metering.sinks import BufferedWriter, CallbackSink, MemorySink, Sin
 from gateway.metering.tokens import CountFn, TokenCount, count_chat, count_text, count_tools, encoding_for
 
 __all__ = [
+    "AttemptTokens",
     "BufferedWriter",
     "CallbackSink",
     "CountFn",
@@ -41,6 +42,7 @@ __all__ = [
     "UsageRecord",
     "WriterStats",
     "api_key_id",
+    "attempt_tokens",
     "count_chat",
     "count_text",
     "count_tools",
