@@ -156,6 +156,11 @@ def config_from_hf(raw: dict[str, Any], path: str) -> ModelConfig:
         raise UnsupportedModelError(
             f"{path}: model_type {arch!r} is not supported", code="model.unsupported-architecture"
         )
+    # transformers 5 writes `rope_parameters`; older files have `rope_theta` and `rope_scaling`
+    rope = raw.get("rope_parameters") or {
+        **(raw.get("rope_scaling") or {}),
+        "rope_theta": raw.get("rope_theta", 10000.0),
+    }
     try:
         heads = int(raw["num_attention_heads"])
         config = ModelConfig(
@@ -163,8 +168,8 @@ def config_from_hf(raw: dict[str, Any], path: str) -> ModelConfig:
             num_layers=int(raw["num_hidden_layers"]), num_heads=heads,
             num_kv_heads=int(raw.get("num_key_value_heads") or heads), vocab_size=int(raw["vocab_size"]),
             head_dim=int(raw.get("head_dim") or int(raw["hidden_size"]) // heads),
-            rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)), rope_theta=float(raw.get("rope_theta", 10000.0)),
-            rope_scaling=_hf_rope_scaling(raw.get("rope_scaling"), path),
+            rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)), rope_theta=float(rope.get("rope_theta", 10000.0)),
+            rope_scaling=_hf_rope_scaling(rope, path),
             tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
             context_length=int(raw.get("max_position_embeddings", 2048)),
             attention_bias=bool(raw.get("attention_bias", arch == "qwen2")), name=str(raw.get("_name_or_path", "")),
@@ -180,10 +185,8 @@ def config_from_hf(raw: dict[str, Any], path: str) -> ModelConfig:
 
 
 def _hf_rope_scaling(raw: Any, path: str) -> RopeScaling | None:
-    if not raw:
-        return None
     kind = raw.get("rope_type") or raw.get("type")
-    if kind == "default":
+    if kind in (None, "default"):
         return None
     if kind == "linear":
         return RopeScaling("linear", factor=float(raw["factor"]))
