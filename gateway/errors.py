@@ -40,6 +40,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from gateway._redact import redact
+
 if TYPE_CHECKING:
     import httpx
 
@@ -93,6 +95,9 @@ class APIError(OpenAIError):
     type: str | None
 
     def __init__(self, message: str, request: httpx.Request | None = None, *, body: object | None) -> None:
+        # An upstream may echo the caller's key back (a 401 body): redact before anything keeps it.
+        message = redact(message)
+        body = _redacted(body)
         super().__init__(message)
         self.request = request
         self.message = message
@@ -160,7 +165,11 @@ class APIStatusError(APIError):
         self.request = request
         self.response = response
         if response is not None:
-            self.headers = response.headers
+            # The response's headers, plus what the provider derived from the body (Gemini's
+            # RetryInfo becomes retry-after) where the response says nothing.
+            derived = {k: v for k, v in self.headers.items() if k.lower() not in response.headers}
+            self.headers = response.headers.copy()
+            self.headers.update(derived)
             self.request_id = response.headers.get("x-request-id") or response.headers.get("request-id")
 
 
@@ -373,6 +382,16 @@ def make_status_error(
 ) -> APIStatusError:
     """Build the right ``APIStatusError`` subclass for ``status``; the transport attaches the response."""
     return status_error_class(status)(message, body=body, status_code=status, headers=headers or {})
+
+
+def _redacted(value: object) -> object:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    return value
 
 
 def _str_or_none(value: object) -> str | None:

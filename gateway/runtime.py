@@ -18,7 +18,7 @@ from gateway.attempts import Observer
 
 if TYPE_CHECKING:
     from gateway.guard import Guard
-    from gateway.metering import Meter, PriceTable
+    from gateway.metering import Meter
     from gateway.policy import Policy
     from gateway.state.base import StateBackend
     from gateway.stats import LiveStats
@@ -42,7 +42,7 @@ class Runtime:
 def build_runtime(policy: Any, user_observer: Observer | None) -> Runtime:
     from gateway.evals.store import EvalScores, EvalStore
     from gateway.guard import AttemptCollector, Guard
-    from gateway.metering import Meter, ObserverGroup, StateSink
+    from gateway.metering import Meter, ObserverGroup, PriceTable, StateSink
     from gateway.stats import LiveStats
     from gateway.telemetry import Telemetry
 
@@ -50,8 +50,8 @@ def build_runtime(policy: Any, user_observer: Observer | None) -> Runtime:
     current = source() if callable(source) else source
     backend = open_state(current)
     stats = LiveStats()
-    meter = Meter(StateSink(backend), prices=price_table(current))
-    telemetry = Telemetry(capture_content=current.telemetry.capture_content)
+    meter = Meter(StateSink(backend), prices=PriceTable.from_policy(current))
+    telemetry = Telemetry.from_policy(current)
     guard = Guard(current, backend) if current.budgets or current.rate_limits else None
     observers: list[Observer] = [stats, meter, telemetry, AttemptCollector()]
     if user_observer is not None:
@@ -69,16 +69,6 @@ def eval_backend(policy: Policy, backend: StateBackend) -> StateBackend:
     if policy.state.backend != "memory" or not os.path.exists(DEFAULT_STORE_PATH):
         return backend
     return open_backend(f"sqlite:///{os.path.abspath(DEFAULT_STORE_PATH)}")
-
-
-def price_table(policy: Policy) -> PriceTable:
-    """The catalog's prices with the policy's models (and their overrides) on top."""
-    from gateway.catalog import load_catalog
-    from gateway.metering import PriceTable
-    from gateway.policy.references import policy_index
-
-    specs = {**load_catalog().models, **policy_index(policy).models}
-    return PriceTable.from_specs(specs.values())
 
 
 def open_state(policy: Policy) -> StateBackend:

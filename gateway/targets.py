@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway._redact import register_secret
 from gateway.errors import AuthenticationError, NotFoundError
 from providers.base import HostProfile, Target
 from providers.hosts import HOSTS, Host
@@ -47,8 +48,10 @@ def client_config_from_env(
     env: Mapping[str, str] | None = None,
 ) -> ClientConfig:
     env = os.environ if env is None else env
+    key = api_key if api_key is not None else env.get("OPENAI_API_KEY")
+    register_secret(key)  # so that an upstream echoing it back never shows it
     return ClientConfig(
-        api_key=api_key if api_key is not None else env.get("OPENAI_API_KEY"),
+        api_key=key,
         base_url=str(base_url or env.get("OPENAI_BASE_URL") or OPENAI_DEFAULT_BASE_URL),
         organization=organization if organization is not None else env.get("OPENAI_ORG_ID"),
         project=project if project is not None else env.get("OPENAI_PROJECT_ID"),
@@ -80,6 +83,7 @@ def host_target(host: Host, model: str, env: Mapping[str, str] | None = None) ->
     """A built-in host configured from the environment variables its own SDK reads."""
     env = os.environ if env is None else env
     api_key = next((env[name] for name in host.api_key_env if env.get(name)), None)
+    register_secret(api_key)
     base_url = (env.get(host.base_url_env) if host.base_url_env else None) or host.base_url
     options: dict[str, Any] = dict(host.options)
     if host.options.get("azure"):

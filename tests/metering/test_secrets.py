@@ -202,17 +202,6 @@ def test_no_canary_piece_in_logs_spans_metrics_records_stores_or_cli(surfaces: d
     assert "sk-canary-pol"[:8] in CANARIES[2]  # the policy's canary is among those searched
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "LEAK outside metering: an upstream 401 body that echoes the key reaches str(), repr() and .body "
-        "of the AuthenticationError unredacted. providers/base.py error_from_json_body copies the body's "
-        "error.message into the message and the inner error into .body; gateway/errors.py APIError never "
-        "calls gateway._redact.redact; and nothing calls _redact.register_secret(target.api_key), so "
-        "redact() could not know the key anyway. Fix: register each target's key when it is built and "
-        "redact message and body in APIError.__init__ (or in execute*.py right after map_error)."
-    ),
-)
 def test_exceptions_do_not_echo_keys(surfaces: dict[str, Any]) -> None:
     texts = [
         f"{e!s} {e!r} {getattr(e, 'message', '')} {getattr(e, 'body', '')!r}" for e in surfaces["_errors"]
@@ -220,13 +209,5 @@ def test_exceptions_do_not_echo_keys(surfaces: dict[str, Any]) -> None:
     assert leaks("\n".join(texts)) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "LEAK outside metering: reply.gateway.attempts[i].error is str() of the failed attempt's "
-        "exception (gateway/attempts.py attempt_info), so the 401 body that echoed the policy's key "
-        "reaches the reply's gateway info (and whatever logs it). Fixed by the exception fix above."
-    ),
-)
 def test_the_plan_and_gateway_info_do_not_echo_keys(surfaces: dict[str, Any]) -> None:
     assert leaks(surfaces["_plan"]) == []
