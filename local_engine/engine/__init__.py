@@ -1,0 +1,1 @@
+"""The engine: sequences, scheduler, model runner, `LLMEngine` and its threaded `AsyncEngine`."""

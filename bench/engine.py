@@ -1,0 +1,105 @@
+"""Local engine beside transformers on the bundled model: TTFT, decode tokens/s at batch 1, and
+whether greedy outputs are identical.
+
+    python bench/engine.py [--device cpu] [--tokens 64] [--threads 2] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+
+from local_engine import SamplingParams, default_model_path, load_engine
+
+PROMPTS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "user", "content": "Write a short poem about the sea."}],
+    [{"role": "user", "content": "Explain what a hash map is in two sentences."}],
+]
+
+
+def _ours(engine: object, ids: list[int], tokens: int) -> tuple[float, float, list[int]]:
+    params = SamplingParams(temperature=0, max_tokens=tokens, ignore_eos=True)
+    start = time.perf_counter()
+    first = 0.0
+    out: list[int] = []
+    for event in engine.generate_sync(ids, params):  # type: ignore[attr-defined]
+        if not out:
+            first = time.perf_counter() - start
+        if event.token_id is not None:
+            out.append(event.token_id)
+    total = time.perf_counter() - start
+    return first, (len(out) - 1) / (total - first), out
+
+
+def _theirs(model: object, ids: list[int], tokens: int, device: str) -> tuple[float, float, list[int]]:
+    inputs = torch.tensor([ids], device=device)
+    with torch.inference_mode():
+        start = time.perf_counter()
+        model.generate(inputs, max_new_tokens=1, do_sample=False, pad_token_id=0)  # type: ignore[attr-defined]
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        out = model.generate(  # type: ignore[attr-defined]
+            inputs,
+            max_new_tokens=tokens,
+            min_new_tokens=tokens,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=0,
+        )
+        total = time.perf_counter() - start
+    return first, (tokens - 1) / (total - first), out[0, len(ids) :].tolist()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)  # a benchmark process: both engines get the same threads
+
+    from transformers import AutoModelForCausalLM
+
+    path = default_model_path()
+    start = time.perf_counter()
+    engine = load_engine(path, device=args.device, threads=args.threads)
+    our_load = time.perf_counter() - start
+    start = time.perf_counter()
+    reference = AutoModelForCausalLM.from_pretrained(
+        os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32
+    ).to(args.device).eval()  # fmt: skip
+    their_load = time.perf_counter() - start
+
+    rows = {"local_engine": [], "transformers": []}  # type: dict[str, list[tuple[float, float]]]
+    identical = 0
+    for messages in PROMPTS:
+        ids = engine.tokenizer.encode(engine.tokenizer.apply_chat_template(messages))
+        for _ in range(args.repeat):
+            ttft, rate, ours = _ours(engine, ids, args.tokens)
+            rows["local_engine"].append((ttft, rate))
+            ttft, rate, theirs = _theirs(reference, ids, args.tokens, args.device)
+            rows["transformers"].append((ttft, rate))
+        identical += ours == theirs
+    engine.close()
+
+    print(
+        f"device={args.device} threads={args.threads} new_tokens={args.tokens} runs={args.repeat * len(PROMPTS)}"
+    )
+    print(f"{'engine':<14}{'load s':>9}{'TTFT ms (median)':>19}{'decode tok/s (median)':>24}")
+    for name, load in (("local_engine", our_load), ("transformers", their_load)):
+        ttft = statistics.median(r[0] for r in rows[name]) * 1000
+        rate = statistics.median(r[1] for r in rows[name])
+        print(f"{name:<14}{load:>9.1f}{ttft:>19.1f}{rate:>24.1f}")
+    print(f"identical greedy outputs: {identical}/{len(PROMPTS)} prompts")
+
+
+if __name__ == "__main__":
+    main()
