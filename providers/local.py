@@ -151,9 +151,10 @@ def _params(req: ChatRequest, engine: AsyncEngine, prompt_tokens: int) -> Sampli
 
 def _prepare(req: ChatRequest, target: Target) -> tuple[AsyncEngine, list[int], SamplingParams]:
     _check(req)
+    messages = _messages(req)
     engine = engine_for(target.model, dict(target.options))
     try:
-        text = engine.tokenizer.apply_chat_template(_messages(req), tools=req.tools or None)
+        text = engine.tokenizer.apply_chat_template(messages, tools=req.tools or None)
     except Exception as exc:  # noqa: BLE001 - template errors become a typed 400 naming the cause
         raise BadRequestError(
             f"local: cannot render the chat template: {exc}",

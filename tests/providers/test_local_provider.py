@@ -1,0 +1,111 @@
+"""``model="local/…"`` through the drop-in client: the embedded SmolLM2, in process."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import pytest
+
+import gateway
+
+MODEL = "local/smollm2-135m-instruct"
+FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture(scope="module")
+def client() -> gateway.OpenAI:
+    return gateway.OpenAI()
+
+
+def test_greedy_answer_and_exact_usage(client: gateway.OpenAI) -> None:
+    reply = client.chat.completions.create(model=MODEL, messages=FRANCE, temperature=0, max_tokens=24)
+    choice = reply.choices[0]
+    assert (choice.message.content, choice.finish_reason) == ("The capital of France is Paris.", "stop")
+    assert (
+        reply.usage is not None
+        and reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+    )
+    assert reply.gateway is not None and reply.gateway.provider == "local"
+
+
+def test_stream_equals_the_whole_reply(client: gateway.OpenAI) -> None:
+    whole = client.chat.completions.create(model=MODEL, messages=FRANCE, temperature=0, max_tokens=24)
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=FRANCE,
+            temperature=0,
+            max_tokens=24,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    assert chunks[-1].usage == whole.usage
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+        "stop"
+    ]
+
+
+def test_max_tokens_gives_length(client: gateway.OpenAI) -> None:
+    reply = client.chat.completions.create(model=MODEL, messages=FRANCE, temperature=0, max_tokens=3)
+    assert (
+        reply.choices[0].finish_reason == "length"
+        and reply.usage is not None
+        and reply.usage.completion_tokens == 3
+    )
+
+
+def test_unsupported_parameters_are_refused_before_generation(client: gateway.OpenAI) -> None:
+    with pytest.raises(gateway.UnsupportedParameterError, match="response_format"):
+        client.chat.completions.create(model=MODEL, messages=FRANCE, response_format={"type": "json_object"})
+    image = [
+        {
+            "role": "user",
+            "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}],
+        }
+    ]
+    with pytest.raises(gateway.UnsupportedParameterError, match="text only"):
+        client.chat.completions.create(model=MODEL, messages=image)
+
+
+def test_a_prompt_longer_than_the_context_is_a_context_length_error(client: gateway.OpenAI) -> None:
+    long = [{"role": "user", "content": "word " * 9000}]
+    with pytest.raises(gateway.ContextLengthExceededError):
+        client.chat.completions.create(model=MODEL, messages=long, max_tokens=4)
+
+
+def test_concurrent_async_requests_all_complete_with_exact_usage() -> None:
+    async def main() -> list[gateway.types.ChatCompletion]:
+        async with gateway.AsyncOpenAI() as client:
+            return await asyncio.gather(
+                *(
+                    client.chat.completions.create(
+                        model=MODEL,
+                        messages=[{"role": "user", "content": f"Say the number {i}."}],
+                        temperature=0,
+                        max_tokens=8,
+                    )
+                    for i in range(8)
+                )
+            )
+
+    replies = asyncio.run(main())
+    assert len(replies) == 8
+    for reply in replies:
+        assert reply.usage is not None and 1 <= reply.usage.completion_tokens <= 8
+
+
+def test_import_gateway_does_not_load_torch_until_a_local_call() -> None:
+    code = "import sys, gateway; gateway.OpenAI(); print('torch' in sys.modules)"
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        == "False"
+    )
