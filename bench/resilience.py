@@ -1,0 +1,221 @@
+"""The resilience layer: its happy-path cost, and the long fault battery.
+
+    python -m bench.resilience overhead [--requests 2000]
+    python -m bench.resilience soak [--requests 2000] [--real-delays]
+    python -m bench.resilience leak [--requests 20000]
+
+``overhead``: the same executor over one loopback upstream (``bench.upstream``, its own process),
+sequential non-streaming and streaming requests and 64-in-flight async throughput, with the
+resilience layer disabled (one candidate, no breaker, no route timeouts) and enabled (a breaker
+over the in-memory state backend, connect/read/first-token/idle/total timeouts, a fallback
+candidate, a hedge that never fires, and a 4-token stream buffer). Runs are interleaved (A B A B)
+so drift hits both alike; the figure is the ratio enabled / disabled (target <= 1.05).
+
+``soak``: ``tests/resilience/soak.py`` at 2,000 requests, 64 in flight, 30 % faults; with
+``--real-delays`` the openai SDK's backoff (0.5 s, 1 s, …) and 2 s timeouts instead of
+milliseconds. ``leak``: 20,000 requests, with RSS and tracemalloc before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gateway.attempts import Candidate, Plan, StreamInfo
+from gateway.execute import Executor
+from gateway.execute_async import AsyncExecutor
+from gateway.resilience.breaker import Breakers
+from gateway.resilience.deadline import Timeouts
+from gateway.resilience.hedge import HedgeSettings
+from gateway.resilience.retry import RetrySettings
+from gateway.state.memory import MemoryBackend
+from gateway.types import ChatRequest
+from providers.base import Target
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _Null:
+    def attempt_finished(self, record: object) -> None:
+        return None
+
+
+def start_upstream() -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.upstream", "0"], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    line = proc.stdout.readline() if proc.stdout else ""
+    return proc, f"http://127.0.0.1:{int(line.split()[1])}/v1"
+
+
+def plans(url: str) -> dict[str, tuple[Plan, Breakers | None]]:
+    def cand(name: str) -> Candidate:
+        return Candidate(
+            Target(provider=name, kind="openai", base_url=url, model="gpt-4o-mini", api_key="k"), name
+        )
+
+    off = Plan([cand("a")])
+    on = Plan(
+        [cand("a"), cand("b")],
+        timeouts=Timeouts(connect_s=5, read_s=30, first_token_s=10, stream_idle_s=10, total_s=60),
+        hedge=HedgeSettings(after_s=30.0),
+        buffer_tokens=4,
+    )
+    return {"off": (off, None), "on": (on, Breakers(MemoryBackend()))}
+
+
+def _request(stream: bool) -> ChatRequest:
+    body: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "Say hello."}]}
+    if stream:
+        body["stream"] = True
+    return ChatRequest.model_validate(body)
+
+
+def sequential(url: str, n: int, rounds: int) -> dict[str, dict[str, float]]:
+    """Median wall and client-CPU µs per request, non-streaming and streaming, interleaved off/on."""
+    keys = ("json", "json_cpu", "stream", "stream_cpu")
+    out: dict[str, dict[str, list[float]]] = {name: {k: [] for k in keys} for name in ("off", "on")}
+    with httpx.Client() as http:
+        executors = {
+            name: (Executor(http, observer=_Null(), retry=RetrySettings(), breakers=b), plan)
+            for name, (plan, b) in plans(url).items()
+        }
+        for i in range(rounds):
+            for name, (ex, plan) in _alternate(executors, i):
+                wall, cpu = _time_each(
+                    n, lambda ex=ex, plan=plan: ex.complete(_request(False), plan, headers={}, timeout=30.0)
+                )
+                out[name]["json"].append(wall)
+                out[name]["json_cpu"].append(cpu)
+                wall, cpu = _time_each(
+                    n,
+                    lambda ex=ex, plan=plan: list(
+                        ex.stream(_request(True), plan, headers={}, timeout=30.0, holder=StreamInfo())
+                    ),
+                )
+                out[name]["stream"].append(wall)
+                out[name]["stream_cpu"].append(cpu)
+    return {name: {kind: statistics.median(v) for kind, v in kinds.items()} for name, kinds in out.items()}
+
+
+def _alternate(items: dict[str, Any], i: int) -> list[tuple[str, Any]]:
+    """A B in even rounds, B A in odd ones, so neither always runs on a warmer cache."""
+    pairs = list(items.items())
+    return pairs if i % 2 == 0 else pairs[::-1]
+
+
+def _time_each(n: int, call: Callable[[], Any]) -> tuple[float, float]:
+    """(wall, CPU) microseconds per call."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        call()
+    return (time.perf_counter() - t0) / n * 1e6, (time.process_time() - c0) / n * 1e6
+
+
+async def concurrent(url: str, total: int, in_flight: int, rounds: int) -> dict[str, float]:
+    """Requests per second with ``in_flight`` concurrent async requests, interleaved off/on."""
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    from gateway._aio_transport import AsyncioTransport
+
+    async with httpx.AsyncClient(transport=AsyncioTransport()) as http:
+        executors = {
+            name: (AsyncExecutor(http, observer=_Null(), retry=RetrySettings(), breakers=b), plan)
+            for name, (plan, b) in plans(url).items()
+        }
+        for i in range(rounds):
+            for name, (ex, plan) in _alternate(executors, i):
+                gate = asyncio.Semaphore(in_flight)
+
+                async def one(
+                    ex: AsyncExecutor = ex, plan: Plan = plan, gate: asyncio.Semaphore = gate
+                ) -> None:
+                    async with gate:
+                        await ex.complete(_request(False), plan, headers={}, timeout=30.0)
+
+                t0 = time.perf_counter()
+                await asyncio.gather(*(one() for _ in range(total)))
+                rates[name].append(total / (time.perf_counter() - t0))
+    return {name: statistics.median(v) for name, v in rates.items()}
+
+
+def overhead(requests: int) -> None:
+    proc, url = start_upstream()
+    try:
+        seq = sequential(url, 50, rounds=max(10, requests // 50))
+        rps = asyncio.run(concurrent(url, requests, 64, rounds=6))
+    finally:
+        proc.terminate()
+        proc.wait()
+    print("resilience overhead (enabled / disabled; target <= 1.05)")
+    for kind in ("json", "json_cpu", "stream", "stream_cpu"):
+        off, on = seq["off"][kind], seq["on"][kind]
+        what = "client CPU" if kind.endswith("cpu") else "latency"
+        print(
+            f"  sequential {kind.split('_')[0]:6s} {what:10s}: off {off:8.1f} us  on {on:8.1f} us  ratio {on / off:.3f}"
+        )
+    print(
+        f"  async 64 in flight:        off {rps['off']:8.0f} rps  on {rps['on']:8.0f} rps  ratio {rps['off'] / rps['on']:.3f}"
+    )
+
+
+def soak(requests: int, real_delays: bool, trace: bool) -> None:
+    from tests.resilience.soak import run_soak
+
+    kwargs: dict[str, Any] = {}
+    if real_delays:
+        kwargs.update(retry=RetrySettings(), timeout_s=2.0, retry_after_ms=500)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    report = run_soak(requests, trace_memory=trace, **kwargs)
+    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"soak: {requests} requests in {report.elapsed_s:.1f}s ({requests / report.elapsed_s:.0f} rps)")
+    print(f"  failures: {len(report.failures)}  duplicates: {report.duplicates}")
+    print(f"  attempts {len(report.records)} / logged by the servers {report.logged}")
+    print(f"  ok attempts {report.metered_ok} / served {report.served_ok}")
+    print(f"  tokens metered {report.metered_tokens} / served {report.served_tokens}")
+    print(f"  fds {report.fds}  sockets {report.sockets}  tasks {report.tasks}")
+    print(f"  max RSS {rss_before / 1024:.0f} -> {rss_after / 1024:.0f} MiB")
+    if trace:
+        print(f"  tracemalloc current {report.memory[0] / 1e6:.1f} -> {report.memory[1] / 1e6:.1f} MB")
+    for line in report.failures[:10]:
+        print("  FAILED", line)
+    ok = (
+        not report.failures
+        and report.duplicates == 0
+        and len(report.records) == report.logged
+        and report.metered_tokens == report.served_tokens
+        and report.fds[0] == report.fds[1]
+        and report.tasks[0] == report.tasks[1]
+    )
+    print("  PASS" if ok else "  FAIL")
+    if not ok:
+        raise SystemExit(1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("what", choices=["overhead", "soak", "leak"])
+    parser.add_argument("--requests", type=int, default=None)
+    parser.add_argument("--real-delays", action="store_true")
+    args = parser.parse_args()
+    if args.what == "overhead":
+        overhead(args.requests or 2000)
+    elif args.what == "soak":
+        soak(args.requests or 2000, args.real_delays, trace=False)
+    else:
+        soak(args.requests or 20_000, args.real_delays, trace=True)
+
+
+if __name__ == "__main__":
+    main()
