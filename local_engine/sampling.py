@@ -94,19 +94,24 @@ def apply_penalties(logits: Tensor, params: Sequence[SamplingParams], prompts: S
     return logits
 
 
-def _filter(logits: Tensor, top_k: Tensor, top_p: Tensor, min_p: Tensor) -> Tensor:
-    """Mask logits ([B, V], already divided by temperature) outside top-k, top-p and min-p with -inf."""
-    vocab = logits.shape[-1]
-    if bool((top_k > 0).any()) or bool((top_p < 1).any()):
+def _filter(logits: Tensor, params: Sequence[SamplingParams]) -> Tensor:
+    """Mask logits ([B, V], already divided by temperature) outside top-k, top-p and min-p with -inf.
+
+    Which filters run is decided from `params` on the host, so no value is read back from the device.
+    """
+    vocab, device = logits.shape[-1], logits.device
+    if any(p.top_k > 0 or p.top_p < 1 for p in params):
+        top_p = torch.tensor([p.top_p for p in params], device=device)  # [B]
+        k = torch.tensor([p.top_k if p.top_k > 0 else vocab for p in params], device=device)  # [B]
         ordered, order = logits.sort(dim=-1, descending=True)  # [B, V]
-        rank = torch.arange(vocab, device=logits.device)[None, :]  # [1, V]
-        k = torch.where(top_k > 0, top_k, vocab)[:, None]  # [B, 1]
+        rank = torch.arange(vocab, device=device)[None, :]  # [1, V]
         probs = ordered.softmax(dim=-1)
         before = probs.cumsum(dim=-1) - probs  # mass strictly before each token: [B, V]
-        drop = (rank >= k) | ((before > top_p[:, None]) & (rank > 0))  # the top token always stays
+        drop = (rank >= k[:, None]) | ((before > top_p[:, None]) & (rank > 0))  # the top token always stays
         ordered = ordered.masked_fill(drop, float("-inf"))
         logits = torch.empty_like(logits).scatter_(-1, order, ordered)
-    if bool((min_p > 0).any()):
+    if any(p.min_p > 0 for p in params):
+        min_p = torch.tensor([p.min_p for p in params], device=device)  # [B]
         probs = logits.softmax(dim=-1)  # [B, V]
         logits = logits.masked_fill(
             probs < min_p[:, None] * probs.max(dim=-1, keepdim=True).values, float("-inf")
@@ -126,17 +131,17 @@ def _exponential(
 def sample(
     logits: Tensor, params: Sequence[SamplingParams], generators: Sequence[torch.Generator | None]
 ) -> Tensor:
-    """Pick one token per row of logits ([B, V], penalties applied): token ids [B]."""
+    """Pick one token per row of logits ([B, V], penalties applied): token ids [B], left on the device."""
     logits = logits.float()
-    greedy = torch.tensor([p.greedy for p in params], device=logits.device)  # [B]
     greedy_ids = logits.argmax(dim=-1)  # [B]
-    if bool(greedy.all()):
+    if all(p.greedy for p in params):
         return greedy_ids
-    temperature = torch.tensor([p.temperature or 1.0 for p in params], device=logits.device)  # [B]
-    top_k = torch.tensor([p.top_k for p in params], device=logits.device)
-    top_p = torch.tensor([p.top_p for p in params], device=logits.device)
-    min_p = torch.tensor([p.min_p for p in params], device=logits.device)
-    probs = _filter(logits / temperature[:, None], top_k, top_p, min_p).softmax(dim=-1)  # [B, V]
-    q = _exponential(tuple(probs.shape), generators, logits.device)  # [B, V]
+    device = logits.device
+    temperature = torch.tensor([p.temperature or 1.0 for p in params], device=device)  # [B]
+    probs = _filter(logits / temperature[:, None], params).softmax(dim=-1)  # [B, V]
+    q = _exponential(tuple(probs.shape), generators, device)  # [B, V]
     sampled = (probs / q).argmax(dim=-1)  # [B]
+    if not any(p.greedy for p in params):
+        return sampled
+    greedy = torch.tensor([p.greedy for p in params], device=device)  # [B]
     return torch.where(greedy, greedy_ids, sampled)
