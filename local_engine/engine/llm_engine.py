@@ -124,7 +124,8 @@ class LLMEngine:
         results = self.runner.run(seqs, is_prefill)
         self._recent.append((time.monotonic(), len(seqs)))
         outputs = []
-        for seq, result in zip(seqs, results, strict=True):
+        for seq in seqs:
+            result = results[seq]
             text, kept = seq.append(result.token_id, self.max_model_len)
             if kept:
                 self._generated_tokens += 1

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from local_engine.engine.sequence import Sequence
+from local_engine.layers.kv_cache import BatchMeta
 from local_engine.models.llama import LlamaForCausalLM
 from local_engine.sampling import apply_penalties, sample
 
@@ -29,20 +30,23 @@ class ModelRunner:
         model.setup_caches(num_slots, max_len)
 
     @torch.inference_mode()
-    def run(self, seqs: list[Sequence], is_prefill: bool) -> list[StepResult]:
+    def run(self, seqs: list[Sequence], is_prefill: bool) -> dict[Sequence, StepResult]:
         device = self.device
-        slots = torch.tensor([seq.slot for seq in seqs], dtype=torch.long, device=device)  # [B]
         if is_prefill:
             (seq,) = seqs
             tokens = torch.tensor([seq.prompt_ids], dtype=torch.long, device=device)  # [1, S]
             positions = torch.arange(len(seq.prompt_ids), device=device)[None]  # [1, S]
+            lengths = [len(seq.prompt_ids)]
         else:
+            seqs = sorted(seqs, key=lambda seq: seq.slot or 0)  # consecutive slots read the cache as a view
             tokens = torch.tensor(
                 [[seq.last_token] for seq in seqs], dtype=torch.long, device=device
             )  # [B, 1]
-            positions = torch.tensor([[seq.num_tokens - 1] for seq in seqs], device=device)  # [B, 1]
-        logits = self.model(tokens, slots, positions, last_only=True)[:, -1].float()  # [B, V]
-        return self.sample(logits, seqs)
+            lengths = [seq.num_tokens for seq in seqs]
+            positions = torch.tensor([[n - 1] for n in lengths], device=device)  # [B, 1]
+        meta = BatchMeta.build([seq.slot or 0 for seq in seqs], positions, lengths, device)
+        logits = self.model(tokens, meta, last_only=True)[:, -1].float()  # [B, V]
+        return dict(zip(seqs, self.sample(logits, seqs), strict=True))
 
     def sample(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[StepResult]:
         params = [seq.params for seq in seqs]

@@ -14,30 +14,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from local_engine.config import ModelConfig
+from local_engine.layers.kv_cache import BatchMeta, KVCache
 
-__all__ = ["KVCache", "LlamaForCausalLM", "RMSNorm"]
+__all__ = ["BatchMeta", "KVCache", "LlamaForCausalLM", "RMSNorm"]
 
 Device = torch.device | str | None
-
-
-class KVCache(nn.Module):
-    """Keys and values of every slot, written by index: [num_slots, H_kv, max_len, D]."""
-
-    def __init__(self, num_slots: int, num_kv_heads: int, max_len: int, head_dim: int,
-                 device: torch.device | str, dtype: torch.dtype) -> None:  # fmt: skip
-        super().__init__()
-        shape = (num_slots, num_kv_heads, max_len, head_dim)
-        self.register_buffer("k_cache", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
-        self.register_buffer("v_cache", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
-
-    def update(
-        self, slots: Tensor, positions: Tensor, k: Tensor, v: Tensor, length: int
-    ) -> tuple[Tensor, Tensor]:
-        """Write k, v ([B, H_kv, S, D]) at `positions` ([B, S]) of `slots` ([B]); read [B, H_kv, length, D]."""
-        rows = slots[:, None]  # [B, 1], broadcast against positions [B, S]
-        self.k_cache[rows, :, positions] = k.transpose(1, 2)  # indexed view: [B, S, H_kv, D]
-        self.v_cache[rows, :, positions] = v.transpose(1, 2)
-        return self.k_cache[slots, :, :length], self.v_cache[slots, :, :length]  # [B, H_kv, L, D]
 
 
 class RMSNorm(nn.Module):
@@ -74,9 +55,7 @@ class Attention(nn.Module):
             if all(name in state_dict for name in names):
                 state_dict[f"{prefix}wqkv.{kind}"] = torch.cat([state_dict.pop(name) for name in names])
 
-    def forward(
-        self, x: Tensor, cos: Tensor, sin: Tensor, slots: Tensor, positions: Tensor, length: int
-    ) -> Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, meta: BatchMeta) -> Tensor:
         bsz, seqlen, _ = x.shape  # x: [B, S, hidden]
         q_size, kv_size = self.n_heads * self.head_dim, self.n_kv * self.head_dim
         q, k, v = self.wqkv(x).split([q_size, kv_size, kv_size], dim=-1)
@@ -87,15 +66,12 @@ class Attention(nn.Module):
         k = k * cos + rotate_half(k) * sin
         if self.kv_cache is None:
             raise RuntimeError("call setup_caches() before forward()")
-        keys, values = self.kv_cache.update(slots, positions, k, v, length)  # [B, H_kv, L, D]
-        repeat = self.n_heads // self.n_kv
-        keys = keys.repeat_interleave(repeat, dim=1)  # [B, H, L, D]
-        values = values.repeat_interleave(repeat, dim=1)  # [B, H, L, D]
-        key_pos = torch.arange(length, device=x.device)
-        mask = key_pos[None, None, None, :] <= positions[:, None, :, None]  # [B, 1, S, L]
+        keys, values = self.kv_cache.update(meta, k, v)  # [B, H_kv, L, D]
+        # grouped-query attention in the kernel: each K/V head serves n_heads / n_kv query heads
         out = F.scaled_dot_product_attention(
-            q, keys, values, attn_mask=mask, scale=1.0 / math.sqrt(self.head_dim)
-        )
+            q, keys, values, attn_mask=meta.mask, is_causal=meta.causal,
+            scale=1.0 / math.sqrt(self.head_dim), enable_gqa=self.n_heads != self.n_kv,
+        )  # out: [B, H, S, D]  # fmt: skip
         out = out.transpose(1, 2).reshape(bsz, seqlen, q_size)  # [B, S, H * D]
         return self.wo(out)
 
@@ -126,15 +102,13 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, device)
         self.ffn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, device)
 
-    def forward(
-        self, x: Tensor, cos: Tensor, sin: Tensor, slots: Tensor, positions: Tensor, length: int
-    ) -> Tensor:
-        h = x + self.attention(self.attention_norm(x), cos, sin, slots, positions, length)
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, meta: BatchMeta) -> Tensor:
+        h = x + self.attention(self.attention_norm(x), cos, sin, meta)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
 class LlamaForCausalLM(nn.Module):
-    """The decoder. `forward(tokens [B, S], slots [B], positions [B, S]) -> logits [B, S, V]`."""
+    """The decoder: `forward(tokens [B, S], meta) -> logits [B, S, V]`."""
 
     def __init__(self, config: ModelConfig, device: Device = None) -> None:
         super().__init__()
@@ -161,14 +135,25 @@ class LlamaForCausalLM(nn.Module):
             )
         self.max_len = max_len
 
-    def forward(self, tokens: Tensor, slots: Tensor, positions: Tensor, last_only: bool = False) -> Tensor:
-        length = int(positions.max()) + 1  # keys to attend over; one host sync per step
+    def forward(self, tokens: Tensor, meta: BatchMeta | Tensor, positions: Tensor | None = None,
+                last_only: bool = False) -> Tensor:  # fmt: skip
+        """Logits [B, S, V] of tokens [B, S].
+
+        `meta` comes from `BatchMeta.build` (the engine's path, no device reads); for tests and
+        tools, slots [B] and positions [B, S] also work, at the cost of reading them back.
+        """
+        if not isinstance(meta, BatchMeta):
+            if positions is None:
+                raise TypeError("pass positions [B, S] along with slots [B]")
+            lengths = (positions.max(dim=1).values + 1).tolist()
+            meta = BatchMeta.build(meta.tolist(), positions, lengths, tokens.device)
+        positions = meta.positions
         freqs = positions[..., None].to(self.inv_freq.dtype) * self.inv_freq  # [B, S, D / 2]
         emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B, 1, S, D]
         x = self.tok_embeddings(tokens)  # x: [B, S, hidden]
         cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
         for layer in self.layers:
-            x = layer(x, cos, sin, slots, positions, length)
+            x = layer(x, cos, sin, meta)
         if last_only:
             x = x[:, -1:]  # [B, 1, hidden]
         x = self.norm(x)
