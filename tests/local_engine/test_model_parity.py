@@ -35,6 +35,22 @@ def test_logits_match_transformers(engine: AsyncEngine, hf_model: Any, prompt: s
     torch.testing.assert_close(_our_logits(engine, ids), expected, atol=1e-4, rtol=1e-4)
 
 
+def test_batched_decode_reads_the_right_slots(engine: AsyncEngine, hf_model: Any) -> None:
+    """Two sequences of different lengths in slots 2 and 0 decode together (mask and gather paths)."""
+    from local_engine.layers.kv_cache import BatchMeta
+
+    model = engine.engine.runner.model
+    first, second = (engine.tokenizer.encode(p) for p in PROMPTS[:2])
+    with torch.inference_mode():
+        for slot, ids in ((2, first[:-1]), (0, second[:-1])):
+            model(torch.tensor([ids]), torch.tensor([slot]), torch.arange(len(ids))[None])
+        positions = torch.tensor([[len(first) - 1], [len(second) - 1]])  # [2, 1]
+        meta = BatchMeta.build([2, 0], positions, [len(first), len(second)], "cpu")
+        got = model(torch.tensor([[first[-1]], [second[-1]]]), meta)[:, -1]  # [2, V]
+        expected = [hf_model(torch.tensor([ids])).logits[0, -1] for ids in (first, second)]
+    torch.testing.assert_close(got, torch.stack(expected), atol=1e-4, rtol=1e-4)
+
+
 def _hf_greedy(hf_model: Any, ids: list[int], count: int) -> tuple[list[int], float]:
     """Greedy tokens from transformers, and the smallest top-1/top-2 logit margin along the way."""
     with torch.inference_mode():

@@ -9,7 +9,6 @@ import os
 import struct
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -103,24 +102,45 @@ def test_hostile_safetensors_are_refused(tmp_path: Path, name: str) -> None:
         read_safetensors(str(path))
 
 
-def test_safetensors_llama_matches_transformers(tmp_path: Path) -> None:
-    from transformers import LlamaConfig, LlamaForCausalLM
+SMALL = {
+    "vocab_size": 64, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "max_position_embeddings": 64, "tie_word_embeddings": False,
+}  # fmt: skip
+LLAMA3_ROPE = {
+    "rope_type": "llama3", "rope_theta": 5000.0, "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 16,
+}  # fmt: skip
 
+
+@pytest.mark.parametrize(
+    ("kind", "options"),
+    [
+        ("llama", {"rope_parameters": {"rope_type": "default", "rope_theta": 5000.0}}),
+        ("llama", {"rope_parameters": {"rope_type": "linear", "rope_theta": 5000.0, "factor": 2.0}}),
+        ("llama", {"rope_parameters": LLAMA3_ROPE}),
+        ("llama", {"tie_word_embeddings": True}),
+        ("mistral", {}),
+        ("qwen2", {}),
+    ],
+)
+def test_safetensors_models_match_transformers(tmp_path: Path, kind: str, options: dict[str, object]) -> None:
+    import transformers
+
+    classes = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2"}
+    config = getattr(transformers, f"{classes[kind]}Config")(**{**SMALL, **options})
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=64, rope_theta=5000.0, tie_word_embeddings=False,
-    )  # fmt: skip
-    reference = LlamaForCausalLM(config).eval()
+    reference = getattr(transformers, f"{classes[kind]}ForCausalLM")(config).eval()
+    for name, param in reference.named_parameters():
+        if name.endswith("bias"):  # random biases, so that a dropped one shows
+            torch.nn.init.normal_(param, std=0.5)
     reference.save_pretrained(tmp_path, safe_serialization=True)
     model = build_model(load_checkpoint(tmp_path, roots=[tmp_path]))
     model.setup_caches(1, 64)
-    tokens = torch.tensor([[3, 14, 15, 9, 26, 5, 35]])  # [1, S]
+    tokens = torch.tensor([[3, 14, 15, 9, 26, 5, 35] * 4])  # [1, 28]: past the llama3 original context
     with torch.inference_mode():
         expected = reference(tokens).logits
-        got = model(tokens, torch.tensor([0]), torch.arange(7)[None])
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-    assert np.isfinite(got.numpy()).all()
+        got = model(tokens, torch.tensor([0]), torch.arange(tokens.shape[1])[None])
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
 
 def test_local_engine_imports_nothing_of_the_gateway() -> None:
