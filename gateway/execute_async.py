@@ -36,6 +36,7 @@ from gateway.execute import ExecutorBase, embedding_usage
 from gateway.resilience.breaker import Breakers
 from gateway.resilience.deadline import chunk_wait
 from gateway.resilience.hedge import hedge_affordable, hedge_delay
+from gateway.resilience.hedge_stream import HedgeFailed, Opener, hedged_stream
 from gateway.resilience.retry import RetrySettings
 from gateway.resilience.run import RETRY, STOP, RequestRun
 from gateway.types import (
@@ -135,17 +136,11 @@ class AsyncExecutor(ExecutorBase):
         timeout: Any,
     ) -> Served:
         """Race ``candidate`` against the next one once it is slow; the first answer wins."""
-        settings = run.plan.hedge
-        second = next(iter(run.plan.candidates[index + 1 :]), None)
-        delay = hedge_delay(settings, self.res.ttft, candidate.name) if settings and self.res.ttft else None
+        partner = self._hedge_partner(run, index)
+        if partner is None:
+            return await self._attempt(run, req, candidate, headers, timeout)
+        second, delay = partner
         primary = asyncio.create_task(self._attempt(run, req, candidate, headers, timeout))
-        if (
-            second is None
-            or delay is None
-            or settings is None
-            or not hedge_affordable(settings, second.estimated_cost_usd)
-        ):
-            return await primary
         try:
             done, _ = await asyncio.wait({primary}, timeout=delay)
         except asyncio.CancelledError:
@@ -180,8 +175,7 @@ class AsyncExecutor(ExecutorBase):
         self, req: ChatRequest, plan: Plan, *, headers: dict[str, str], timeout: Any, holder: StreamInfo
     ) -> AsyncIterator[ChatCompletionChunk]:
         run = self._run(plan, req)
-        for candidate in plan.candidates:
-            module = providers.load(candidate.target.kind)
+        for index, candidate in enumerate(plan.candidates):
             retries = 0
             while True:
                 admitted = run.admit(candidate, first=retries == 0)
@@ -189,32 +183,88 @@ class AsyncExecutor(ExecutorBase):
                     raise run.error()
                 if not admitted:
                     break
-                attempt = StreamAttempt(candidate, time.perf_counter(), plan.buffer_tokens)
+                hedge = self._hedge_partner(run, index) if not run.records else None
                 try:
-                    async with aclosing(
-                        self._stream_once(module, req, headers, timeout, attempt, holder, run)
-                    ) as chunks:
-                        async for chunk in chunks:
+                    if hedge is not None:
+                        chunks = hedged_stream(
+                            run,
+                            candidate,
+                            hedge[0],
+                            hedge[1],
+                            self._opener(req, headers, timeout, run),
+                            holder,
+                        )
+                    else:
+                        chunks = self._one_stream(run, req, candidate, headers, timeout, holder)
+                    async with aclosing(chunks) as stream:
+                        async for chunk in stream:
                             yield chunk
-                except APIError as exc:
-                    run.finish(candidate, attempt.t0, exc, stream_outcome(attempt, exc))
-                    if attempt.delivered:
-                        raise interrupted(candidate.target.provider, attempt.delivered, exc) from exc
-                    move = run.after_failure(candidate, retries, exc)
-                    if move.action == RETRY:
-                        await self.sleep(move.delay)
-                        retries += 1
-                        continue
-                    if move.action == STOP:
-                        raise run.error() from None
-                    break
-                except (GeneratorExit, asyncio.CancelledError):
-                    run.finish(candidate, attempt.t0, None, stream_outcome(attempt, None, closed=True))
-                    raise
-                record = run.finish(candidate, attempt.t0, None, stream_outcome(attempt, None))
-                holder.gateway = run.info(record)
-                return
+                    return
+                except HedgeFailed as failed:
+                    move = run.after_failure(candidate, retries, failed.error)
+                if move.action == RETRY:
+                    await self.sleep(move.delay)
+                    retries += 1
+                    continue
+                if move.action == STOP:
+                    raise run.error() from None
+                break
         raise run.error()
+
+    async def _one_stream(
+        self,
+        run: RequestRun,
+        req: ChatRequest,
+        candidate: Candidate,
+        headers: dict[str, str],
+        timeout: Any,
+        holder: StreamInfo,
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
+        """One attempt, recorded here; a failure before any chunk is ``HedgeFailed`` for the loop."""
+        module = providers.load(candidate.target.kind)
+        attempt = StreamAttempt(candidate, time.perf_counter(), run.plan.buffer_tokens)
+        try:
+            async with aclosing(
+                self._stream_once(module, req, headers, timeout, attempt, holder, run)
+            ) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        except APIError as exc:
+            run.finish(candidate, attempt.t0, exc, stream_outcome(attempt, exc))
+            if attempt.delivered:
+                raise interrupted(candidate.target.provider, attempt.delivered, exc) from exc
+            raise HedgeFailed(exc) from exc
+        except (GeneratorExit, asyncio.CancelledError):
+            run.finish(candidate, attempt.t0, None, stream_outcome(attempt, None, closed=True))
+            raise
+        record = run.finish(candidate, attempt.t0, None, stream_outcome(attempt, None))
+        holder.gateway = run.info(record)
+
+    def _hedge_partner(self, run: RequestRun, index: int) -> tuple[Candidate, float] | None:
+        """The candidate to race the first attempt against, and after how long; ``None`` for no hedge."""
+        settings = run.plan.hedge
+        if settings is None or self.res.ttft is None:
+            return None
+        second = next(iter(run.plan.candidates[index + 1 :]), None)
+        if second is None or not hedge_affordable(settings, second.estimated_cost_usd):
+            return None
+        delay = hedge_delay(settings, self.res.ttft, run.plan.candidates[index].name)
+        return None if delay is None else (second, delay)
+
+    def _opener(
+        self, req: ChatRequest, headers: dict[str, str], timeout: Any, run: RequestRun
+    ) -> Callable[[Candidate], Opener]:
+        def for_candidate(candidate: Candidate) -> Opener:
+            module = providers.load(candidate.target.kind)
+
+            def open_stream(
+                attempt: StreamAttempt, info: StreamInfo
+            ) -> AsyncGenerator[ChatCompletionChunk, None]:
+                return self._stream_once(module, req, headers, timeout, attempt, info, run)
+
+            return open_stream
+
+        return for_candidate
 
     async def _stream_once(
         self,

@@ -196,7 +196,7 @@ def run_soak(
     sync_threads: int = 4,
     fault_rate: float = 0.3,
     seed: int = 5,
-    timeout_s: float = 1.0,
+    timeout_s: float = 2.0,
     retry: RetrySettings = FAST,
     retry_after_ms: int = 2,
     trace_memory: bool = False,

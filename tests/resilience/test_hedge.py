@@ -98,3 +98,60 @@ def test_p95_delay_and_fallback() -> None:
 def test_impossible_hedge_settings(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="HedgeSettings"):
         HedgeSettings(**bad)
+
+
+async def test_stream_hedge_wins_and_the_slow_stream_is_cancelled(
+    primary: LoopbackServer, secondary: LoopbackServer
+) -> None:
+    plan = Plan(
+        [candidate(primary, "fault:slow-first-token-700"), candidate(secondary, "gpt-4o-mini", "secondary")],
+        hedge=HedgeSettings(after_s=0.05),
+    )
+    result = await run_async(plan, stream=True)
+    assert result.error is None and result.text == ANSWER
+    assert result.elapsed < 0.5
+    assert result.info is not None and result.info.gateway is not None
+    assert result.info.gateway.model == "secondary/gpt-4o-mini"
+    assert sorted(result.outcomes) == ["cancelled", "ok"]
+    assert wait_for(lambda: chat_log(primary)[0].outcome == "disconnected")
+
+
+async def test_stream_primary_first_token_wins(primary: LoopbackServer) -> None:
+    plan = Plan(
+        [
+            candidate(primary, "fault:slow-first-token-150"),
+            candidate(primary, "fault:slow-first-token-900", "hedge"),
+        ],
+        hedge=HedgeSettings(after_s=0.03),
+    )
+    result = await run_async(plan, stream=True)
+    assert result.error is None and result.text == ANSWER
+    assert result.info is not None and result.info.gateway is not None
+    assert result.info.gateway.model == "primary/fault:slow-first-token-150"
+    assert sorted(result.outcomes) == ["cancelled", "ok"]
+
+
+async def test_stream_hedge_failing_fast_leaves_the_primary_to_win(primary: LoopbackServer) -> None:
+    plan = Plan(
+        [candidate(primary, "fault:slow-first-token-200"), candidate(primary, "fault:503", "hedge")],
+        hedge=HedgeSettings(after_s=0.03),
+    )
+    result = await run_async(plan, stream=True)
+    assert result.error is None and result.text == ANSWER
+    assert result.outcomes == ["InternalServerError", "ok"]
+    assert [a.outcome for a in result.info.gateway.attempts] == ["InternalServerError", "ok"]  # type: ignore[union-attr]
+
+
+async def test_stream_hedge_cut_after_content_is_interrupted(
+    primary: LoopbackServer, secondary: LoopbackServer
+) -> None:
+    from gateway.errors import StreamInterruptedError
+
+    plan = Plan(
+        [candidate(primary, "fault:cut-after-3"), candidate(secondary, "gpt-4o-mini", "secondary")],
+        hedge=HedgeSettings(after_s=0.5),
+    )
+    result = await run_async(plan, stream=True)
+    assert isinstance(result.error, StreamInterruptedError)
+    assert result.error.chunks_delivered == len(result.chunks) == 3
+    assert result.outcomes == ["partial"] and len(chat_log(secondary)) == 0
