@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from local_engine.chat_template import ChatTemplate
-from local_engine.errors import UnsupportedModelError
+from local_engine.errors import ChatTemplateError, UnsupportedModelError
 from local_engine.pretokenize import DIGIT_SPLIT_PRE_TYPES, GPT2_PRE_TYPES, split_digits, split_gpt2
 
 __all__ = ["Detokenizer", "Tokenizer"]
@@ -75,7 +75,15 @@ class Tokenizer:
         )
         ends = {i for i in self.special_ids if self.tokens[i] in _END_OF_TURN_TEXTS}
         self.stop_ids = frozenset(ends | ({eos_id} if eos_id is not None else set()))
-        self.chat_template = ChatTemplate(chat_template, self._template_specials()) if chat_template else None
+        # a template that does not compile fails chat requests, not the whole model's loading
+        self.chat_template: ChatTemplate | None = None
+        self._template_error: ChatTemplateError | None = None
+        try:
+            self.chat_template = (
+                ChatTemplate(chat_template, self._template_specials()) if chat_template else None
+            )
+        except ChatTemplateError as exc:
+            self._template_error = exc
         self._cache: dict[str, list[int]] = {}
 
     @classmethod
@@ -86,6 +94,7 @@ class Tokenizer:
                 f"tokenizer model {model!r} is not supported (byte-level BPE, 'gpt2', is)",
                 code="tokenizer.unsupported",
             )
+        _check_metadata(metadata)
         return cls(
             metadata["tokenizer.ggml.tokens"],
             metadata.get("tokenizer.ggml.merges", []),
@@ -184,11 +193,32 @@ class Tokenizer:
         Raises:
             ChatTemplateError: the template failed, does not take tools that were given, or ran too long.
         """
+        if self._template_error is not None:
+            raise self._template_error
         if self.chat_template is None:
             raise UnsupportedModelError("this model has no chat template", code="tokenizer.no-chat-template")
         return self.chat_template.render(
             messages, tools=tools, add_generation_prompt=add_generation_prompt, **extra
         )
+
+
+def _check_metadata(metadata: dict[str, Any]) -> None:
+    """Raise ValueError when the tokenizer metadata is inconsistent (the loader adds the path)."""
+    tokens, types = metadata.get("tokenizer.ggml.tokens"), metadata.get("tokenizer.ggml.token_type")
+    merges = metadata.get("tokenizer.ggml.merges", [])
+    if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
+        raise ValueError("tokenizer.ggml.tokens must be a non-empty list of strings")
+    if types is not None and (len(types) != len(tokens) or not all(isinstance(t, int) for t in types)):
+        raise ValueError("tokenizer.ggml.token_type must hold one integer per token")
+    if not isinstance(merges, list) or not all(isinstance(m, str) and m.count(" ") >= 1 for m in merges):
+        raise ValueError("tokenizer.ggml.merges must be strings of two space-separated parts")
+    for key in ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"):
+        value = metadata.get(key)
+        if value is not None and (not isinstance(value, int) or not 0 <= value < len(tokens)):
+            raise ValueError(f"{key} = {value!r} is not a token id")
+    template = metadata.get("tokenizer.chat_template")
+    if template is not None and not isinstance(template, str):
+        raise ValueError("tokenizer.chat_template must be a string")
 
 
 class Detokenizer:

@@ -16,7 +16,7 @@ from local_engine.engine.runner import ModelRunner
 from local_engine.engine.scheduler import Scheduler
 from local_engine.engine.sequence import Sequence as Seq
 from local_engine.engine.sequence import TokenEvent, TopLogprob
-from local_engine.errors import RequestError
+from local_engine.errors import EngineError, ModelFileError, RequestError
 from local_engine.loader.checkpoint import load_checkpoint
 from local_engine.loader.paths import default_model_path
 from local_engine.models.build import build_model
@@ -69,7 +69,14 @@ class LLMEngine:
                   roots: Iterable[str | os.PathLike[str]] | None = None) -> LLMEngine:  # fmt: skip
         """Load a GGUF file or safetensors folder (the bundled SmolLM2 when `path` is None)."""
         checkpoint = load_checkpoint(path if path is not None else default_model_path(), roots)
-        tokenizer = Tokenizer.from_gguf_metadata(checkpoint.tokenizer_metadata)
+        try:
+            tokenizer = Tokenizer.from_gguf_metadata(checkpoint.tokenizer_metadata)
+        except (ValueError, TypeError, KeyError) as exc:
+            if isinstance(exc, EngineError):
+                raise
+            raise ModelFileError(
+                f"bad tokenizer metadata: {exc}", path=checkpoint.path, code="tokenizer.bad-metadata"
+            ) from exc
         model = build_model(checkpoint, device=device, dtype=dtype)
         checkpoint.weights.clear()
         max_len = min(max_model_len, checkpoint.config.context_length)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from local_engine.config import ModelConfig
 from local_engine.errors import ModelFileError
 from local_engine.loader.checkpoint import Checkpoint
 from local_engine.models import ARCHITECTURES, LlamaForCausalLM
@@ -11,11 +12,36 @@ from local_engine.models import ARCHITECTURES, LlamaForCausalLM
 __all__ = ["build_model"]
 
 
+def check_weights_fit(config: ModelConfig, weights: dict[str, tuple[int, ...]], path: str) -> None:
+    """Check the hyperparameters against the tensors actually present, before any module is built.
+
+    A hostile header could otherwise claim a million layers and make even a "meta" model huge.
+    """
+    layers = {int(name.split(".")[1]) for name in weights if name.startswith("layers.")}
+    problems = []
+    if layers != set(range(config.num_layers)):
+        problems.append(f"config says {config.num_layers} layers, the file has tensors for {len(layers)}")
+    embedding = weights.get("tok_embeddings.weight")
+    if embedding != (config.vocab_size, config.hidden_size):
+        problems.append(
+            f"token embedding is {embedding}, config says {(config.vocab_size, config.hidden_size)}"
+        )
+    if problems:
+        raise ModelFileError("; ".join(problems), path=path, code="model.bad-weights")
+
+
 def build_model(
     checkpoint: Checkpoint, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
 ) -> LlamaForCausalLM:
-    """Instantiate the checkpoint's architecture and load its weights (eval mode, no grad)."""
+    """Instantiate the checkpoint's architecture and load its weights (eval mode, no grad).
+
+    Raises:
+        ModelFileError: the weights are missing, extra, or of the wrong shape for the config.
+    """
     config = checkpoint.config
+    check_weights_fit(
+        config, {name: value.shape for name, value in checkpoint.weights.items()}, checkpoint.path
+    )
     # parameters are created on "meta" (no memory, no init) and replaced by the checkpoint's
     model = ARCHITECTURES[config.architecture](config, device="meta")
     state = {
@@ -23,23 +49,19 @@ def build_model(
         for name, value in checkpoint.weights.items()
     }
     rope_freqs = state.pop("rope_freqs", None)
-    expected = set(model.state_dict())
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
-        missing = sorted(expected - set(model.state_dict(keep_vars=True)))
         raise ModelFileError(
-            f"weights do not fit a {config.architecture} model: {exc}{missing}",
+            f"weights do not fit a {config.architecture} model: {exc}",
             path=checkpoint.path,
             code="model.bad-weights",
         ) from exc
-    for name, param in model.named_parameters():
-        if param.device.type == "meta":
+    model.inv_freq = model.inv_freq.to(device=device)
+    if rope_freqs is not None:  # llama3-style frequency factors stored in the GGUF: [D / 2]
+        if rope_freqs.numel() != config.head_dim // 2:
             raise ModelFileError(
-                f"weight {name!r} is missing", path=checkpoint.path, code="model.missing-weight"
+                "rope_freqs has the wrong size", path=checkpoint.path, code="model.bad-weights"
             )
-    inv_freq = model.inv_freq.to(device=device)
-    if rope_freqs is not None:  # llama3-style frequency factors stored in the GGUF
-        inv_freq = inv_freq / rope_freqs.float().reshape(-1)
-    model.inv_freq = inv_freq
+        model.inv_freq = model.inv_freq / rope_freqs.float().reshape(-1)
     return model.eval().requires_grad_(False)
