@@ -26,7 +26,6 @@ from local_engine.errors import (
     UnsupportedModelError,
 )
 from local_engine.loader.paths import default_model_path, resolve_model_path
-from local_engine.sampling import SamplingParams
 
 if TYPE_CHECKING:
     import torch
@@ -34,6 +33,7 @@ if TYPE_CHECKING:
     from local_engine.engine.async_engine import AsyncEngine
     from local_engine.engine.llm_engine import EngineStats, LLMEngine
     from local_engine.engine.sequence import TokenEvent, TopLogprob
+    from local_engine.sampling import SamplingParams
     from local_engine.tokenizer import Tokenizer
 
 __all__ = [
@@ -65,10 +65,12 @@ _LAZY = {
     "TokenEvent": "local_engine.engine.sequence",
     "TopLogprob": "local_engine.engine.sequence",
     "Tokenizer": "local_engine.tokenizer",
+    "SamplingParams": "local_engine.sampling",
 }
 
 
 def __getattr__(name: str) -> object:
+    # torch loads with the first of these names, so that `import local_engine` stays light
     if name in _LAZY:
         import importlib
 

@@ -143,6 +143,17 @@ def test_safetensors_models_match_transformers(tmp_path: Path, kind: str, option
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
 
+def test_importing_the_package_leaves_torch_unloaded() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, local_engine; local_engine.default_model_path(); print('torch' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ENGINE_ROOT.parent
+    )
+    assert out.stdout.strip() == "False"
+
+
 def test_local_engine_imports_nothing_of_the_gateway() -> None:
     offenders = []
     for path in ENGINE_ROOT.rglob("*.py"):
