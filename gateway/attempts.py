@@ -83,7 +83,8 @@ class Plan:
             failure inside them still falls back transparently.
         prompt_tokens: The prompt's estimated size, to pick candidates whose window fits after a
             context-length error.
-        max_attempts: A cap on attempts over the whole plan (retries and fallbacks), or ``None``.
+        max_candidates: At most this many candidates are called (a route's ``fallback.max_attempts``);
+            skipped candidates do not count. ``None`` tries them all.
     """
 
     candidates: list[Candidate]
@@ -94,7 +95,7 @@ class Plan:
     hedge: HedgeSettings | None = None
     buffer_tokens: int = 0
     prompt_tokens: int | None = None
-    max_attempts: int | None = None
+    max_candidates: int | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.fallback_on) - FALLBACK_CLASSES
@@ -104,8 +105,8 @@ class Plan:
             )
         if self.buffer_tokens < 0:
             raise ValueError(f"Plan.buffer_tokens must be >= 0, got {self.buffer_tokens}")
-        if self.max_attempts is not None and self.max_attempts < 1:
-            raise ValueError(f"Plan.max_attempts must be >= 1, got {self.max_attempts}")
+        if self.max_candidates is not None and self.max_candidates < 1:
+            raise ValueError(f"Plan.max_candidates must be >= 1, got {self.max_candidates}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,9 +198,13 @@ def _status_class(error: APIStatusError) -> str:
 
 
 def may_fall_back(error: BaseException, plan: Plan) -> bool:
-    """Whether ``error`` on one candidate moves the request on to the next one."""
+    """Whether ``error`` on one candidate moves the request on to the next one.
+
+    A parameter the provider cannot express, a malformed answer and refused credentials (401/403:
+    a misconfigured deployment, reported loudly) always move on; the rest as ``plan.fallback_on`` says.
+    """
     kind = error_class(error)
-    if kind in ("unsupported", "invalid_response"):
+    if kind in ("unsupported", "invalid_response", "auth"):
         return True
     return kind in plan.fallback_on
 
@@ -221,7 +226,7 @@ def _is_context_length(error: APIStatusError) -> bool:
 
 def _is_content_filter(error: APIStatusError) -> bool:
     text = f"{error.code or ''} {error.type or ''} {error.message}".lower()
-    return "content_filter" in text or "content policy" in text or "safety" in text
+    return any(word in text for word in ("content_filter", "content_policy", "content policy", "safety"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,9 +111,15 @@ class RequestRun:
         return self.retry_settings(candidate).max_retries
 
     def out_of_time(self) -> bool:
-        """The deadline passed or the plan's attempt cap is reached: no further attempt at all."""
-        cap = self.plan.max_attempts
-        return self.deadline.expired() or (cap is not None and len(self.records) >= cap)
+        """The total deadline passed: no further attempt at all."""
+        return self.deadline.expired()
+
+    def _tried_enough(self, candidate: Candidate) -> bool:
+        cap = self.plan.max_candidates
+        if cap is None:
+            return False
+        tried = {r.candidate.name for r in self.records}
+        return candidate.name not in tried and len(tried) >= cap
 
     def admit(self, candidate: Candidate, first: bool) -> bool | None:
         """May ``candidate`` be tried now? ``None`` when nothing more may be tried at all.
@@ -122,7 +128,7 @@ class RequestRun:
         context-length error, or its provider refused our credentials. On every attempt: ask its
         breaker (an open breaker skips it, and says why in ``reply.gateway.attempts``).
         """
-        if self.out_of_time():
+        if self.out_of_time() or (first and self._tried_enough(candidate)):
             return None
         if first:
             reason = self._unfit(candidate)

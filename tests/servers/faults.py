@@ -99,7 +99,12 @@ class FaultHandler:
         self._lock = threading.Lock()
 
     def __call__(self, rec: Recorded) -> Reply:
-        body = rec.json() or {}
+        try:
+            body = rec.json() or {}
+        except ValueError:
+            body = {}
+        if "messages" not in body and "input" not in body and rec.method == "POST":
+            return Reset()  # a body cut short: the client gave up while it was being read
         fault = fault_name(rec, body)
         if fault is None:
             return openai_server.handle(rec)
