@@ -102,9 +102,9 @@ class FaultHandler:
         try:
             body = rec.json() or {}
         except ValueError:
-            body = {}
-        if "messages" not in body and "input" not in body and rec.method == "POST":
             return Reset()  # a body cut short: the client gave up while it was being read
+        if not body and rec.method == "POST":
+            return Reset()
         fault = fault_name(rec, body)
         if fault is None:
             return openai_server.handle(rec)
