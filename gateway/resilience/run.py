@@ -28,7 +28,7 @@ from gateway.attempts import (
     is_deployment_fault,
     may_fall_back,
 )
-from gateway.errors import APIError, APIStatusError
+from gateway.errors import APIError, APIStatusError, APITimeoutError
 from gateway.resilience.deadline import Deadline, attempt_timeout
 from gateway.resilience.retry import RetrySettings, error_headers, retry_delay, should_retry
 from gateway.types import ChatRequest, GatewayInfo
@@ -235,4 +235,6 @@ class RequestRun:
         return gateway_info(self.plan, served, self.records, self.started, self.skipped)
 
     def error(self) -> APIError:
+        if not self.records and not self.skipped:
+            return APITimeoutError(message="Request timed out: the total deadline passed before any attempt.")
         return final_error(self.records, self.plan, self.skipped)

@@ -88,3 +88,20 @@ def test_timeouts_capped_by_the_deadline() -> None:
 def test_impossible_timeouts(kwargs: dict[str, float], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         Timeouts(**kwargs)
+
+
+def test_a_deadline_already_over_raises_a_timeout(mode: str, primary: LoopbackServer) -> None:
+    from gateway.attempts import Plan
+
+    ticks = iter([0.0, 10.0, 10.0, 10.0, 10.0])
+    from gateway.resilience.run import RequestRun, Resilience
+
+    run_ = RequestRun(
+        Resilience(observer=None, retry=RetrySettings()),
+        Plan([candidate(primary, "m")], timeouts=Timeouts(total_s=1.0)),
+        None,
+        clock=lambda: next(ticks),
+    )  # type: ignore[arg-type]
+    assert run_.admit(run_.plan.candidates[0], first=True) is None
+    assert isinstance(run_.error(), APITimeoutError)
+    assert chat_log(primary) == [] and mode in ("sync", "async")
