@@ -63,6 +63,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="ours only"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)  # a benchmark process: both engines get the same threads
 
@@ -70,7 +73,7 @@ def main() -> None:
 
     path = default_model_path()
     start = time.perf_counter()
-    engine = load_engine(path, device=args.device, threads=args.threads)
+    engine = load_engine(path, device=args.device, dtype=getattr(torch, args.dtype), threads=args.threads)
     our_load = time.perf_counter() - start
     start = time.perf_counter()
     reference = AutoModelForCausalLM.from_pretrained(

@@ -70,12 +70,9 @@ class AsyncEngine:
                     return
                 outputs = self.engine.step()
                 for out in outputs:
-                    sink = self._sinks.get(out.request_id)
-                    if sink is not None:
-                        sink(out.event)
-                        if out.finished:
-                            self._sinks.pop(out.request_id, None)
-                            sink(_DONE)
+                    self._deliver(out.request_id, out.event)
+                    if out.finished and self._deliver(out.request_id, _DONE):
+                        self._sinks.pop(out.request_id, None)
                 self._stats = self.engine.stats()
         except BaseException as exc:  # noqa: BLE001 - converted: every open stream gets the error
             self._error = exc
@@ -83,6 +80,19 @@ class AsyncEngine:
             for sink in list(self._sinks.values()):
                 sink(EngineClosedError(f"the engine loop stopped: {exc!r}", code="engine.loop-failed"))
             self._sinks.clear()
+
+    def _deliver(self, request_id: str, item: object) -> bool:
+        """Hand `item` to the request's stream; a stream whose event loop is gone is aborted."""
+        sink = self._sinks.get(request_id)
+        if sink is None:
+            return False
+        try:
+            sink(item)
+        except RuntimeError:  # call_soon_threadsafe on a closed loop: nobody will read this stream
+            self.engine.abort(request_id)
+            self._sinks.pop(request_id, None)
+            return False
+        return True
 
     def _drain(self, block: bool) -> bool:
         """Apply queued commands (waiting for one when idle); False means stop the loop."""

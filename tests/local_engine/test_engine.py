@@ -134,3 +134,25 @@ def test_a_closed_engine_refuses_work(engine: AsyncEngine) -> None:
     other.close()
     with pytest.raises(EngineClosedError):
         list(other.generate_sync("hi"))
+
+
+def test_a_stream_whose_event_loop_closed_is_aborted(engine: AsyncEngine) -> None:
+    async def start() -> None:
+        stream = engine.generate("Once upon a time", SamplingParams(max_tokens=500, ignore_eos=True))
+        await anext(stream)  # leave the stream open, then let asyncio.run close the loop under it
+
+    asyncio.run(start())
+    _wait_idle(engine)
+    events = list(engine.generate_sync("Hi", SamplingParams(max_tokens=2, ignore_eos=True)))  # still serving
+    assert events[-1].finish_reason == "length"
+
+
+def test_half_precision_answers_too() -> None:
+    import torch
+
+    from local_engine.engine.llm_engine import LLMEngine
+
+    half = LLMEngine.from_path(dtype=torch.bfloat16, max_model_len=256, max_batch=1)
+    prompt = half.tokenizer.apply_chat_template(QUESTION)
+    [[text]] = half.generate([prompt], SamplingParams(temperature=0, max_tokens=16))
+    assert "Paris" in text
