@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +35,6 @@ class ModelConfig:
     context_length: int = 2048
     attention_bias: bool = False
     name: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> list[str]:
         """Return the problems of this config, empty when it is usable."""

@@ -184,7 +184,8 @@ class Tokenizer:
         """Tokens of a prompt text, or of chat messages rendered by the chat template."""
         if isinstance(text_or_messages, str):
             return len(self.encode(text_or_messages))
-        return len(self.encode(self.apply_chat_template(text_or_messages, **template_kwargs), add_bos=False))
+        # the same encoding `generate` gives a rendered prompt (a BOS the template wrote is not doubled)
+        return len(self.encode(self.apply_chat_template(text_or_messages, **template_kwargs)))
 
     def apply_chat_template(self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None,
                             add_generation_prompt: bool = True, **extra: Any) -> str:  # fmt: skip

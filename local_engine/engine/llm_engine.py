@@ -142,9 +142,11 @@ class LLMEngine:
                     TopLogprob(t, self.tokenizer.decode([t], skip_special=False), lp)
                     for t, lp in result.top_logprobs
                 )
+            done = seq.finish_reason is not None
             event = TokenEvent(
                 text, result.token_id if kept else None, result.logprob if kept else None,
                 top if kept else None, seq.finish_reason, seq.index,
+                len(seq.prompt_ids) if done else None, len(seq.output_ids) + (not kept) if done else None,
             )  # fmt: skip
             finished = False
             if seq.finish_reason is not None:

@@ -31,7 +31,9 @@ class TokenEvent:
     """One step of one sequence's stream.
 
     `text_delta` may be empty (a UTF-8 character or a possible stop string is held back) and the
-    last event has `finish_reason` "stop" or "length"; `index` tells the `n` choices apart.
+    last event has `finish_reason` "stop" or "length"; `index` tells the `n` choices apart. The
+    last event also carries the sequence's usage: `prompt_tokens` and `completion_tokens` (the
+    tokens generated, a stop token included, as OpenAI counts them).
     """
 
     text_delta: str
@@ -40,6 +42,8 @@ class TokenEvent:
     top_logprobs: tuple[TopLogprob, ...] | None = None
     finish_reason: str | None = None
     index: int = 0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
 
 class Sequence:

@@ -37,6 +37,8 @@ def test_max_tokens_finishes_with_length(engine: AsyncEngine) -> None:
         engine.generate_sync("Once upon a time", SamplingParams(temperature=0, max_tokens=5, ignore_eos=True))
     )
     assert [e.finish_reason for e in events] == [None] * 4 + ["length"]
+    assert (events[-1].prompt_tokens, events[-1].completion_tokens) == (4, 5)
+    assert all(e.prompt_tokens is None for e in events[:-1])
     assert all(e.token_id is not None for e in events)
 
 
@@ -63,7 +65,10 @@ def test_stop_token_ids(engine: AsyncEngine) -> None:
         engine.generate_sync(_chat(engine), SamplingParams(temperature=0, stop_token_ids=(capital,)))
     )
     assert _text(events) == "The"
-    assert events[-1] == TokenEvent("", None, finish_reason="stop")
+    prompt_tokens = len(engine.tokenizer.encode(_chat(engine)))
+    assert events[-1] == TokenEvent(
+        "", None, finish_reason="stop", prompt_tokens=prompt_tokens, completion_tokens=2
+    )
 
 
 async def test_closing_the_stream_aborts_and_frees_the_cache(engine: AsyncEngine) -> None:
