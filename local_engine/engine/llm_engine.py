@@ -31,12 +31,17 @@ DEFAULT_MAX_MODEL_LEN = 2048
 
 @dataclass(frozen=True, slots=True)
 class EngineStats:
-    """Load of the engine: `tokens_per_second` is decode throughput over the last few seconds."""
+    """Load of the engine, named as the router's `LocalEngineLoad` names it.
 
-    waiting: int
+    `queue_depth` sequences wait for a KV slot, `running` are being decoded, `tokens_per_s` is the
+    tokens produced per second over the last five seconds of steps (0 after five idle seconds).
+    `prompt_tokens` and `generated_tokens` count since the engine started.
+    """
+
+    queue_depth: int
     running: int
     free_slots: int
-    tokens_per_second: float
+    tokens_per_s: float
     prompt_tokens: int
     generated_tokens: int
 
@@ -178,10 +183,10 @@ class LLMEngine:
         if len(window) > 1 and window[-1][0] > window[0][0]:
             rate = sum(n for _, n in window[1:]) / (window[-1][0] - window[0][0])
         return EngineStats(
-            waiting=len(self.scheduler.waiting),
+            queue_depth=len(self.scheduler.waiting),
             running=len(self.scheduler.running),
             free_slots=len(self.scheduler.free_slots),
-            tokens_per_second=rate,
+            tokens_per_s=rate,
             prompt_tokens=self._prompt_tokens,
             generated_tokens=self._generated_tokens,
         )

@@ -26,7 +26,7 @@ def _wait_idle(engine: AsyncEngine, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         stats = engine.stats()
-        if stats.running == 0 and stats.waiting == 0 and stats.free_slots == 4:
+        if stats.running == 0 and stats.queue_depth == 0 and stats.free_slots == 4:
             return
         time.sleep(0.02)
     raise AssertionError(f"engine still busy: {engine.stats()}")
@@ -108,7 +108,7 @@ async def test_concurrent_requests_batch_and_match_sequential_runs(engine: Async
     alone = [await engine.complete(prompt, params) for prompt in prompts]
     together = await asyncio.gather(*(engine.complete(prompt, params) for prompt in prompts))
     assert list(together) == alone
-    assert engine.stats().tokens_per_second > 0
+    assert engine.stats().tokens_per_s > 0
 
 
 async def test_n_choices_with_a_seed_are_reproducible(engine: AsyncEngine) -> None:
