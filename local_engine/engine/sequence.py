@@ -33,7 +33,7 @@ class TokenEvent:
     `text_delta` may be empty (a UTF-8 character or a possible stop string is held back) and the
     last event has `finish_reason` "stop" or "length"; `index` tells the `n` choices apart. The
     last event also carries the sequence's usage: `prompt_tokens` and `completion_tokens` (the
-    tokens generated, a stop token included, as OpenAI counts them).
+    tokens generated, an end-of-turn token included, as vLLM counts them).
     """
 
     text_delta: str
