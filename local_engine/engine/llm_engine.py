@@ -15,7 +15,7 @@ import torch
 from local_engine.engine.runner import ModelRunner
 from local_engine.engine.scheduler import Scheduler
 from local_engine.engine.sequence import Sequence as Seq
-from local_engine.engine.sequence import TokenEvent, TopLogprob
+from local_engine.engine.sequence import TokenEvent
 from local_engine.errors import EngineError, ModelFileError, RequestError
 from local_engine.loader.checkpoint import load_checkpoint
 from local_engine.loader.paths import default_model_path
@@ -143,10 +143,7 @@ class LLMEngine:
                 self._generated_tokens += 1
             top = None
             if result.top_logprobs is not None:
-                top = tuple(
-                    TopLogprob(t, self.tokenizer.decode([t], skip_special=False), lp)
-                    for t, lp in result.top_logprobs
-                )
+                top = tuple(self._top_logprob(t, lp) for t, lp in result.top_logprobs)
             done = seq.finish_reason is not None
             event = TokenEvent(
                 text, result.token_id if kept else None, result.logprob if kept else None,
@@ -164,6 +161,10 @@ class LLMEngine:
                     self._open[seq.request_id] = left
             outputs.append(RequestOutput(seq.request_id, event, finished))
         return outputs
+
+    def _top_logprob(self, token_id: int, logprob: float) -> TopLogprob:
+        raw = self.tokenizer.token_bytes(token_id, skip_special=False)
+        return TopLogprob(token_id, raw.decode("utf-8", errors="replace"), logprob, raw)
 
     def generate(
         self, prompts: Sequence[str | Sequence[int]], params: SamplingParams | None = None

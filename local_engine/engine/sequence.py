@@ -21,9 +21,12 @@ class SequenceStatus(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class TopLogprob:
+    """One alternative token: `token` is its text (lossy for part of a UTF-8 character), `token_bytes` exact."""
+
     token_id: int
     token: str
     logprob: float
+    token_bytes: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

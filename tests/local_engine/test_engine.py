@@ -123,6 +123,7 @@ def test_logprobs(engine: AsyncEngine) -> None:
     for event in engine.generate_sync(_chat(engine), params):
         assert event.top_logprobs is not None and len(event.top_logprobs) == 3
         assert event.top_logprobs[0].token_id == event.token_id
+        assert event.top_logprobs[0].token_bytes == engine.tokenizer.token_bytes(event.token_id)
         assert event.logprob == event.top_logprobs[0].logprob <= 0
 
 

@@ -213,3 +213,18 @@ def test_bad_hyperparameters_are_refused(metadata: dict[str, object], code: str)
     with pytest.raises(ModelFileError) as info:
         config_from_gguf(metadata, "model.gguf")
     assert info.value.code == code
+
+
+@pytest.mark.parametrize("keep", [0.00001, 0.001, 0.01, 0.5, 0.999999])
+def test_a_truncated_download_of_the_real_model_is_refused(tmp_path: Path, keep: float) -> None:
+    from local_engine import default_model_path
+
+    source = Path(default_model_path())
+    size = int(source.stat().st_size * keep)
+    with source.open("rb") as handle:
+        path = _write(tmp_path, handle.read(size))
+    start = time.perf_counter()
+    with pytest.raises(ModelFileError) as info:
+        read_gguf(path)
+    assert info.value.code in {"gguf.truncated", "gguf.bad-count"}  # a count the rest cannot hold
+    assert time.perf_counter() - start < 1.0
