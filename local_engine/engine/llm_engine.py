@@ -15,7 +15,7 @@ import torch
 from local_engine.engine.runner import ModelRunner
 from local_engine.engine.scheduler import Scheduler
 from local_engine.engine.sequence import Sequence as Seq
-from local_engine.engine.sequence import TokenEvent
+from local_engine.engine.sequence import TokenEvent, TopLogprob
 from local_engine.errors import EngineError, ModelFileError, RequestError
 from local_engine.loader.checkpoint import load_checkpoint
 from local_engine.loader.paths import default_model_path
