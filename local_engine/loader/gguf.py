@@ -42,6 +42,7 @@ _NUMPY_SCALARS: dict[int, str] = {
     0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "<u1", 10: "<u8", 11: "<i8", 12: "<f8",
 }  # fmt: skip
 _STRING, _ARRAY = 8, 9
+_U64 = struct.Struct("<Q")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +120,27 @@ class _Cursor:
             items = np.frombuffer(self.buf, dtype=_NUMPY_SCALARS[etype], count=count, offset=self.pos)
             self.pos += size * count
             return [bool(v) for v in items] if etype == 7 else items.tolist()
+        if etype == _STRING:
+            return self.strings(count, what)
         return [self.value(etype, f"{what}[{i}]", depth=1) for i in range(count)]
+
+    def strings(self, count: int, what: str) -> list[str]:
+        """`count` strings in a row: the vocabulary's hot loop, so written flat."""
+        buf, pos, end, unpack = self.buf, self.pos, self.end, _U64.unpack_from
+        out: list[str] = []
+        for index in range(count):
+            if end - pos < 8:
+                raise self.fail(f"{what}[{index}] length is past the end of the file", "gguf.truncated", pos)
+            (length,) = unpack(buf, pos)
+            if length > MAX_STRING_BYTES or length > end - pos - 8:
+                raise self.fail(f"{what}[{index}] is {length} bytes, past the end", "gguf.truncated", pos)
+            try:
+                out.append(buf[pos + 8 : pos + 8 + length].decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise self.fail(f"{what}[{index}] is not valid UTF-8", "gguf.bad-utf8", pos) from exc
+            pos += 8 + length
+        self.pos = pos
+        return out
 
 
 class GGUFFile:

@@ -227,4 +227,4 @@ def test_a_truncated_download_of_the_real_model_is_refused(tmp_path: Path, keep:
     with pytest.raises(ModelFileError) as info:
         read_gguf(path)
     assert info.value.code in {"gguf.truncated", "gguf.bad-count"}  # a count the rest cannot hold
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < 2.0  # ~0.1 s alone; a shared 2-core machine needs slack
