@@ -8,6 +8,7 @@ A template that loops without any of those is still bounded by the sandbox's `MA
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -36,8 +37,13 @@ class _Budget:
             )
 
 
+_current = threading.local()  # the budget of the render running on this thread
+
+
 class _LimitedEnvironment(ImmutableSandboxedEnvironment):
-    budget: _Budget | None = None
+    @property
+    def budget(self) -> _Budget | None:
+        return getattr(_current, "budget", None)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if self.budget is not None:
@@ -94,9 +100,6 @@ class ChatTemplate:
                 code="template.tools-unsupported",
             )
         budget = _Budget(self.time_limit_s, self.max_output_chars)
-        env = self._env.overlay()
-        env.budget = budget  # type: ignore[attr-defined]
-        template = env.from_string(self.source)
         context = {
             **self.special_tokens,
             **extra,
@@ -106,7 +109,11 @@ class ChatTemplate:
         context["range"] = lambda *args: _limited_range(budget, *args)
         if tools:
             context["tools"] = list(tools)
-        return self._collect(template.generate(context), budget)
+        _current.budget = budget
+        try:
+            return self._collect(self._template.generate(context), budget)
+        finally:
+            _current.budget = None
 
     def _collect(self, chunks: Iterator[str], budget: _Budget) -> str:
         out: list[str] = []
