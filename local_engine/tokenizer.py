@@ -163,8 +163,13 @@ class Tokenizer:
                     merged.append(parts[i])
                     i += 1
             parts = merged
-        unknown = self.token_to_id.get("<unk>", 0)
-        return [self.token_to_id.get(part, unknown) for part in parts]
+        ids: list[int] = []
+        for part in parts:
+            if part in self.token_to_id:
+                ids.append(self.token_to_id[part])
+            else:  # bytes the vocabulary lacks are dropped, as llama.cpp and HF tokenizers do
+                ids.extend(self.token_to_id[char] for char in part if char in self.token_to_id)
+        return ids
 
     def token_bytes(self, token_id: int, *, skip_special: bool = True) -> bytes:
         """The bytes one token stands for (a special token's own text unless skipped)."""
