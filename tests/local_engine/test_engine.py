@@ -6,6 +6,8 @@ import asyncio
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from local_engine import AsyncEngine, EngineClosedError, RequestError, SamplingParams, TokenEvent
 
@@ -162,3 +164,28 @@ def test_half_precision_answers_too() -> None:
     prompt = half.tokenizer.apply_chat_template(QUESTION)
     [[text]] = half.generate([prompt], SamplingParams(temperature=0, max_tokens=16))
     assert "Paris" in text
+
+
+_PIECES = st.sampled_from(["a", "b", "ab", " ", "\n", "é", "中", "😀", "END", "E", "ND", "</s", ">", "."])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    text=st.lists(_PIECES, max_size=25).map("".join),
+    stops=st.lists(st.lists(_PIECES, min_size=1, max_size=3).map("".join), min_size=1, max_size=3),
+)
+def test_stop_strings_cut_the_stream_exactly(engine: AsyncEngine, text: str, stops: list[str]) -> None:
+    from local_engine.engine.sequence import Sequence
+
+    params = SamplingParams(stop=tuple(stops), max_tokens=None)
+    seq = Sequence("r", 0, [1], params, engine.tokenizer, None)
+    streamed = []
+    for token in engine.tokenizer.encode(text, parse_special=False):
+        streamed.append(seq.append(token, max_len=10_000)[0])
+        if seq.finish_reason is not None:
+            break
+    found = [i for i in (text.find(stop) for stop in stops) if i >= 0]
+    if found:
+        assert (seq.finish_reason, "".join(streamed)) == ("stop", text[: min(found)])
+    else:
+        assert seq.finish_reason is None and text.startswith("".join(streamed))
