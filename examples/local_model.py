@@ -1,6 +1,6 @@
 """The embedded model, in process: no key, no network, the prompt never leaves the machine.
 
-    python examples/local_model.py
+python examples/local_model.py
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ reply = client.chat.completions.create(
     model="local/smollm2-135m-instruct", messages=question, temperature=0, max_tokens=32
 )
 print(reply.choices[0].message.content)
-print(f"usage: {reply.usage.prompt_tokens} prompt + {reply.usage.completion_tokens} completion tokens (exact)")
+print(
+    f"usage: {reply.usage.prompt_tokens} prompt + {reply.usage.completion_tokens} completion tokens (exact)"
+)
 
 print("streamed: ", end="")
 for chunk in client.chat.completions.create(

@@ -39,7 +39,11 @@ def run(source: str, env: dict[str, str], tmp_path: Path, name: str) -> str:
 @pytest.fixture
 def program_env(openai_upstream: LoopbackServer) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_BASE_URL"))}
-    env.update(OPENAI_API_KEY="sk-dropin-test", OPENAI_BASE_URL=openai_upstream.base_url + "/v1", PYTHONPATH=str(ROOT))
+    env.update(
+        OPENAI_API_KEY="sk-dropin-test",
+        OPENAI_BASE_URL=openai_upstream.base_url + "/v1",
+        PYTHONPATH=str(ROOT),
+    )
     return env
 
 
