@@ -9,6 +9,7 @@ tokens equal the tokens the servers served, and no socket, file descriptor or ta
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import random
 import threading
@@ -30,6 +31,7 @@ from gateway.types import ChatRequest
 from tests.resilience.conftest import FAST, Records, candidate, chat_log
 from tests.servers import openai_server
 from tests.servers.faults import FastServer, FaultHandler
+from tests.servers.http import LoopbackServer, Recorded
 
 FAULTS = [
     "429-retry-after",
@@ -57,7 +59,8 @@ FAULTS = [
 class SoakReport:
     requests: int
     failures: list[str] = field(default_factory=list)
-    records: list[AttemptRecord] = field(default_factory=list)
+    attempts: int = 0
+    duplicates: int = 0
     logged: int = 0
     served_tokens: tuple[int, int] = (0, 0)
     metered_tokens: tuple[int, int] = (0, 0)
@@ -68,10 +71,6 @@ class SoakReport:
     tasks: tuple[int, int] = (0, 0)
     elapsed_s: float = 0.0
     memory: tuple[int, int] = (0, 0)  # tracemalloc current bytes, before and after
-
-    @property
-    def duplicates(self) -> int:
-        return len(self.records) - len({(r.request_id, r.attempt) for r in self.records})
 
 
 def open_fds() -> tuple[int, int]:
@@ -86,10 +85,16 @@ def open_fds() -> tuple[int, int]:
     return len(names), sockets
 
 
-def soak_plan(primary: FastServer, secondary: FastServer, *, timeout_s: float) -> Plan:
+def soak_plan(
+    primary: LoopbackServer,
+    secondary: LoopbackServer,
+    *,
+    timeout_s: float,
+    primary_retries: int | None = None,
+) -> Plan:
     return Plan(
         [
-            candidate(primary, "gpt-4o-mini", context_window=8192),
+            candidate(primary, "gpt-4o-mini", context_window=8192, max_retries=primary_retries),
             candidate(secondary, "gpt-4o-mini", "secondary", context_window=128_000),
         ],
         fallback_on=DEFAULT_FALLBACK_ON | {"context_length"},
@@ -200,6 +205,7 @@ def run_soak(
     retry: RetrySettings = FAST,
     retry_after_ms: int = 2,
     trace_memory: bool = False,
+    primary_retries: int | None = None,
 ) -> SoakReport:
     """Run the soak and return what both sides saw (the caller asserts)."""
     if trace_memory:
@@ -215,7 +221,7 @@ def run_soak(
         FastServer(FaultHandler(retry_after_ms=retry_after_ms)) as primary,
         FastServer(openai_server.handle) as secondary,
     ):
-        plan = soak_plan(primary, secondary, timeout_s=timeout_s)
+        plan = soak_plan(primary, secondary, timeout_s=timeout_s, primary_retries=primary_retries)
         with httpx.Client() as http:
             sync_ex = Executor(http, observer=records, retry=retry)
             sync_thread = threading.Thread(
@@ -234,7 +240,22 @@ def run_soak(
             sync_thread.join()
         report.elapsed_s = time.perf_counter() - started
         logs = chat_log(primary) + chat_log(secondary)
-    report.records = list(records)
+    _summarise(report, list(records), logs)
+    records.clear()
+    del logs
+    gc.collect()
+    report.fds = (before[0], _settled_fds(before)[0])
+    report.sockets = (before[1], _settled_fds(before)[1])
+    if trace_memory:
+        report.memory = (memory_before, tracemalloc.get_traced_memory()[0])
+        tracemalloc.stop()
+    return report
+
+
+def _summarise(report: SoakReport, records: list[AttemptRecord], logs: list[Recorded]) -> None:
+    """Both sides' counts; the records themselves are not kept (the leak run measures memory after)."""
+    report.attempts = len(records)
+    report.duplicates = len(records) - len({(r.request_id, r.attempt) for r in records})
     report.logged = len(logs)
     served = [r.served_tokens for r in logs if r.served_tokens]
     report.served_ok = len(served)
@@ -242,18 +263,9 @@ def run_soak(
         sum(s.get("prompt", 0) for s in served),
         sum(s.get("completion", 0) for s in served),
     )
-    ok = [r for r in records if r.outcome == "ok" and r.usage is not None]
+    ok = [r.usage for r in records if r.outcome == "ok" and r.usage is not None]
     report.metered_ok = len([r for r in records if r.outcome == "ok"])
-    report.metered_tokens = (
-        sum(r.usage.prompt_tokens for r in ok),
-        sum(r.usage.completion_tokens for r in ok),
-    )  # type: ignore[union-attr]
-    report.fds = (before[0], _settled_fds(before)[0])
-    report.sockets = (before[1], _settled_fds(before)[1])
-    if trace_memory:
-        report.memory = (memory_before, tracemalloc.get_traced_memory()[0])
-        tracemalloc.stop()
-    return report
+    report.metered_tokens = (sum(u.prompt_tokens for u in ok), sum(u.completion_tokens for u in ok))
 
 
 def _settled_fds(before: tuple[int, int], wait_s: float = 10.0) -> tuple[int, int]:
