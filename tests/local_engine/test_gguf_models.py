@@ -74,3 +74,33 @@ def test_a_header_that_lies_is_refused_quickly(tmp_path: Path, options: dict[str
         LLMEngine.from_path(path, max_model_len=64)
     assert info.value.code == code
     assert time.perf_counter() - start < 2
+
+
+def test_more_requests_than_slots_queue_and_match_solo_runs(tmp_path: Path) -> None:
+    engine = LLMEngine.from_path(tiny_llama(tmp_path / "tiny.gguf"), max_model_len=64, max_batch=2)
+    prompts = ["a", "hello there", "xyz", "0123456789", "tiny"]
+    params = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
+    solo = [engine.generate([prompt], params)[0] for prompt in prompts]
+    ids = [engine.add_request(prompt, params) for prompt in prompts]
+    assert (engine.stats().queue_depth, engine.stats().running) == (5, 0)
+    texts: dict[str, list[str]] = {request_id: [] for request_id in ids}
+    first = engine.step()  # one prefill
+    assert (engine.stats().queue_depth, engine.stats().running, engine.stats().free_slots) == (4, 1, 1)
+    for out in first:
+        texts[out.request_id].append(out.event.text_delta)
+    while engine.has_unfinished():
+        for out in engine.step():
+            texts[out.request_id].append(out.event.text_delta)
+            assert engine.stats().running <= 2
+    assert [["".join(texts[request_id])] for request_id in ids] == solo
+    assert engine.stats().free_slots == 2
+
+
+def test_aborting_waiting_and_running_requests(tmp_path: Path) -> None:
+    engine = LLMEngine.from_path(tiny_llama(tmp_path / "tiny.gguf"), max_model_len=64, max_batch=1)
+    params = SamplingParams(temperature=0, max_tokens=50, ignore_eos=True)
+    running, waiting = engine.add_request("a", params), engine.add_request("b", params)
+    engine.step()
+    engine.abort(waiting)
+    engine.abort(running)
+    assert not engine.has_unfinished() and engine.stats().free_slots == 1
