@@ -12,7 +12,7 @@ import itertools
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -170,8 +170,7 @@ class AsyncEngine:
                 if isinstance(item, BaseException):
                     finished = True
                     raise item
-                assert isinstance(item, TokenEvent)
-                yield item
+                yield cast(TokenEvent, item)
         finally:
             if not finished:
                 self.abort(request_id)
@@ -192,8 +191,7 @@ class AsyncEngine:
                 if isinstance(item, BaseException):
                     finished = True
                     raise item
-                assert isinstance(item, TokenEvent)
-                yield item
+                yield cast(TokenEvent, item)
         finally:
             if not finished:
                 self.abort(request_id)

@@ -9,7 +9,7 @@ import torch
 
 from local_engine import AsyncEngine, SamplingParams
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
 PROMPTS = [
     "The quick brown fox jumps over the lazy dog.",
