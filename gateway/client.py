@@ -195,7 +195,7 @@ class OpenAI(_ClientBase):
             runtime=_runtime,
         )
         self._owns_http = http_client is None
-        self._http = http_client or httpx.Client(timeout=self.timeout, limits=DEFAULT_CONNECTION_LIMITS)
+        self._http = http_client or _default_sync_http(self.timeout)
         self._executor = Executor(
             self._http, observer=self._observer, retry=RetrySettings(max_retries=max_retries)
         )
@@ -286,12 +286,23 @@ class AsyncOpenAI(_ClientBase):
         await self.close()
 
 
+def _proxy_configured() -> bool:
+    names = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+    return any(os.environ.get(name) for name in names)
+
+
+def _default_sync_http(timeout: float | httpx.Timeout | None) -> httpx.Client:
+    """httpx with the gateway's one-write socket transport, unless the environment sets a proxy."""
+    if _proxy_configured():
+        return httpx.Client(timeout=timeout, limits=DEFAULT_CONNECTION_LIMITS)
+    from gateway._sync_transport import SocketTransport
+
+    return httpx.Client(timeout=timeout, transport=SocketTransport())
+
+
 def _default_async_http(timeout: float | httpx.Timeout | None) -> httpx.AsyncClient:
     """httpx with the gateway's linear-pool transport, unless the environment sets a proxy."""
-    if any(
-        os.environ.get(name)
-        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
-    ):
+    if _proxy_configured():
         return httpx.AsyncClient(timeout=timeout, limits=DEFAULT_CONNECTION_LIMITS)
     from gateway._aio_transport import AsyncioTransport
 
