@@ -201,6 +201,14 @@ def _hf_rope_scaling(raw: Any, path: str) -> RopeScaling | None:
     )
 
 
+def _read_template(root: Path) -> str | None:
+    """transformers 5 writes the chat template to its own file."""
+    path = root / "chat_template.jinja"
+    if not path.is_file() or path.stat().st_size > MAX_HEADER_BYTES:
+        return None
+    return path.read_text(encoding="utf-8")
+
+
 def tokenizer_metadata_from_hf(root: Path) -> dict[str, Any]:
     """Translate `tokenizer.json` (byte-level BPE) into GGUF-style `tokenizer.ggml.*` metadata."""
     data = _read_json(root / "tokenizer.json")
@@ -235,5 +243,5 @@ def tokenizer_metadata_from_hf(root: Path) -> dict[str, Any]:
         "tokenizer.ggml.merges": merges, "tokenizer.ggml.pre": pre, "tokenizer.ggml.bos_token_id": token_id("bos_token"),
         "tokenizer.ggml.eos_token_id": token_id("eos_token"),
         "tokenizer.ggml.add_bos_token": bool(settings.get("add_bos_token", False)),
-        "tokenizer.chat_template": settings.get("chat_template"),
+        "tokenizer.chat_template": settings.get("chat_template") or _read_template(root),
     }  # fmt: skip

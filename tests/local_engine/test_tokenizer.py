@@ -190,3 +190,19 @@ _ALPHABET = st.sampled_from(
 @given(st.lists(_ALPHABET, max_size=30).map("".join))
 def test_random_text_matches_transformers(engine: AsyncEngine, hf_tokenizer: Any, text: str) -> None:
     assert engine.tokenizer.encode(text) == hf_tokenizer(text, add_special_tokens=False).input_ids
+
+
+def test_a_tokenizer_json_folder_reads_like_transformers(
+    engine: AsyncEngine, hf_tokenizer: Any, tmp_path: Any
+) -> None:
+    from local_engine.loader.safetensors import tokenizer_metadata_from_hf
+    from local_engine.tokenizer import Tokenizer
+
+    hf_tokenizer.save_pretrained(tmp_path)  # tokenizer.json, tokenizer_config.json, chat_template.jinja
+    tokenizer = Tokenizer.from_gguf_metadata(tokenizer_metadata_from_hf(tmp_path))
+    # this tokenizer.json has a plain ByteLevel pre-tokenizer, so even the digit cases agree
+    for text in [*CORPUS, " ٣٤", " ½ ²", "x  1"]:
+        assert tokenizer.encode(text) == hf_tokenizer(text, add_special_tokens=False).input_ids
+    messages = [{"role": "user", "content": "Hi"}]
+    assert tokenizer.apply_chat_template(messages) == engine.tokenizer.apply_chat_template(messages)
+    assert tokenizer.stop_ids == engine.tokenizer.stop_ids
