@@ -206,3 +206,30 @@ def test_a_tokenizer_json_folder_reads_like_transformers(
     messages = [{"role": "user", "content": "Hi"}]
     assert tokenizer.apply_chat_template(messages) == engine.tokenizer.apply_chat_template(messages)
     assert tokenizer.stop_ids == engine.tokenizer.stop_ids
+
+
+def test_a_safetensors_folder_serves_end_to_end(hf_tokenizer: Any, tmp_path: Any) -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from local_engine import SamplingParams
+    from local_engine.engine.llm_engine import LLMEngine
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(hf_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=True,
+    )  # fmt: skip
+    reference = LlamaForCausalLM(config).eval()
+    reference.save_pretrained(tmp_path, safe_serialization=True)
+    hf_tokenizer.save_pretrained(tmp_path)
+    engine = LLMEngine.from_path(tmp_path, roots=[tmp_path], max_model_len=128, max_batch=1)
+    prompt = engine.tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}])
+    ids = engine.tokenizer.encode(prompt)
+    params = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True, skip_special_tokens=False)
+    [[text]] = engine.generate([ids], params)
+    with torch.inference_mode():
+        expected = reference.generate(
+            torch.tensor([ids]), max_new_tokens=8, do_sample=False, eos_token_id=None
+        )
+    assert text == hf_tokenizer.decode(expected[0, len(ids) :])
