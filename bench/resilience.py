@@ -43,6 +43,7 @@ from gateway.types import ChatRequest
 from providers.base import Target
 
 ROOT = Path(__file__).resolve().parents[1]
+LEAK_BOUND_BYTES = 32_000_000  # traced memory still held once the run's objects are released
 
 
 class _Null:
@@ -198,6 +199,7 @@ def soak(requests: int, real_delays: bool, trace: bool) -> None:
         and report.metered_tokens == report.served_tokens
         and report.fds[0] == report.fds[1]
         and report.tasks[0] == report.tasks[1]
+        and (not trace or report.memory[1] - report.memory[0] < LEAK_BOUND_BYTES)
     )
     print("  PASS" if ok else "  FAIL")
     if not ok:

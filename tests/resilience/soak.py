@@ -240,6 +240,8 @@ def run_soak(
             sync_thread.join()
         report.elapsed_s = time.perf_counter() - started
         logs = chat_log(primary) + chat_log(secondary)
+        primary.reset_log()
+        secondary.reset_log()
     _summarise(report, list(records), logs)
     records.clear()
     del logs
