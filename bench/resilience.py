@@ -8,7 +8,8 @@
 sequential non-streaming and streaming requests and 64-in-flight async throughput, with the
 resilience layer disabled (one candidate, no breaker, no route timeouts) and enabled (a breaker
 over the in-memory state backend, connect/read/first-token/idle/total timeouts, a fallback
-candidate, a hedge that never fires, and a 4-token stream buffer). Runs are interleaved (A B A B)
+candidate and a 4-token stream buffer), and for async also with a hedge that never fires (the
+opt-in hedge costs a task and a timer per request). Runs are interleaved (A B A B)
 so drift hits both alike; the figure is the ratio enabled / disabled (target <= 1.05).
 
 ``soak``: ``tests/resilience/soak.py`` at 2,000 requests, 64 in flight, 30 % faults; with
@@ -66,13 +67,17 @@ def plans(url: str) -> dict[str, tuple[Plan, Breakers | None]]:
         )
 
     off = Plan([cand("a")])
-    on = Plan(
-        [cand("a"), cand("b")],
-        timeouts=Timeouts(connect_s=5, read_s=30, first_token_s=10, stream_idle_s=10, total_s=60),
-        hedge=HedgeSettings(after_s=30.0),
-        buffer_tokens=4,
-    )
-    return {"off": (off, None), "on": (on, Breakers(MemoryBackend()))}
+    settings: dict[str, Any] = {
+        "timeouts": Timeouts(connect_s=5, read_s=30, first_token_s=10, stream_idle_s=10, total_s=60),
+        "buffer_tokens": 4,
+    }
+    on = Plan([cand("a"), cand("b")], **settings)
+    hedged = Plan([cand("a"), cand("b")], hedge=HedgeSettings(after_s=30.0), **settings)
+    return {
+        "off": (off, None),
+        "on": (on, Breakers(MemoryBackend())),
+        "on+hedge": (hedged, Breakers(MemoryBackend())),
+    }
 
 
 def _request(stream: bool) -> ChatRequest:
@@ -86,10 +91,11 @@ def sequential(url: str, n: int, rounds: int) -> dict[str, dict[str, float]]:
     """Median wall and client-CPU µs per request, non-streaming and streaming, interleaved off/on."""
     keys = ("json", "json_cpu", "stream", "stream_cpu")
     out: dict[str, dict[str, list[float]]] = {name: {k: [] for k in keys} for name in ("off", "on")}
+    configs = {name: value for name, value in plans(url).items() if name in out}
     with httpx.Client() as http:
         executors = {
             name: (Executor(http, observer=_Null(), retry=RetrySettings(), breakers=b), plan)
-            for name, (plan, b) in plans(url).items()
+            for name, (plan, b) in configs.items()
         }
         for i in range(rounds):
             for name, (ex, plan) in _alternate(executors, i):
@@ -125,7 +131,7 @@ def _time_each(n: int, call: Callable[[], Any]) -> tuple[float, float]:
 
 async def concurrent(url: str, total: int, in_flight: int, rounds: int) -> dict[str, float]:
     """Requests per second with ``in_flight`` concurrent async requests, interleaved off/on."""
-    rates: dict[str, list[float]] = {"off": [], "on": []}
+    rates: dict[str, list[float]] = {"off": [], "on": [], "on+hedge": []}
     from gateway._aio_transport import AsyncioTransport
 
     async with httpx.AsyncClient(transport=AsyncioTransport()) as http:
@@ -164,9 +170,11 @@ def overhead(requests: int) -> None:
         print(
             f"  sequential {kind.split('_')[0]:6s} {what:10s}: off {off:8.1f} us  on {on:8.1f} us  ratio {on / off:.3f}"
         )
-    print(
-        f"  async 64 in flight:        off {rps['off']:8.0f} rps  on {rps['on']:8.0f} rps  ratio {rps['off'] / rps['on']:.3f}"
-    )
+    for name in ("on", "on+hedge"):
+        print(
+            f"  async 64 in flight {name:8s}: off {rps['off']:8.0f} rps  {name} {rps[name]:8.0f} rps"
+            f"  ratio {rps['off'] / rps[name]:.3f}"
+        )
 
 
 def soak(requests: int, real_delays: bool, trace: bool) -> None:
