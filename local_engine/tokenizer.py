@@ -189,8 +189,17 @@ class Tokenizer:
         """Tokens of a prompt text, or of chat messages rendered by the chat template."""
         if isinstance(text_or_messages, str):
             return len(self.encode(text_or_messages))
-        # the same encoding `generate` gives a rendered prompt (a BOS the template wrote is not doubled)
-        return len(self.encode(self.apply_chat_template(text_or_messages, **template_kwargs)))
+        return len(self.encode_chat(text_or_messages, **template_kwargs))
+
+    def encode_chat(self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None,
+                    add_generation_prompt: bool = True) -> list[int]:  # fmt: skip
+        """Token ids of a chat prompt; special-token text in message contents stays literal text.
+
+        Prefer this to `encode(apply_chat_template(...))`, which lets a message forge turns.
+        """
+        from local_engine.chat import encode_chat
+
+        return encode_chat(self, messages, tools=tools, add_generation_prompt=add_generation_prompt)
 
     def apply_chat_template(self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None,
                             add_generation_prompt: bool = True, **extra: Any) -> str:  # fmt: skip
