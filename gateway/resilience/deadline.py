@@ -60,6 +60,9 @@ class Timeouts:
             )
 
 
+_NO_TIMEOUTS = Timeouts()
+
+
 class Deadline:
     """The moment one request must be over by (monotonic clock), or none."""
 
@@ -100,18 +103,26 @@ def attempt_timeout(
     left = deadline.remaining()
     if timeouts is None and left is None:
         return base
-    current = base if isinstance(base, httpx.Timeout) else httpx.Timeout(base)
-    t = timeouts or Timeouts()
-    connect = t.connect_s if t.connect_s is not None else current.connect
-    read = t.read_s if t.read_s is not None else current.read
+    if isinstance(base, httpx.Timeout):
+        connect, read, write, pool = base.connect, base.read, base.write, base.pool
+    else:
+        connect = read = write = pool = base
+    t = timeouts or _NO_TIMEOUTS
+    if t.connect_s is not None:
+        connect = t.connect_s
+    if t.read_s is not None:
+        read = t.read_s
     if stream and sync:
         read = _smallest(read, t.first_token_s, t.stream_idle_s)
     return httpx.Timeout(
-        connect=_smallest(connect, left),
-        read=_smallest(read, left),
-        write=_smallest(current.write, left),
-        pool=_smallest(current.pool, left),
+        connect=_cap(connect, left), read=_cap(read, left), write=_cap(write, left), pool=_cap(pool, left)
     )
+
+
+def _cap(value: float | None, left: float | None) -> float | None:
+    if left is None:
+        return value
+    return left if value is None or value > left else value
 
 
 def chunk_wait(
