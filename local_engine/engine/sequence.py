@@ -10,7 +10,7 @@ import torch
 from local_engine.sampling import SamplingParams
 from local_engine.tokenizer import Detokenizer, Tokenizer
 
-__all__ = ["Sequence", "SequenceStatus", "TokenEvent", "TopLogprob"]
+__all__ = ["Sequence", "SequenceStatus", "TokenEvent", "TopLogprob", "first_stop"]
 
 
 class SequenceStatus(enum.Enum):
@@ -47,6 +47,16 @@ class TokenEvent:
     index: int = 0
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+
+
+def first_stop(text: str, stops: tuple[str, ...]) -> int | None:
+    """Where the text is cut: before the first stop string to be completed, reading left to right
+    (of stops completed at the same character, the longest); None when no stop occurs."""
+    hits = [(start + len(stop), start) for stop in stops if (start := text.find(stop)) >= 0]
+    if not hits:
+        return None
+    end = min(hit_end for hit_end, _ in hits)
+    return min(start for hit_end, start in hits if hit_end == end)
 
 
 class Sequence:
@@ -95,10 +105,10 @@ class Sequence:
         if not self.params.stop:
             self._pending = ""
             return text
-        found = [i for i in (text.find(stop) for stop in self.params.stop) if i >= 0]
-        if found:
+        start = first_stop(text, self.params.stop)
+        if start is not None:
             self.finish_reason, self._pending = "stop", ""
-            return text[: min(found)]
+            return text[:start]
         hold = 0
         for stop in self.params.stop:
             for size in range(min(len(stop) - 1, len(text)), hold, -1):

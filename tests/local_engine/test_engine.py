@@ -184,8 +184,11 @@ def test_stop_strings_cut_the_stream_exactly(engine: AsyncEngine, text: str, sto
         streamed.append(seq.append(token, max_len=10_000)[0])
         if seq.finish_reason is not None:
             break
-    found = [i for i in (text.find(stop) for stop in stops) if i >= 0]
-    if found:
-        assert (seq.finish_reason, "".join(streamed)) == ("stop", text[: min(found)])
+    # the reference, read character by character: cut before the first stop string completed
+    ends = [i + len(stop) for stop in stops if (i := text.find(stop)) >= 0]
+    if ends:
+        head = text[: min(ends)]
+        start = min(head.find(stop) for stop in stops if stop in head)
+        assert (seq.finish_reason, "".join(streamed)) == ("stop", text[:start])
     else:
         assert seq.finish_reason is None and text.startswith("".join(streamed))
