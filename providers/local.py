@@ -154,14 +154,14 @@ def _prepare(req: ChatRequest, target: Target) -> tuple[AsyncEngine, list[int], 
     messages = _messages(req)
     engine = engine_for(target.model, dict(target.options))
     try:
-        text = engine.tokenizer.apply_chat_template(messages, tools=req.tools or None)
+        # encode_chat keeps special-token text inside a message literal: no forged turns.
+        ids = engine.tokenizer.encode_chat(messages, tools=req.tools or None)
     except Exception as exc:  # noqa: BLE001 - template errors become a typed 400 naming the cause
         raise BadRequestError(
             f"local: cannot render the chat template: {exc}",
             body={"message": str(exc), "type": "invalid_request_error", "param": "messages"},
             status_code=400,
         ) from exc
-    ids = engine.tokenizer.encode(text)
     if len(ids) >= engine.max_model_len:
         message = f"local: the prompt has {len(ids)} tokens; this model's context is {engine.max_model_len}"
         raise ContextLengthExceededError(
@@ -184,13 +184,17 @@ class _Collector:
         self.created = int(time.time())
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = 0
+        self.counted: dict[int, int] = {}
         self.texts: dict[int, list[str]] = {}
         self.finish: dict[int, str] = {}
         self.logprobs: dict[int, list[dict[str, Any]]] = {}
 
     def add(self, event: TokenEvent) -> None:
         if event.token_id is not None:
-            self.completion_tokens += 1
+            self.counted[event.index] = self.counted.get(event.index, 0) + 1
+        if event.completion_tokens is not None:  # the engine's own count, end-of-turn token included
+            self.counted[event.index] = event.completion_tokens
+        self.completion_tokens = sum(self.counted.values())
         self.texts.setdefault(event.index, []).append(event.text_delta)
         if event.finish_reason:
             self.finish[event.index] = event.finish_reason
@@ -256,12 +260,17 @@ class _Collector:
 
 
 def _logprob(event: TokenEvent) -> dict[str, Any]:
+    """OpenAI's logprob entry; the sampled token is the top alternative with the same id (exact bytes)."""
     top = [
-        {"token": t.token, "logprob": t.logprob, "bytes": list(t.token.encode())}
+        {"token": t.token, "logprob": t.logprob, "bytes": list(t.token_bytes or t.token.encode())}
         for t in event.top_logprobs or ()
     ]
-    token = event.text_delta
-    return {"token": token, "logprob": event.logprob, "bytes": list(token.encode()), "top_logprobs": top}
+    chosen = next((t for t in event.top_logprobs or () if t.token_id == event.token_id), None)
+    token_bytes = (
+        chosen.token_bytes if chosen is not None and chosen.token_bytes else event.text_delta.encode()
+    )
+    token = token_bytes.decode("utf-8", "replace")
+    return {"token": token, "logprob": event.logprob, "bytes": list(token_bytes), "top_logprobs": top}
 
 
 def _tool_calls(text: str) -> list[dict[str, Any]]:
