@@ -49,7 +49,7 @@ def build_runtime(policy: Any, user_observer: Observer | None) -> Runtime:
     source = _policy_source(policy)
     current = source() if callable(source) else source
     backend = open_state(current)
-    stats = LiveStats()
+    stats = LiveStats(local_load=local_engine_load)
     meter = Meter(StateSink(backend), prices=PriceTable.from_policy(current))
     telemetry = Telemetry.from_policy(current)
     guard = Guard(current, backend) if current.budgets or current.rate_limits else None
@@ -69,6 +69,24 @@ def eval_backend(policy: Policy, backend: StateBackend) -> StateBackend:
     if policy.state.backend != "memory" or not os.path.exists(DEFAULT_STORE_PATH):
         return backend
     return open_backend(f"sqlite:///{os.path.abspath(DEFAULT_STORE_PATH)}")
+
+
+def local_engine_load() -> Any:
+    """The in-process engine's load for the router, if a local model has been used (never loads it)."""
+    import sys
+
+    local = sys.modules.get("providers.local")
+    stats = local.engine_load() if local is not None else None
+    if stats is None:
+        return None
+    from gateway.router import LocalEngineLoad
+
+    return LocalEngineLoad(
+        queue_depth=getattr(stats, "queue_depth", 0),
+        running=getattr(stats, "running", 0),
+        free_blocks=getattr(stats, "free_blocks", getattr(stats, "free_slots", None)),
+        tokens_per_s=getattr(stats, "tokens_per_s", None),
+    )
 
 
 def open_state(policy: Policy) -> StateBackend:
