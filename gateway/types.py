@@ -85,7 +85,8 @@ FinishReason: TypeAlias = Literal["stop", "length", "tool_calls", "content_filte
 class BaseModel(pydantic.BaseModel):
     """Base of every response model: keeps unknown fields, dumps like the openai SDK."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True, protected_namespaces=())
+    # defer_build: schemas are built on first use, not at `import gateway` (tens of ms saved).
+    model_config = ConfigDict(extra="allow", populate_by_name=True, protected_namespaces=(), defer_build=True)
 
     def to_dict(
         self,
@@ -328,7 +329,7 @@ class Model(BaseModel):
 
 class _RequestModel(pydantic.BaseModel):
     # Unknown fields are kept: a new API parameter must reach the upstream unchanged.
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    model_config = ConfigDict(extra="allow", protected_namespaces=(), defer_build=True)
 
 
 class ChatRequest(_RequestModel):
