@@ -186,16 +186,17 @@ def soak(requests: int, real_delays: bool, trace: bool) -> None:
     kwargs: dict[str, Any] = {"timeout_s": 6.0, "primary_retries": 1}
     if real_delays:
         kwargs.update(retry=RetrySettings(), retry_after_ms=500)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_before = _rss_mib()
     report = run_soak(requests, trace_memory=trace, **kwargs)
-    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_after = _rss_mib()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"soak: {requests} requests in {report.elapsed_s:.1f}s ({requests / report.elapsed_s:.0f} rps)")
     print(f"  failures: {len(report.failures)}  duplicates: {report.duplicates}")
     print(f"  attempts {report.attempts} / logged by the servers {report.logged}")
     print(f"  ok attempts {report.metered_ok} / served {report.served_ok}")
     print(f"  tokens metered {report.metered_tokens} / served {report.served_tokens}")
     print(f"  fds {report.fds}  sockets {report.sockets}  tasks {report.tasks}")
-    print(f"  max RSS {rss_before / 1024:.0f} -> {rss_after / 1024:.0f} MiB")
+    print(f"  RSS {rss_before:.0f} -> {rss_after:.0f} MiB (peak {peak:.0f} MiB)")
     if trace:
         print(f"  tracemalloc current {report.memory[0] / 1e6:.1f} -> {report.memory[1] / 1e6:.1f} MB")
     for line in report.failures[:10]:
@@ -212,6 +213,13 @@ def soak(requests: int, real_delays: bool, trace: bool) -> None:
     print("  PASS" if ok else "  FAIL")
     if not ok:
         raise SystemExit(1)
+
+
+def _rss_mib() -> float:
+    """The process's resident memory now (not its peak)."""
+    with open("/proc/self/statm") as statm:
+        pages = int(statm.read().split()[1])
+    return pages * resource.getpagesize() / 2**20
 
 
 def main() -> None:

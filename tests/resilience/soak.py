@@ -167,18 +167,18 @@ async def _async_part(
     failures: list[str],
 ) -> tuple[int, int]:
     tasks_before = len(asyncio.all_tasks())
-    gate = asyncio.Semaphore(concurrency)
+    queue = iter(work)
     async with httpx.AsyncClient() as http:
         ex = ex_factory(http)
 
-        async def one(job: Job) -> None:
-            async with gate:
+        async def worker() -> None:  # ``concurrency`` workers, so only that many requests exist at once
+            for job in queue:
                 try:
                     _check(job, await _text_of_async(ex, plan, job), failures)
                 except Exception as exc:  # noqa: BLE001 - a soak failure is recorded, counted and reported
                     failures.append(f"request {job.index} ({job.fault}): {type(exc).__name__}: {exc}")
 
-        await asyncio.gather(*(one(job) for job in work))
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
     return tasks_before, len(asyncio.all_tasks())
 
 
