@@ -239,8 +239,10 @@ class Executor(ExecutorBase):
             holder.http_response = response
             state = module.new_stream(req, target)
             decoder = SSEDecoder()
+            watch = _Watch.of(run, attempt)
             for piece in transport.iter_bytes(response):
-                _check_clock(run, attempt)
+                if watch is not None:
+                    watch.check(attempt)
                 for event in decoder.feed(piece):
                     for chunk in module.parse_stream_event(event, state):
                         yield from attempt.offer(chunk)
@@ -309,12 +311,31 @@ def embedding_usage(reply: CreateEmbeddingResponse) -> CompletionUsage:
     )
 
 
-def _check_clock(run: RequestRun, attempt: StreamAttempt) -> None:
+class _Watch:
     """Between two pieces of a blocking stream: the total deadline and the first-token timeout."""
-    if run.deadline.expired():
-        raise APITimeoutError(message="Request timed out: the total deadline passed mid-stream.")
-    timeouts = run.plan.timeouts
-    if timeouts is None or timeouts.first_token_s is None or attempt.has_content:
-        return
-    if time.perf_counter() - attempt.t0 > timeouts.first_token_s:
-        raise APITimeoutError(message=f"Request timed out: no first token within {timeouts.first_token_s}s.")
+
+    __slots__ = ("clock", "deadline_at", "first_by")
+
+    def __init__(self, run: RequestRun, attempt: StreamAttempt) -> None:
+        timeouts = run.plan.timeouts
+        self.clock = run.deadline.clock
+        self.deadline_at = run.deadline.expires_at
+        first = timeouts.first_token_s if timeouts is not None else None
+        spent = time.perf_counter() - attempt.t0  # the first-token timeout counts from the attempt's start
+        self.first_by = None if first is None else self.clock() + first - spent
+
+    @classmethod
+    def of(cls, run: RequestRun, attempt: StreamAttempt) -> _Watch | None:
+        """``None`` when there is nothing to watch (no route timeouts): the fast path."""
+        return None if run.plan.timeouts is None else cls(run, attempt)
+
+    def check(self, attempt: StreamAttempt) -> None:
+        now = self.clock()
+        if self.deadline_at is not None and now >= self.deadline_at:
+            raise APITimeoutError(message="Request timed out: the total deadline passed mid-stream.")
+        if self.first_by is None:
+            return
+        if attempt.ttft_s is not None:
+            self.first_by = None
+        elif now > self.first_by:
+            raise APITimeoutError(message="Request timed out: no first token in time.")
