@@ -141,13 +141,17 @@ class Completions:
                 iterator = guarded_stream(iterator, admission)
             return Stream(iterator, info)
         if admission is None:
-            return client._executor.complete(req, plan, headers=headers, timeout=options.timeout)
+            return note_dropped(
+                client._executor.complete(req, plan, headers=headers, timeout=options.timeout), plan, req
+            )
         from gateway.guard import CURRENT_ATTEMPTS
 
         records: list[AttemptRecord] = []
         token = CURRENT_ATTEMPTS.set(records)
         try:
-            return client._executor.complete(req, plan, headers=headers, timeout=options.timeout)
+            return note_dropped(
+                client._executor.complete(req, plan, headers=headers, timeout=options.timeout), plan, req
+            )
         finally:
             CURRENT_ATTEMPTS.reset(token)
             admission.settle(records)
@@ -187,13 +191,15 @@ class AsyncCompletions:
                 iterator = guarded_async_stream(iterator, admission)
             return AsyncStream(iterator, info)
         if admission is None:
-            return await client._executor.complete(req, plan, headers=headers, timeout=options.timeout)
+            reply = await client._executor.complete(req, plan, headers=headers, timeout=options.timeout)
+            return note_dropped(reply, plan, req)
         from gateway.guard import CURRENT_ATTEMPTS
 
         records: list[AttemptRecord] = []
         token = CURRENT_ATTEMPTS.set(records)
         try:
-            return await client._executor.complete(req, plan, headers=headers, timeout=options.timeout)
+            reply = await client._executor.complete(req, plan, headers=headers, timeout=options.timeout)
+            return note_dropped(reply, plan, req)
         finally:
             CURRENT_ATTEMPTS.reset(token)
             admission.settle(records)
@@ -207,6 +213,23 @@ class AsyncCompletions:
         if not isinstance(reply, ChatCompletion):
             raise TypeError("parse() expected a non-streaming reply")
         return parse_choices(reply, response_format, params.get("tools"))
+
+
+def note_dropped(reply: ChatCompletion, plan: Plan, req: ChatRequest) -> ChatCompletion:
+    """Record in ``reply.gateway`` the parameters the serving provider dropped (a route's
+    ``drop_unsupported_params``); without that setting they are refused before any call."""
+    info = reply.gateway
+    if info is None:
+        return reply
+    served = next((c for c in plan.candidates if c.name == info.model), None)
+    if served is None or not served.target.options.get("drop_unsupported_params"):
+        return reply
+    import providers
+
+    unsupported = getattr(providers.load(served.target.kind), "unsupported_params", None)
+    if unsupported is not None:
+        info.dropped_params = list(unsupported(req))
+    return reply
 
 
 # --- budgets and rate limits (a policy's guard) ---------------------------------------------------

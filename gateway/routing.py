@@ -9,9 +9,10 @@ knows is served as the policy configures its provider.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from gateway.attempts import Candidate, Plan
+from gateway.attempts import DEFAULT_FALLBACK_ON, Candidate, Plan
 from gateway.errors import NotFoundError, PolicyError
 from gateway.targets import ClientConfig, client_target, host_target, require_key, split_model, unknown_route
 from gateway.types import ChatRequest
@@ -21,8 +22,7 @@ from providers.hosts import HOSTS
 if TYPE_CHECKING:
     from gateway.policy import Policy
     from gateway.router import EvalScore, StatsSnapshot
-
-_DEFAULT_FALLBACK = frozenset({"rate_limit", "server_error", "timeout", "connection", "auth"})
+    from gateway.router import Plan as RouterPlan
 
 
 class Planner:
@@ -84,12 +84,7 @@ class Planner:
             req, name, policy, snapshot, prompt_tokens=estimate_prompt_tokens(req), evals=evals
         )
         routed.require()
-        retries = route.retry.max_retries if route.retry is not None else None
-        candidates = [
-            Candidate(self._policy_target(c.model), c.model, c.reason, retries) for c in routed.candidates
-        ]
-        fallback_on = frozenset(route.fallback.on) if route.fallback is not None else _DEFAULT_FALLBACK
-        return Plan(candidates, route=name, details=routed, fallback_on=fallback_on)
+        return plan_for_route(policy, name, routed, self._policy_target)
 
     def _policy_target(self, model: str) -> Target:
         policy = self.policy
@@ -105,6 +100,57 @@ class Planner:
             require_key(target)
             self._targets[model] = target
         return target
+
+
+def plan_for_route(
+    policy: Policy, name: str, routed: RouterPlan, target_for: Callable[[str], Target]
+) -> Plan:
+    """The executor's plan: the router's order, with the route's retry, timeout, hedge and fallback settings."""
+    from gateway.policy.references import policy_index
+    from gateway.resilience.deadline import Timeouts
+    from gateway.resilience.hedge import HedgeSettings
+    from gateway.resilience.retry import RetrySettings
+
+    route = policy.routes[name]
+    retry = route.retry
+    settings = RetrySettings(retry.max_retries, retry.initial_delay_s, retry.max_delay_s) if retry else None
+    specs = {spec.name: spec for spec in policy_index(policy).route_specs.get(name, ())}
+    candidates = []
+    for c in routed.candidates:
+        target = target_for(c.model)
+        if route.drop_unsupported_params:
+            target = replace(target, options={**target.options, "drop_unsupported_params": True})
+        spec = specs.get(c.model)
+        cost = float(c.cost_usd) if c.cost_usd is not None else None
+        window = spec.context_window if spec is not None else None
+        candidates.append(
+            Candidate(
+                target, c.model, c.reason, settings.max_retries if settings else None, settings, window, cost
+            )
+        )
+    t = route.timeouts
+    timeouts = (
+        Timeouts(t.connect_s, t.read_s, t.first_token_s, t.stream_idle_s, t.total_s)
+        if t is not None
+        else None
+    )
+    h = route.hedge
+    hedge = None
+    if h is not None:
+        after = h.after_ms / 1000 if h.after_ms is not None else None
+        extra = float(h.max_extra_cost_usd) if h.max_extra_cost_usd is not None else None
+        hedge = HedgeSettings(after_s=after, p95=h.p95, max_extra_cost_usd=extra)
+    return Plan(
+        candidates,
+        route=name,
+        details=routed,
+        fallback_on=frozenset(route.fallback.on) if route.fallback is not None else DEFAULT_FALLBACK_ON,
+        timeouts=timeouts,
+        hedge=hedge,
+        buffer_tokens=route.buffer_tokens or 0,
+        prompt_tokens=routed.prompt_tokens,
+        max_candidates=route.fallback.max_attempts if route.fallback is not None else None,
+    )
 
 
 def _known_to_policy(policy: Policy, model: str) -> bool:
