@@ -197,7 +197,10 @@ class OpenAI(_ClientBase):
         self._owns_http = http_client is None
         self._http = http_client or _default_sync_http(self.timeout)
         self._executor = Executor(
-            self._http, observer=self._observer, retry=RetrySettings(max_retries=max_retries)
+            self._http,
+            observer=self._observer,
+            retry=RetrySettings(max_retries=max_retries),
+            breakers=self._runtime.breakers if self._runtime is not None else None,
         )
         self.chat = Chat(self)
         self.embeddings = Embeddings(self)
@@ -260,7 +263,10 @@ class AsyncOpenAI(_ClientBase):
         self._owns_http = http_client is None
         self._http = http_client or _default_async_http(self.timeout)
         self._executor = AsyncExecutor(
-            self._http, observer=self._observer, retry=RetrySettings(max_retries=max_retries)
+            self._http,
+            observer=self._observer,
+            retry=RetrySettings(max_retries=max_retries),
+            breakers=self._runtime.breakers if self._runtime is not None else None,
         )
         self.chat = AsyncChat(self)
         self.embeddings = AsyncEmbeddings(self)

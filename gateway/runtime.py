@@ -4,6 +4,7 @@
 - live statistics that feed the router (``gateway/stats.py``);
 - metering: a ``Meter`` writing one priced usage record per attempt to that backend;
 - telemetry: OpenTelemetry spans and metrics (no-ops until an SDK provider is configured);
+- circuit breakers per deployment, in the state backend (shared by every process using it);
 - the ``Guard`` for budgets and rate limits, when the policy declares any.
 """
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from gateway.guard import Guard
     from gateway.metering import Meter
     from gateway.policy import Policy
+    from gateway.resilience.breaker import Breakers
     from gateway.state.base import StateBackend
     from gateway.stats import LiveStats
 
@@ -33,6 +35,7 @@ class Runtime:
     backend: StateBackend
     guard: Guard | None
     evals: Callable[[str | None], Any]
+    breakers: Breakers
 
     def close(self) -> None:
         self.meter.close()
@@ -43,13 +46,15 @@ def build_runtime(policy: Any, user_observer: Observer | None) -> Runtime:
     from gateway.evals.store import EvalScores, EvalStore
     from gateway.guard import AttemptCollector, Guard
     from gateway.metering import Meter, ObserverGroup, PriceTable, StateSink
+    from gateway.resilience.breaker import Breakers
     from gateway.stats import LiveStats
     from gateway.telemetry import Telemetry
 
     source = _policy_source(policy)
     current = source() if callable(source) else source
     backend = open_state(current)
-    stats = LiveStats(local_load=local_engine_load)
+    breakers = Breakers(backend)  # per deployment, shared by every process on this state backend
+    stats = LiveStats(breakers=breakers.open_breakers, local_load=local_engine_load)
     meter = Meter(StateSink(backend), prices=PriceTable.from_policy(current))
     telemetry = Telemetry.from_policy(current)
     guard = Guard(current, backend) if current.budgets or current.rate_limits else None
@@ -57,7 +62,7 @@ def build_runtime(policy: Any, user_observer: Observer | None) -> Runtime:
     if user_observer is not None:
         observers.append(user_observer)
     evals = EvalScores(EvalStore(eval_backend(current, backend)))  # a route's quality: its eval scores
-    return Runtime(source, ObserverGroup(*observers), stats, meter, backend, guard, evals)
+    return Runtime(source, ObserverGroup(*observers), stats, meter, backend, guard, evals, breakers)
 
 
 def eval_backend(policy: Policy, backend: StateBackend) -> StateBackend:
