@@ -193,9 +193,8 @@ def surfaces(
 def test_no_canary_piece_in_logs_spans_metrics_records_stores_or_cli(surfaces: dict[str, Any]) -> None:
     assert surfaces["_records"], "the traffic produced usage records"
     assert "echo401" in surfaces["spans"] and "key_" in surfaces["records"] and "TOTAL" in surfaces["cli"]
-    assert (
-        "HTTP Request: POST" in surfaces["logs"] and "send_request_headers" in surfaces["logs"]
-    )  # httpx, httpcore
+    # httpx's own request log was captured (the gateway's transports sit under httpx, not httpcore)
+    assert "HTTP Request: POST" in surfaces["logs"]
     assert "t1" in surfaces["sqlite"] and "t1" in surfaces["redis"]
     found = {name: leaks(text) for name, text in surfaces.items() if not name.startswith("_")}
     assert found == {name: [] for name in found}
