@@ -87,6 +87,10 @@ def load_engine(
     max_batch: int = 4,
     max_model_len: int = 2048,
     roots: Iterable[str | os.PathLike[str]] | None = None,
+    block_size: int = 16,
+    kv_blocks: int | None = None,
+    prefill_chunk: int = 256,
+    prefix_caching: bool = True,
 ) -> AsyncEngine:
     """Load a model and start its engine thread.
 
@@ -96,9 +100,13 @@ def load_engine(
         dtype: the weights' and activations' dtype; float32 when None.
         threads: torch intra-op threads, set by the engine thread; default min(2, cores). torch
             has one such setting per process, so this affects other torch work in the process.
-        max_batch: sequences decoded together (KV cache slots).
+        max_batch: sequences in the running batch at once.
         max_model_len: tokens per sequence, prompt included (capped by the model's context).
         roots: allowed model directories; a path resolving outside them raises `ModelPathError`.
+        block_size: tokens per KV cache block.
+        kv_blocks: KV cache blocks; default enough for `max_batch` sequences of `max_model_len`.
+        prefill_chunk: tokens computed per step (decodes first, then prompt chunks).
+        prefix_caching: share full prompt blocks between requests with the same prefix.
 
     Raises:
         ModelPathError, ModelFileError, UnsupportedModelError, MissingModelError.
@@ -115,5 +123,9 @@ def load_engine(
         max_batch=max_batch,
         max_model_len=max_model_len,
         roots=roots,
+        block_size=block_size,
+        kv_blocks=kv_blocks,
+        prefill_chunk=prefill_chunk,
+        prefix_caching=prefix_caching,
     )
     return AsyncEngine(engine, threads=threads if threads is not None else min(2, os.cpu_count() or 1))

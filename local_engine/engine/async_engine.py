@@ -52,7 +52,8 @@ class AsyncEngine:
         return self.engine.max_model_len
 
     def stats(self) -> EngineStats:
-        """Queue depth, running sequences, free slots and decode tokens/s, as of the last step."""
+        """Queue depth, running sequences, free KV blocks and recent tokens/s, as of the last step
+        (field names as the router's `LocalEngineLoad`)."""
         return self._stats
 
     def count_tokens(self, text_or_messages: str | Sequence[dict[str, Any]], **template_kwargs: Any) -> int:
@@ -129,7 +130,7 @@ class AsyncEngine:
         return request_id
 
     def abort(self, request_id: str) -> None:
-        """Stop a request and free its KV cache slot (thread-safe; unknown ids are ignored)."""
+        """Stop a request and free its KV cache blocks (thread-safe; unknown ids are ignored)."""
         self._commands.put(("abort", request_id))
 
     def close(self) -> None:

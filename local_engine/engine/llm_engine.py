@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from local_engine.engine.block_manager import BlockManager
 from local_engine.engine.runner import ModelRunner
 from local_engine.engine.scheduler import Scheduler
 from local_engine.engine.sequence import Sequence as Seq
@@ -27,23 +28,32 @@ __all__ = ["EngineStats", "LLMEngine", "RequestOutput"]
 
 DEFAULT_MAX_BATCH = 4
 DEFAULT_MAX_MODEL_LEN = 2048
+DEFAULT_BLOCK_SIZE = 16
+DEFAULT_PREFILL_CHUNK = 256
 
 
 @dataclass(frozen=True, slots=True)
 class EngineStats:
     """Load of the engine, named as the router's `LocalEngineLoad` names it.
 
-    `queue_depth` sequences wait for a KV slot, `running` are being decoded, `tokens_per_s` is the
-    tokens produced per second over the last five seconds of steps (0 after five idle seconds).
-    `prompt_tokens` and `generated_tokens` count since the engine started.
+    `queue_depth` sequences wait (for KV blocks or room in the batch), `running` are being
+    prefilled or decoded, `free_slots` more could join the batch, `free_blocks` of `total_blocks`
+    KV cache blocks are free (cached prefix blocks with no user count as free), `tokens_per_s` is
+    the tokens produced per second over the last five seconds of steps (0 after five idle seconds).
+    `prompt_tokens`, `generated_tokens`, `cached_tokens` (prompt tokens served by the prefix
+    cache) and `preemptions` count since the engine started.
     """
 
     queue_depth: int
     running: int
     free_slots: int
+    free_blocks: int
+    total_blocks: int
     tokens_per_s: float
     prompt_tokens: int
     generated_tokens: int
+    cached_tokens: int = 0
+    preemptions: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +68,12 @@ class RequestOutput:
 class LLMEngine:
     """Tokenizer, model runner and scheduler together; see `load_engine` to build one."""
 
-    def __init__(self, tokenizer: Tokenizer, runner: ModelRunner, *, model_name: str = "") -> None:
+    def __init__(self, tokenizer: Tokenizer, runner: ModelRunner, *, model_name: str = "",
+                 prefill_chunk: int = DEFAULT_PREFILL_CHUNK, prefix_caching: bool = True) -> None:  # fmt: skip
         self.tokenizer, self.runner, self.model_name = tokenizer, runner, model_name
         self.config = runner.model.config
-        self.scheduler = Scheduler(runner.num_slots)
+        self.blocks = BlockManager(runner.num_blocks, runner.block_size, prefix_caching)
+        self.scheduler = Scheduler(self.blocks, runner.num_slots, max(prefill_chunk, runner.num_slots))
         self._ids = itertools.count()
         self._open: dict[str, int] = {}  # request id -> sequences not yet finished
         self._recent: deque[tuple[float, int]] = deque(maxlen=256)  # (time, tokens) of recent steps
@@ -71,8 +83,15 @@ class LLMEngine:
     def from_path(cls, path: str | os.PathLike[str] | None = None, *, device: torch.device | str = "cpu",
                   dtype: torch.dtype = torch.float32, max_batch: int = DEFAULT_MAX_BATCH,
                   max_model_len: int = DEFAULT_MAX_MODEL_LEN,
-                  roots: Iterable[str | os.PathLike[str]] | None = None) -> LLMEngine:  # fmt: skip
-        """Load a GGUF file or safetensors folder (the bundled SmolLM2 when `path` is None)."""
+                  roots: Iterable[str | os.PathLike[str]] | None = None,
+                  block_size: int = DEFAULT_BLOCK_SIZE, kv_blocks: int | None = None,
+                  prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+                  prefix_caching: bool = True) -> LLMEngine:  # fmt: skip
+        """Load a GGUF file or safetensors folder (the bundled SmolLM2 when `path` is None).
+
+        `kv_blocks` (default: enough for `max_batch` full-length sequences) is raised to at least
+        one full-length sequence, so that a sequence alone always fits.
+        """
         checkpoint = load_checkpoint(path if path is not None else default_model_path(), roots)
         try:
             tokenizer = Tokenizer.from_gguf_metadata(checkpoint.tokenizer_metadata)
@@ -85,8 +104,11 @@ class LLMEngine:
         model = build_model(checkpoint, device=device, dtype=dtype)
         checkpoint.weights.clear()
         max_len = min(max_model_len, checkpoint.config.context_length)
-        runner = ModelRunner(model, num_slots=max_batch, max_len=max_len)
-        return cls(tokenizer, runner, model_name=checkpoint.config.name)
+        runner = ModelRunner(model, max_batch, max_len, block_size, kv_blocks)
+        return cls(
+            tokenizer, runner, model_name=checkpoint.config.name, prefill_chunk=prefill_chunk,
+            prefix_caching=prefix_caching,
+        )  # fmt: skip
 
     @property
     def max_model_len(self) -> int:
@@ -121,7 +143,7 @@ class LLMEngine:
         return request_id
 
     def abort(self, request_id: str) -> None:
-        """Stop a request now and free its cache slots; unknown ids are ignored."""
+        """Stop a request now and free its KV cache blocks; unknown ids are ignored."""
         self.scheduler.abort(request_id)
         self._open.pop(request_id, None)
 
@@ -129,15 +151,16 @@ class LLMEngine:
         return self.scheduler.has_work()
 
     def step(self) -> list[RequestOutput]:
-        """Run one prefill or one batched decode; return one output per sequence that ran."""
-        seqs, is_prefill = self.scheduler.schedule()
-        if not seqs:
+        """Run one step (decodes and prefill chunks together); return one output per sequence that
+        produced a token."""
+        chunks = self.scheduler.schedule()
+        if not chunks:
             return []
-        results = self.runner.run(seqs, is_prefill)
-        self._recent.append((time.monotonic(), len(seqs)))
+        results = self.runner.run(chunks)
+        self.scheduler.computed(chunks)
+        self._recent.append((time.monotonic(), len(results)))
         outputs = []
-        for seq in seqs:
-            result = results[seq]
+        for seq, result in results.items():
             text, kept = seq.append(result.token_id, self.max_model_len)
             if kept:
                 self._generated_tokens += 1
@@ -186,8 +209,12 @@ class LLMEngine:
         return EngineStats(
             queue_depth=len(self.scheduler.waiting),
             running=len(self.scheduler.running),
-            free_slots=len(self.scheduler.free_slots),
+            free_slots=self.scheduler.max_seqs - len(self.scheduler.running),
+            free_blocks=self.blocks.num_free,
+            total_blocks=self.blocks.num_blocks,
             tokens_per_s=rate,
             prompt_tokens=self._prompt_tokens,
             generated_tokens=self._generated_tokens,
+            cached_tokens=self.scheduler.cached_tokens,
+            preemptions=self.scheduler.preemptions,
         )

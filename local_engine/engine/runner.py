@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from local_engine.engine.scheduler import Chunk
 from local_engine.engine.sequence import Sequence
 from local_engine.layers.kv_cache import BatchMeta
 from local_engine.models.llama import LlamaForCausalLM
@@ -22,31 +23,34 @@ class StepResult:
 
 
 class ModelRunner:
-    """Owns the model and its KV cache ([num_slots, H_kv, max_len, D] per layer)."""
+    """Owns the model and its paged KV cache (`num_blocks` blocks of `block_size` tokens)."""
 
-    def __init__(self, model: LlamaForCausalLM, num_slots: int, max_len: int) -> None:
+    def __init__(self, model: LlamaForCausalLM, num_slots: int, max_len: int, block_size: int = 16,
+                 num_blocks: int | None = None) -> None:  # fmt: skip
         self.model, self.num_slots, self.max_len = model, num_slots, max_len
         self.device = model.tok_embeddings.weight.device
-        model.setup_caches(num_slots, max_len)
+        if num_blocks is not None:  # at least one full-length sequence: alone, a sequence always fits
+            num_blocks = max(num_blocks, -(-max_len // block_size))
+        model.setup_caches(num_slots, max_len, block_size, num_blocks)
+        self.block_size, self.num_blocks = block_size, model.num_blocks
 
     @torch.inference_mode()
-    def run(self, seqs: list[Sequence], is_prefill: bool) -> dict[Sequence, StepResult]:
-        device = self.device
-        if is_prefill:
-            (seq,) = seqs
-            tokens = torch.tensor([seq.prompt_ids], dtype=torch.long, device=device)  # [1, S]
-            positions = torch.arange(len(seq.prompt_ids), device=device)[None]  # [1, S]
-            lengths = [len(seq.prompt_ids)]
-        else:
-            seqs = sorted(seqs, key=lambda seq: seq.slot or 0)  # consecutive slots read the cache as a view
-            tokens = torch.tensor(
-                [[seq.last_token] for seq in seqs], dtype=torch.long, device=device
-            )  # [B, 1]
-            lengths = [seq.num_tokens for seq in seqs]
-            positions = torch.tensor([[n - 1] for n in lengths], device=device)  # [B, 1]
-        meta = BatchMeta.build([seq.slot or 0 for seq in seqs], positions, lengths, device)
-        logits = self.model(tokens, meta, last_only=True)[:, -1].float()  # [B, V]
-        return dict(zip(seqs, self.sample(logits, seqs), strict=True))
+    def run(self, chunks: list[Chunk]) -> dict[Sequence, StepResult]:
+        """Compute the chunks in one forward; sample for those that reach their sequence's end."""
+        ids = [t for chunk in chunks for t in chunk.seq.token_ids(chunk.start, chunk.start + chunk.count)]
+        tokens = torch.tensor([ids], dtype=torch.long, device=self.device)  # [1, T]
+        meta = BatchMeta.build(
+            [chunk.seq.block_table for chunk in chunks], [chunk.start for chunk in chunks],
+            [chunk.count for chunk in chunks], self.block_size, self.device,
+        )  # fmt: skip
+        logits = self.model(tokens, meta, last_only=True)[0]  # [N, V]
+        rows = [i for i, chunk in enumerate(chunks) if chunk.samples]
+        if not rows:
+            return {}
+        if len(rows) < len(chunks):
+            logits = logits[torch.tensor(rows, device=self.device)]  # [N_sample, V]
+        seqs = [chunks[i].seq for i in rows]
+        return dict(zip(seqs, self.sample(logits.float(), seqs), strict=True))
 
     def sample(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[StepResult]:
         params = [seq.params for seq in seqs]

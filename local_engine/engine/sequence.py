@@ -1,4 +1,4 @@
-"""One sequence being generated: its tokens, its cache slot, and its streaming text state."""
+"""One sequence being generated: its tokens, its KV cache blocks, and its streaming text state."""
 
 from __future__ import annotations
 
@@ -67,7 +67,9 @@ class Sequence:
         self.request_id, self.index, self.params = request_id, index, params
         self.prompt_ids, self.output_ids = prompt_ids, []  # type: list[int], list[int]
         self.status = SequenceStatus.WAITING
-        self.slot: int | None = None
+        self.block_table: list[int] = []  # KV cache blocks, in position order
+        self.block_hashes: list[int] = []  # chain hashes of the full prompt blocks computed so far
+        self.num_computed = 0  # tokens whose K/V are in the cache
         self.generator = generator
         self.finish_reason: str | None = None
         self.stop_ids = frozenset(params.stop_token_ids) | (
@@ -79,6 +81,13 @@ class Sequence:
     @property
     def num_tokens(self) -> int:
         return len(self.prompt_ids) + len(self.output_ids)
+
+    def token_ids(self, start: int, end: int) -> list[int]:
+        """Tokens `start:end` of prompt + output."""
+        prompt = len(self.prompt_ids)
+        if end <= prompt:
+            return self.prompt_ids[start:end]
+        return self.prompt_ids[start:] + self.output_ids[max(start - prompt, 0) : end - prompt]
 
     @property
     def last_token(self) -> int:

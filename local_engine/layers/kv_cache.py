@@ -1,67 +1,106 @@
-"""The preallocated KV cache, written by index, and `BatchMeta`: where a step's rows live in it."""
+"""The paged KV cache, written by index, and `BatchMeta`: where a step's tokens live in it.
+
+The cache holds `num_blocks` blocks of `block_size` tokens, stored flat: token slot
+`block * block_size + offset`. A step packs the new tokens of every scheduled sequence into one
+row ([1, T]); the projections run on that row, and attention runs per group: one group for the
+decoding rows (one new token each, batched) and one per prefill chunk. Each group reads its keys
+through the sequences' block tables.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["BatchMeta", "KVCache"]
+__all__ = ["AttnGroup", "BatchMeta", "KVCache"]
+
+
+@dataclass(frozen=True, slots=True)
+class AttnGroup:
+    """Rows `[start, start + rows * seqlen)` of the packed step, attended as [rows, H, seqlen, D]."""
+
+    start: int
+    rows: int
+    seqlen: int
+    gather: Tensor  # [rows, L]: cache slot of each key position (padding reads slot 0, masked)
+    causal: bool = False
+    mask: Tensor | None = None  # [rows, 1, seqlen, L] bool
 
 
 @dataclass(frozen=True, slots=True)
 class BatchMeta:
-    """Where a batch's rows live in the cache and what they may attend to.
-
-    `mask` is None when no mask is needed: `causal` for a prefill from position 0, or a decode
-    whose rows all have the same length (each query sees every key up to `length`).
-    """
-
-    slots: Tensor  # [B]
-    positions: Tensor  # [B, S]
-    length: int  # keys to attend over
-    slot_start: int | None = None  # set when the slots are slot_start, slot_start + 1, ...
-    causal: bool = False
-    mask: Tensor | None = None  # [B, 1, S, L] bool
+    positions: Tensor  # [1, T]
+    slot_mapping: Tensor  # [T]: where each new token's K/V is written
+    groups: tuple[AttnGroup, ...]
+    last: Tensor  # [N]: index of each sequence's last new token in the packed row
 
     @classmethod
-    def build(
-        cls, slots: list[int], positions: Tensor, lengths: list[int], device: torch.device | str
-    ) -> BatchMeta:
-        """From host-side slot numbers and each row's length after this step: no device reads."""
-        length = max(lengths)
-        start = slots[0] if slots == list(range(slots[0], slots[0] + len(slots))) else None
-        slot_tensor = torch.tensor(slots, dtype=torch.long, device=device)  # [B]
-        seqlen = positions.shape[1]
-        if len(slots) == 1 and lengths[0] == seqlen:
-            return cls(slot_tensor, positions, length, start, causal=seqlen > 1)
-        if seqlen == 1 and len(set(lengths)) == 1:
-            return cls(slot_tensor, positions, length, start)
-        key_pos = torch.arange(length, device=device)  # [L]
-        mask = key_pos[None, None, None, :] <= positions[:, None, :, None]  # [B, 1, S, L]
-        return cls(slot_tensor, positions, length, start, mask=mask)
+    def build(cls, tables: Sequence[Sequence[int]], starts: Sequence[int], counts: Sequence[int],
+              block_size: int, device: torch.device | str) -> BatchMeta:  # fmt: skip
+        """Sequence i computes tokens `starts[i] : starts[i] + counts[i]` with block table
+        `tables[i]`. Built from host lists: no device reads."""
+        positions = [p for s, c in zip(starts, counts, strict=True) for p in range(s, s + c)]
+        slots = [
+            table[p // block_size] * block_size + p % block_size
+            for table, s, c in zip(tables, starts, counts, strict=True)
+            for p in range(s, s + c)
+        ]
+        groups, offset, i = [], 0, 0
+        while i < len(counts):
+            j = i + 1
+            if counts[i] == 1:  # a run of decoding rows attends as one batch
+                while j < len(counts) and counts[j] == 1:
+                    j += 1
+            groups.append(_group(tables[i:j], starts[i:j], counts[i], offset, block_size, device))
+            offset += sum(counts[i:j])
+            i = j
+        ends = torch.tensor(counts, device=device).cumsum(0) - 1  # [N]
+        return cls(
+            torch.tensor([positions], dtype=torch.long, device=device),
+            torch.tensor(slots, dtype=torch.long, device=device),
+            tuple(groups),
+            ends,
+        )
+
+
+def _group(tables: Sequence[Sequence[int]], starts: Sequence[int], seqlen: int, offset: int,
+           block_size: int, device: torch.device | str) -> AttnGroup:  # fmt: skip
+    lengths = [s + seqlen for s in starts]
+    length = max(lengths)
+    num_blocks = -(-length // block_size)
+    padded = [list(t[:num_blocks]) + [0] * (num_blocks - len(t[:num_blocks])) for t in tables]
+    table = torch.tensor(padded, dtype=torch.long, device=device)  # [rows, blocks]
+    key_pos = torch.arange(length, device=device)  # [L]
+    gather = table[:, key_pos // block_size] * block_size + key_pos % block_size  # [rows, L]
+    if len(tables) == 1 and starts[0] == 0:
+        return AttnGroup(offset, 1, seqlen, gather, causal=seqlen > 1)
+    if seqlen == 1 and len(set(lengths)) == 1:
+        return AttnGroup(offset, len(tables), 1, gather)
+    query_pos = torch.tensor(starts, device=device)[:, None] + torch.arange(
+        seqlen, device=device
+    )  # [rows, S]
+    mask = key_pos[None, None, None, :] <= query_pos[:, None, :, None]  # [rows, 1, S, L]
+    return AttnGroup(offset, len(tables), seqlen, gather, mask=mask)
 
 
 class KVCache(nn.Module):
-    """Keys and values of every slot: [num_slots, H_kv, max_len, D] each."""
+    """Keys and values of every block, flat: [num_blocks * block_size, H_kv, D] each."""
 
-    def __init__(self, num_slots: int, num_kv_heads: int, max_len: int, head_dim: int,
+    def __init__(self, num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int,
                  device: torch.device | str, dtype: torch.dtype) -> None:  # fmt: skip
         super().__init__()
-        shape = (num_slots, num_kv_heads, max_len, head_dim)
+        shape = (num_blocks * block_size, num_kv_heads, head_dim)
         self.register_buffer("k_cache", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
         self.register_buffer("v_cache", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
 
-    def update(self, meta: BatchMeta, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Write k, v ([B, H_kv, S, D]) at the batch's positions; return keys, values [B, H_kv, L, D]."""
-        rows = meta.slots[:, None]  # [B, 1], broadcast against positions [B, S]
-        self.k_cache[rows, :, meta.positions] = k.transpose(1, 2)  # indexed: [B, S, H_kv, D]
-        self.v_cache[rows, :, meta.positions] = v.transpose(1, 2)
-        if meta.slot_start is not None:  # consecutive slots: a view, no copy
-            end = meta.slot_start + k.shape[0]
-            return (
-                self.k_cache[meta.slot_start : end, :, : meta.length],
-                self.v_cache[meta.slot_start : end, :, : meta.length],
-            )
-        return self.k_cache[meta.slots, :, : meta.length], self.v_cache[meta.slots, :, : meta.length]
+    def write(self, meta: BatchMeta, k: Tensor, v: Tensor) -> None:
+        """Store the step's k, v ([T, H_kv, D]) at their slots."""
+        self.k_cache.index_copy_(0, meta.slot_mapping, k)
+        self.v_cache.index_copy_(0, meta.slot_mapping, v)
+
+    def read(self, group: AttnGroup) -> tuple[Tensor, Tensor]:
+        """Keys and values of a group's rows: [rows, H_kv, L, D] each."""
+        return self.k_cache[group.gather].transpose(1, 2), self.v_cache[group.gather].transpose(1, 2)

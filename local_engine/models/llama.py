@@ -1,7 +1,8 @@
 """A Llama-family decoder (Llama, Mistral, Qwen2, SmolLM) in gpt-fast style.
 
-One forward serves prefill and batched decode: each row of the batch owns a slot of the
-preallocated KV cache and carries its own positions, so rows of different lengths decode together.
+One forward serves prefill chunks and batched decode together: the new tokens of every sequence
+are packed into one row, and attention reads each sequence's keys through its block table in the
+paged KV cache (`layers/kv_cache.py`).
 """
 
 from __future__ import annotations
@@ -56,24 +57,30 @@ class Attention(nn.Module):
                 state_dict[f"{prefix}wqkv.{kind}"] = torch.cat([state_dict.pop(name) for name in names])
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, meta: BatchMeta) -> Tensor:
-        bsz, seqlen, _ = x.shape  # x: [B, S, hidden]
+        _, tokens, _ = x.shape  # x: [1, T, hidden], every sequence's new tokens packed
         q_size, kv_size = self.n_heads * self.head_dim, self.n_kv * self.head_dim
-        q, k, v = self.wqkv(x).split([q_size, kv_size, kv_size], dim=-1)
-        q = q.view(bsz, seqlen, self.n_heads, self.head_dim).transpose(1, 2)  # q: [B, H, S, D]
-        k = k.view(bsz, seqlen, self.n_kv, self.head_dim).transpose(1, 2)  # k: [B, H_kv, S, D]
-        v = v.view(bsz, seqlen, self.n_kv, self.head_dim).transpose(1, 2)  # v: [B, H_kv, S, D]
-        q = q * cos + rotate_half(q) * sin  # cos, sin: [B, 1, S, D]
+        q, k, v = self.wqkv(x[0]).split([q_size, kv_size, kv_size], dim=-1)
+        q = q.view(tokens, self.n_heads, self.head_dim)  # q: [T, H, D]
+        k = k.view(tokens, self.n_kv, self.head_dim)  # k: [T, H_kv, D]
+        v = v.view(tokens, self.n_kv, self.head_dim)  # v: [T, H_kv, D]
+        q = q * cos + rotate_half(q) * sin  # cos, sin: [T, 1, D]
         k = k * cos + rotate_half(k) * sin
         if self.kv_cache is None:
             raise RuntimeError("call setup_caches() before forward()")
-        keys, values = self.kv_cache.update(meta, k, v)  # [B, H_kv, L, D]
-        # grouped-query attention in the kernel: each K/V head serves n_heads / n_kv query heads
-        out = F.scaled_dot_product_attention(
-            q, keys, values, attn_mask=meta.mask, is_causal=meta.causal,
-            scale=1.0 / math.sqrt(self.head_dim), enable_gqa=self.n_heads != self.n_kv,
-        )  # out: [B, H, S, D]  # fmt: skip
-        out = out.transpose(1, 2).reshape(bsz, seqlen, q_size)  # [B, S, H * D]
-        return self.wo(out)
+        self.kv_cache.write(meta, k, v)
+        outs = []
+        for group in meta.groups:
+            end = group.start + group.rows * group.seqlen
+            q_g = q[group.start : end].view(group.rows, group.seqlen, self.n_heads, self.head_dim)
+            keys, values = self.kv_cache.read(group)  # [rows, H_kv, L, D]
+            # grouped-query attention in the kernel: each K/V head serves n_heads / n_kv query heads
+            out = F.scaled_dot_product_attention(
+                q_g.transpose(1, 2), keys, values, attn_mask=group.mask, is_causal=group.causal,
+                scale=1.0 / math.sqrt(self.head_dim), enable_gqa=self.n_heads != self.n_kv,
+            )  # out: [rows, H, S, D]  # fmt: skip
+            outs.append(out.transpose(1, 2).reshape(group.rows * group.seqlen, q_size))  # [rows * S, H * D]
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)  # [T, H * D]
+        return self.wo(out)[None]  # [1, T, hidden]
 
 
 class FeedForward(nn.Module):
@@ -123,43 +130,52 @@ class LlamaForCausalLM(nn.Module):
             else nn.Linear(config.hidden_size, config.vocab_size, bias=False, device=device)
         )  # fmt: skip
         self.register_buffer("inv_freq", rope_inv_freq(config), persistent=False)  # [D / 2], always real
-        self.max_len = 0
+        self.max_len, self.block_size, self.blocks_per_slot, self.num_blocks = 0, 16, 0, 0
 
-    def setup_caches(self, num_slots: int, max_len: int) -> None:
-        """Allocate the KV cache: `num_slots` sequences of up to `max_len` tokens each."""
+    def setup_caches(self, num_slots: int, max_len: int, block_size: int = 16,
+                     num_blocks: int | None = None) -> None:  # fmt: skip
+        """Allocate the paged KV cache: `num_blocks` blocks of `block_size` tokens (by default
+        enough for `num_slots` sequences of `max_len` tokens)."""
+        self.block_size, self.blocks_per_slot = block_size, -(-max_len // block_size)
+        self.num_blocks = num_blocks if num_blocks is not None else num_slots * self.blocks_per_slot
         param = self.tok_embeddings.weight
         for layer in self.layers:
             attention = layer.attention
             attention.kv_cache = KVCache(
-                num_slots, attention.n_kv, max_len, attention.head_dim, param.device, param.dtype
+                self.num_blocks, block_size, attention.n_kv, attention.head_dim, param.device, param.dtype
             )
         self.max_len = max_len
 
     def forward(self, tokens: Tensor, meta: BatchMeta | Tensor, positions: Tensor | None = None,
                 last_only: bool = False) -> Tensor:  # fmt: skip
-        """Logits [B, S, V] of tokens [B, S].
+        """Logits of the packed tokens [1, T]: [1, T, V], or [1, N, V] at each sequence's last token.
 
-        `meta` comes from `BatchMeta.build` (the engine's path, no device reads); for tests and
-        tools, slots [B] and positions [B, S] also work, at the cost of reading them back.
+        `meta` comes from `BatchMeta.build` (the engine's path, no device reads). For tests and
+        tools, slots [B] and positions [B, S] also work (slot s owns a fixed run of blocks, rows
+        hold S consecutive positions), with tokens [B, S] and logits [B, S, V].
         """
+        shape, by_slot = tokens.shape, not isinstance(meta, BatchMeta)
         if not isinstance(meta, BatchMeta):
             if positions is None:
                 raise TypeError("pass positions [B, S] along with slots [B]")
-            lengths = (positions.max(dim=1).values + 1).tolist()
-            meta = BatchMeta.build(meta.tolist(), positions, lengths, tokens.device)
-        positions = meta.positions
-        freqs = positions[..., None].to(self.inv_freq.dtype) * self.inv_freq  # [B, S, D / 2]
-        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B, 1, S, D]
-        x = self.tok_embeddings(tokens)  # x: [B, S, hidden]
+            per = self.blocks_per_slot
+            tables = [list(range(s * per, (s + 1) * per)) for s in meta.tolist()]
+            starts = positions[:, 0].tolist()
+            meta = BatchMeta.build(tables, starts, [shape[1]] * shape[0], self.block_size, tokens.device)
+            tokens = tokens.reshape(1, -1)  # [1, B * S]
+        freqs = meta.positions[0, :, None].to(self.inv_freq.dtype) * self.inv_freq  # [T, D / 2]
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [T, 1, D]
+        x = self.tok_embeddings(tokens)  # x: [1, T, hidden]
         cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
         for layer in self.layers:
             x = layer(x, cos, sin, meta)
         if last_only:
-            x = x[:, -1:]  # [B, 1, hidden]
+            x = x[:, meta.last]  # [1, N, hidden]
         x = self.norm(x)
-        if self.output is None:
-            return F.linear(x, self.tok_embeddings.weight)  # logits: [B, S, V]
-        return self.output(x)
+        logits = F.linear(x, self.tok_embeddings.weight) if self.output is None else self.output(x)
+        if by_slot and not last_only:
+            return logits.view(shape[0], shape[1], -1)  # [B, S, V]
+        return logits  # [1, T or N, V]
 
 
 def rope_inv_freq(config: ModelConfig) -> Tensor:

@@ -84,8 +84,8 @@ def test_more_requests_than_slots_queue_and_match_solo_runs(tmp_path: Path) -> N
     ids = [engine.add_request(prompt, params) for prompt in prompts]
     assert (engine.stats().queue_depth, engine.stats().running) == (5, 0)
     texts: dict[str, list[str]] = {request_id: [] for request_id in ids}
-    first = engine.step()  # one prefill
-    assert (engine.stats().queue_depth, engine.stats().running, engine.stats().free_slots) == (4, 1, 1)
+    first = engine.step()  # two prefills: the batch is full
+    assert (engine.stats().queue_depth, engine.stats().running, engine.stats().free_slots) == (3, 2, 0)
     for out in first:
         texts[out.request_id].append(out.event.text_delta)
     while engine.has_unfinished():

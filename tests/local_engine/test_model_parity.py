@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -19,12 +21,30 @@ PROMPTS = [
 ]
 
 
-def _our_logits(engine: AsyncEngine, ids: list[int]) -> torch.Tensor:
+@contextmanager
+def _own_cache(engine: AsyncEngine, num_blocks: int = 16) -> Iterator[Any]:
+    """The engine's model with a fresh KV cache of its own, so that the engine's cached prefix
+    blocks are left alone (the engine is idle while these tests run)."""
+    from local_engine.layers.kv_cache import KVCache
+
     model = engine.engine.runner.model
-    with torch.inference_mode():
-        # slot 3 is never handed out while these tests run alone; the cache is rewritten by index
+    saved = [layer.attention.kv_cache for layer in model.layers]
+    for layer in model.layers:
+        attention = layer.attention
+        attention.kv_cache = KVCache(
+            num_blocks, model.block_size, attention.n_kv, attention.head_dim, "cpu", torch.float32
+        )
+    try:
+        yield model
+    finally:
+        for layer, cache in zip(model.layers, saved, strict=True):
+            layer.attention.kv_cache = cache
+
+
+def _our_logits(engine: AsyncEngine, ids: list[int]) -> torch.Tensor:
+    with _own_cache(engine) as model, torch.inference_mode():
         tokens = torch.tensor([ids])  # [1, S]
-        return model(tokens, torch.tensor([3]), torch.arange(len(ids))[None])[0]  # [S, V]
+        return model(tokens, torch.tensor([0]), torch.arange(len(ids))[None])[0]  # [S, V]
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)
@@ -35,18 +55,19 @@ def test_logits_match_transformers(engine: AsyncEngine, hf_model: Any, prompt: s
     torch.testing.assert_close(_our_logits(engine, ids), expected, atol=1e-4, rtol=1e-4)
 
 
-def test_batched_decode_reads_the_right_slots(engine: AsyncEngine, hf_model: Any) -> None:
-    """Two sequences of different lengths in slots 2 and 0 decode together (mask and gather paths)."""
+def test_batched_decode_reads_the_right_blocks(engine: AsyncEngine, hf_model: Any) -> None:
+    """Two sequences of different lengths, in scattered blocks, decode together (mask and gather)."""
     from local_engine.layers.kv_cache import BatchMeta
 
-    model = engine.engine.runner.model
+    size = engine.engine.runner.block_size
     first, second = (engine.tokenizer.encode(p) for p in PROMPTS[:2])
-    with torch.inference_mode():
-        for slot, ids in ((2, first[:-1]), (0, second[:-1])):
-            model(torch.tensor([ids]), torch.tensor([slot]), torch.arange(len(ids))[None])
-        positions = torch.tensor([[len(first) - 1], [len(second) - 1]])  # [2, 1]
-        meta = BatchMeta.build([2, 0], positions, [len(first), len(second)], "cpu")
-        got = model(torch.tensor([[first[-1]], [second[-1]]]), meta)[:, -1]  # [2, V]
+    tables = [[7, 3, 11, 5][: -(-len(first) // size)], [2, 9, 4, 8][: -(-len(second) // size)]]
+    with _own_cache(engine) as model, torch.inference_mode():
+        for table, ids in zip(tables, (first, second), strict=True):
+            meta = BatchMeta.build([table], [0], [len(ids) - 1], size, "cpu")
+            model(torch.tensor([ids[:-1]]), meta)
+        meta = BatchMeta.build(tables, [len(first) - 1, len(second) - 1], [1, 1], size, "cpu")
+        got = model(torch.tensor([[first[-1], second[-1]]]), meta)[0]  # [2, V]
         expected = [hf_model(torch.tensor([ids])).logits[0, -1] for ids in (first, second)]
     torch.testing.assert_close(got, torch.stack(expected), atol=1e-4, rtol=1e-4)
 

@@ -1,0 +1,156 @@
+"""The paged KV cache, continuous batching, chunked prefill, prefix caching and preemption.
+
+Each test checks greedy tokens against a reference run of the same bundled model: one request
+at a time, unchunked, without prefix caching and with plenty of KV blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from local_engine import AsyncEngine, SamplingParams
+from local_engine.engine.llm_engine import EngineStats, LLMEngine
+from local_engine.engine.runner import ModelRunner
+
+pytestmark = pytest.mark.engine
+
+SYSTEM = (
+    "You are a careful assistant for a railway company. Answer briefly and politely, quote "
+    "timetables exactly, never invent a platform number, and say when you do not know."
+)
+QUESTIONS = ["When does the first train leave?", "Is there a dining car?", "Can I bring a bike?"]
+GREEDY = SamplingParams(temperature=0, max_tokens=10, ignore_eos=True)
+
+
+@pytest.fixture(scope="module")
+def base() -> LLMEngine:
+    """The model, loaded once for the module; tests build engines on it with `_engine`."""
+    return LLMEngine.from_path(max_batch=1, max_model_len=256)
+
+
+def _engine(base: LLMEngine, *, max_batch: int = 4, kv_blocks: int | None = None,
+            prefill_chunk: int = 32, prefix_caching: bool = True) -> LLMEngine:  # fmt: skip
+    """A fresh engine on the shared model (a new KV cache: engines built before it are spent)."""
+    runner = ModelRunner(base.runner.model, max_batch, 128 if kv_blocks else 256, 16, kv_blocks)
+    return LLMEngine(base.tokenizer, runner, prefill_chunk=prefill_chunk, prefix_caching=prefix_caching)
+
+
+def _prompts(engine: LLMEngine) -> list[list[int]]:
+    chat = [
+        engine.tokenizer.encode_chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}])
+        for q in QUESTIONS
+    ]
+    return [
+        *chat,
+        engine.tokenizer.encode("The first three planets are"),
+        engine.tokenizer.encode("def f(x):"),
+    ]
+
+
+def _tokens(engine: LLMEngine, prompts: list[list[int]], params: SamplingParams = GREEDY) -> list[list[int]]:
+    """Run the prompts together; return each one's generated token ids."""
+    ids = [engine.add_request(prompt, params) for prompt in prompts]
+    out: dict[str, list[int]] = {request_id: [] for request_id in ids}
+    while engine.has_unfinished():
+        for result in engine.step():
+            if result.event.token_id is not None:
+                out[result.request_id].append(result.event.token_id)
+    return [out[request_id] for request_id in ids]
+
+
+@pytest.fixture(scope="module")
+def reference(base: LLMEngine) -> list[list[int]]:
+    """Each prompt alone, unchunked, without prefix caching."""
+    solo = _engine(base, max_batch=1, prefill_chunk=1024, prefix_caching=False)
+    return [_tokens(solo, [prompt])[0] for prompt in _prompts(base)]
+
+
+def test_batched_chunked_and_prefix_cached_equal_solo_runs(
+    base: LLMEngine, reference: list[list[int]]
+) -> None:
+    small = _engine(base)
+    start = small.stats().free_blocks
+    assert _tokens(small, _prompts(small)) == reference
+    assert small.stats().cached_tokens > 0  # the system prompt's blocks were shared
+    assert small.stats().free_blocks == start == small.stats().total_blocks
+
+
+def test_a_cached_prefix_gives_the_same_tokens(base: LLMEngine, reference: list[list[int]]) -> None:
+    small = _engine(base)
+    prompts = _prompts(small)
+    _tokens(small, prompts[:1])  # publishes the system prompt's blocks
+    before = small.stats().cached_tokens
+    assert _tokens(small, prompts[1:2]) == reference[1:2]
+    assert small.stats().cached_tokens - before >= 32  # at least two 16-token blocks were reused
+
+
+def test_chunked_prefill_of_a_long_prompt_equals_unchunked(base: LLMEngine) -> None:
+    long = base.tokenizer.encode(" ".join(f"item {i} is {i * 7 % 13};" for i in range(30)))
+    assert len(long) > 3 * 32
+    expected = _tokens(_engine(base, prefill_chunk=1024, prefix_caching=False), [long])
+    assert _tokens(_engine(base, prefill_chunk=32, prefix_caching=False), [long]) == expected
+
+
+def test_a_long_prefill_does_not_stall_running_decodes(base: LLMEngine) -> None:
+    engine = _engine(base)
+    engine.add_request("Once upon a time", GREEDY)
+    engine.step()  # the short prompt is prefilled and decoding
+    engine.add_request(base.tokenizer.encode(" ".join(["word"] * 150)), GREEDY)
+    for _ in range(3):  # the 150-token prompt takes five chunks; the decode advances every step
+        assert [out.request_id for out in engine.step()] == ["req-0"]
+    while engine.has_unfinished():
+        engine.step()
+
+
+def test_preemption_under_a_tiny_kv_budget_completes_every_request(
+    base: LLMEngine, reference: list[list[int]]
+) -> None:
+    # 5 prompts of up to ~60 tokens (4 blocks each) in 10 blocks: sequences are preempted
+    tiny = _engine(base, kv_blocks=10, prefix_caching=False)
+    assert tiny.stats().total_blocks == 10
+    assert _tokens(tiny, _prompts(base)) == reference
+    assert tiny.stats().preemptions > 0
+    assert tiny.stats().free_blocks == 10
+
+
+def test_aborting_frees_every_block(base: LLMEngine) -> None:
+    small = _engine(base)
+    start = small.stats().free_blocks
+    params = SamplingParams(max_tokens=100, ignore_eos=True)
+    ids = [small.add_request(prompt, params) for prompt in _prompts(small)]
+    for _ in range(4):
+        small.step()
+    assert small.stats().free_blocks < start and small.stats().running == 4
+    for request_id in ids:
+        small.abort(request_id)
+    assert not small.has_unfinished() and small.stats().free_blocks == start
+
+
+async def test_cancelling_streams_frees_every_block_and_stats_show_load(engine: AsyncEngine) -> None:
+    start = engine.stats()
+    assert (start.running, start.queue_depth, start.free_blocks) == (0, 0, start.total_blocks)
+    params = SamplingParams(max_tokens=400, ignore_eos=True)
+
+    async def consume(i: int) -> None:
+        async for _ in engine.generate(f"Story number {i}:", params):
+            pass
+
+    tasks = [asyncio.create_task(consume(i)) for i in range(6)]
+    busy = await _until(engine, lambda s: s.running == 4 and s.queue_depth == 2 and s.tokens_per_s > 0)
+    assert busy.free_blocks < start.free_blocks  # max_batch 4: two requests wait
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await _until(engine, lambda s: (s.running, s.queue_depth, s.free_blocks) == (0, 0, start.free_blocks))
+
+
+async def _until(engine: AsyncEngine, ready: Callable[[EngineStats], bool]) -> EngineStats:
+    for _ in range(1000):
+        stats = engine.stats()
+        if ready(stats):
+            return stats
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"never reached: {engine.stats()}")
