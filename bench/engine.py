@@ -1,7 +1,8 @@
-"""Local engine beside transformers on the bundled model: TTFT, decode tokens/s at batch 1, and
-whether greedy outputs are identical.
+"""Local engine beside transformers on the bundled model: TTFT, decode tokens/s at batch 1,
+whether greedy outputs are identical, and aggregate tokens/s with `--concurrency` requests at once
+(ours: continuous batching; transformers: one left-padded batched `generate`).
 
-    python bench/engine.py [--device cpu] [--tokens 64] [--threads 2] [--repeat 3]
+    python bench/engine.py [--device cpu] [--tokens 64] [--threads 2] [--repeat 3] [--concurrency 16]
 """
 
 from __future__ import annotations
@@ -50,6 +51,20 @@ def _batched(engine: object, prompts: list[list[int]], tokens: int) -> float:
     return len(prompts) * tokens / (time.perf_counter() - start)
 
 
+def _theirs_batched(model: object, prompts: list[list[int]], tokens: int, device: str) -> float:
+    """Aggregate tokens/s of one batched transformers `generate` over the prompts (left-padded)."""
+    width = max(len(ids) for ids in prompts)
+    inputs = torch.tensor([[0] * (width - len(ids)) + ids for ids in prompts], device=device)  # [B, S]
+    mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=device)
+    with torch.inference_mode():
+        start = time.perf_counter()
+        model.generate(  # type: ignore[attr-defined]
+            inputs, attention_mask=mask, max_new_tokens=tokens, min_new_tokens=tokens,
+            do_sample=False, eos_token_id=None, pad_token_id=0,
+        )  # fmt: skip
+    return len(prompts) * tokens / (time.perf_counter() - start)
+
+
 def _theirs(model: object, ids: list[int], tokens: int, device: str) -> tuple[float, float, list[int]]:
     inputs = torch.tensor([ids], device=device)
     with torch.inference_mode():
@@ -77,6 +92,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument(
         "--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="ours only"
     )
@@ -87,7 +103,10 @@ def main() -> None:
 
     path = default_model_path()
     start = time.perf_counter()
-    engine = load_engine(path, device=args.device, dtype=getattr(torch, args.dtype), threads=args.threads)
+    engine = load_engine(
+        path, device=args.device, dtype=getattr(torch, args.dtype), threads=args.threads,
+        max_batch=args.concurrency, max_model_len=512,
+    )  # fmt: skip
     our_load = time.perf_counter() - start
     start = time.perf_counter()
     reference = AutoModelForCausalLM.from_pretrained(
@@ -106,8 +125,11 @@ def main() -> None:
             rows["transformers"].append((ttft, rate))
         identical += ours == theirs
     all_ids = [engine.tokenizer.encode(engine.tokenizer.apply_chat_template(m)) for m in PROMPTS]
-    batched = _batched(engine, (all_ids * 2)[:4], args.tokens)
+    many = (all_ids * args.concurrency)[: args.concurrency]
+    batched = _batched(engine, many, args.tokens)
+    stats = engine.stats()
     engine.close()
+    their_batched = _theirs_batched(reference, many, args.tokens, args.device)
 
     print(
         f"device={args.device} threads={args.threads} new_tokens={args.tokens} runs={args.repeat * len(PROMPTS)}"
@@ -118,7 +140,10 @@ def main() -> None:
         rate = statistics.median(r[1] for r in rows[name])
         print(f"{name:<14}{load:>9.1f}{ttft:>19.1f}{rate:>24.1f}")
     print(f"identical greedy outputs: {identical}/{len(PROMPTS)} prompts")
-    print(f"local_engine, 4 requests at once: {batched:.1f} tok/s in all (prefills included)")
+    n = args.concurrency
+    print(f"local_engine, {n} requests at once: {batched:.1f} tok/s in all (prefills included)")
+    print(f"transformers, batch of {n} (left-padded generate): {their_batched:.1f} tok/s in all")
+    print(f"prefix cache: {stats.cached_tokens} of {stats.prompt_tokens} prompt tokens reused")
 
 
 if __name__ == "__main__":
