@@ -97,7 +97,7 @@ def load_engine(
     Args:
         path: a GGUF file or a safetensors folder; None loads the bundled SmolLM2-135M-Instruct.
         device: where the model runs ("cpu", "cuda", "cuda:1", "mps").
-        dtype: the weights' and activations' dtype; float32 when None.
+        dtype: the weights' and activations' dtype; when None, bfloat16 on CUDA, else float32.
         threads: torch intra-op threads, set by the engine thread; default min(2, cores). torch
             has one such setting per process, so this affects other torch work in the process.
         max_batch: sequences in the running batch at once.
@@ -119,7 +119,7 @@ def load_engine(
     engine = LLMEngine.from_path(
         path,
         device=device,
-        dtype=dtype or torch.float32,
+        dtype=dtype or (torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32),
         max_batch=max_batch,
         max_model_len=max_model_len,
         roots=roots,

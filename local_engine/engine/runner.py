@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
+from local_engine.engine.cuda_graphs import DecodeGraphs
 from local_engine.engine.scheduler import Chunk
 from local_engine.engine.sequence import Sequence
 from local_engine.layers.kv_cache import BatchMeta
@@ -26,31 +28,42 @@ class ModelRunner:
     """Owns the model and its paged KV cache (`num_blocks` blocks of `block_size` tokens)."""
 
     def __init__(self, model: LlamaForCausalLM, num_slots: int, max_len: int, block_size: int = 16,
-                 num_blocks: int | None = None) -> None:  # fmt: skip
+                 num_blocks: int | None = None, cuda_graphs: bool = True) -> None:  # fmt: skip
         self.model, self.num_slots, self.max_len = model, num_slots, max_len
         self.device = model.tok_embeddings.weight.device
-        if num_blocks is not None:  # at least one full-length sequence: alone, a sequence always fits
-            num_blocks = max(num_blocks, -(-max_len // block_size))
-        model.setup_caches(num_slots, max_len, block_size, num_blocks)
-        self.block_size, self.num_blocks = block_size, model.num_blocks
+        per_sequence = -(-max_len // block_size)
+        # at least one full-length sequence: alone, a sequence always fits
+        num_blocks = max(num_blocks or num_slots * per_sequence, per_sequence)
+        graphs = cuda_graphs and self.device.type == "cuda"
+        model.setup_caches(num_slots, max_len, block_size, num_blocks + graphs)  # + a scratch block
+        self.block_size, self.num_blocks = block_size, num_blocks
+        self.graphs = DecodeGraphs(model, num_slots, max_len, scratch_block=num_blocks) if graphs else None
 
     @torch.inference_mode()
     def run(self, chunks: list[Chunk]) -> dict[Sequence, StepResult]:
         """Compute the chunks in one forward; sample for those that reach their sequence's end."""
-        ids = [t for chunk in chunks for t in chunk.seq.token_ids(chunk.start, chunk.start + chunk.count)]
-        tokens = torch.tensor([ids], dtype=torch.long, device=self.device)  # [1, T]
-        meta = BatchMeta.build(
-            [chunk.seq.block_table for chunk in chunks], [chunk.start for chunk in chunks],
-            [chunk.count for chunk in chunks], self.block_size, self.device,
-        )  # fmt: skip
-        logits = self.model(tokens, meta, last_only=True)[0]  # [N, V]
         rows = [i for i, chunk in enumerate(chunks) if chunk.samples]
+        logits = self.logits(chunks)  # [N, V]
         if not rows:
             return {}
         if len(rows) < len(chunks):
             logits = logits[torch.tensor(rows, device=self.device)]  # [N_sample, V]
         seqs = [chunks[i].seq for i in rows]
         return dict(zip(seqs, self.sample(logits.float(), seqs), strict=True))
+
+    def logits(self, chunks: list[Chunk]) -> Tensor:
+        """Logits [N, V] at each chunk's last token (a CUDA graph when every chunk is one token)."""
+        starts = [chunk.start for chunk in chunks]
+        tables = [chunk.seq.block_table for chunk in chunks]
+        ids = [t for chunk in chunks for t in chunk.seq.token_ids(chunk.start, chunk.start + chunk.count)]
+        if self.graphs is not None and len(ids) == len(chunks):
+            logits = self.graphs.run(ids, starts, tables)
+            if logits is not None:
+                return logits
+        tokens = torch.tensor([ids], dtype=torch.long, device=self.device)  # [1, T]
+        counts = [chunk.count for chunk in chunks]
+        meta = BatchMeta.build(tables, starts, counts, self.block_size, self.device)
+        return self.model(tokens, meta, last_only=True)[0]  # [N, V]
 
     def sample(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[StepResult]:
         params = [seq.params for seq in seqs]

@@ -154,3 +154,33 @@ async def _until(engine: AsyncEngine, ready: Callable[[EngineStats], bool]) -> E
             return stats
         await asyncio.sleep(0.02)
     raise AssertionError(f"never reached: {engine.stats()}")
+
+
+def test_the_static_decode_step_for_cuda_graphs_matches_the_packed_one(base: LLMEngine) -> None:
+    """The CUDA-graph decode path (fixed buffers, padded rows, a scratch block), run eagerly here."""
+    import torch
+
+    from local_engine.engine.cuda_graphs import DecodeGraphs, graph_sizes
+
+    assert graph_sizes(4) == [1, 2, 4] and graph_sizes(40) == [1, 2, 4, 8, 16, 32, 40]
+    engine = _engine(base, prefix_caching=False)
+    for prompt in _prompts(base)[:3]:
+        engine.add_request(prompt, GREEDY)
+    while any(seq.num_computed < len(seq.prompt_ids) for seq in engine.scheduler.running) or (
+        engine.scheduler.waiting
+    ):
+        engine.step()
+    chunks = engine.scheduler.schedule()
+    assert [chunk.count for chunk in chunks] == [1, 1, 1]
+    scratch = next(iter(engine.blocks.free))  # a block no sequence holds
+    graphs = DecodeGraphs(engine.runner.model, 4, 256, scratch_block=scratch, capture=False)
+    with torch.inference_mode():
+        expected = engine.runner.logits(chunks)  # [3, V]
+        got = graphs.run(
+            [chunk.seq.last_token for chunk in chunks],
+            [chunk.start for chunk in chunks],
+            [chunk.seq.block_table for chunk in chunks],
+        )  # padded to 4 rows
+    assert got is not None
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    assert graphs.run([0] * 5, [0] * 5, [[scratch]] * 5) is None  # more rows than the largest graph
