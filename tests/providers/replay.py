@@ -12,7 +12,7 @@ from gateway.types import ChatCompletionChunk, ChatRequest
 from providers.base import ProviderModule, ServerSentEvent, Target
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared" / "fixtures"
+SHARED = ROOT / "tests" / "fixtures" / "recorded"  # a verbatim copy of shared/fixtures
 OWN = ROOT / "tests" / "fixtures"
 CREATED = 1_700_000_000
 

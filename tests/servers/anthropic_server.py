@@ -24,7 +24,7 @@ from typing import Any
 from tests.servers import brain
 from tests.servers.http import JSONReply, Recorded, Reply, SSEReply, sse_pieces
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "anthropic"
+SHARED = Path(__file__).resolve().parents[1] / "fixtures" / "recorded" / "anthropic"
 OWN = Path(__file__).resolve().parents[1] / "fixtures" / "anthropic"
 JSON_OBJECT_HINT = "Respond only with a single valid JSON object"
 

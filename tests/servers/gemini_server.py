@@ -25,7 +25,7 @@ from typing import Any
 from tests.servers import brain
 from tests.servers.http import JSONReply, Recorded, Reply, SSEReply
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "gemini"
+SHARED = Path(__file__).resolve().parents[1] / "fixtures" / "recorded" / "gemini"
 OWN = Path(__file__).resolve().parents[1] / "fixtures" / "gemini"
 
 STATUSES = {

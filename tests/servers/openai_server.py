@@ -18,7 +18,7 @@ from typing import Any
 from tests.servers import brain
 from tests.servers.http import JSONReply, Recorded, Reply, SSEReply, sse_pieces
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "recorded"
 
 ERROR_TYPES = {
     400: ("invalid_request_error", None),
