@@ -80,25 +80,32 @@ def test_a_prompt_longer_than_the_context_is_a_context_length_error(client: gate
         client.chat.completions.create(model=MODEL, messages=long, max_tokens=4)
 
 
-def test_concurrent_async_requests_all_complete_with_exact_usage() -> None:
-    async def main() -> list[gateway.types.ChatCompletion]:
-        async with gateway.AsyncOpenAI() as client:
-            return await asyncio.gather(
-                *(
-                    client.chat.completions.create(
-                        model=MODEL,
-                        messages=[{"role": "user", "content": f"Say the number {i}."}],
-                        temperature=0,
-                        max_tokens=8,
-                    )
-                    for i in range(8)
-                )
-            )
+def test_64_concurrent_async_requests_equal_their_sequential_answers(client: gateway.OpenAI) -> None:
+    prompts = [f"Say the number {i}." for i in range(8)]
 
-    replies = asyncio.run(main())
-    assert len(replies) == 8
-    for reply in replies:
-        assert reply.usage is not None and 1 <= reply.usage.completion_tokens <= 8
+    def ask(prompt: str) -> dict[str, object]:
+        return {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": prompt}],
+            "temperature": 0,
+            "max_tokens": 6,
+        }
+
+    expected = {}
+    for prompt in prompts:
+        reply = client.chat.completions.create(**ask(prompt))
+        expected[prompt] = (reply.choices[0].message.content, reply.usage)
+
+    async def main() -> list[tuple[str, gateway.types.ChatCompletion]]:
+        async with gateway.AsyncOpenAI() as async_client:
+            batch = [prompts[i % len(prompts)] for i in range(64)]
+            replies = await asyncio.gather(*(async_client.chat.completions.create(**ask(p)) for p in batch))
+            return list(zip(batch, replies, strict=True))
+
+    results = asyncio.run(main())
+    assert len(results) == 64
+    for prompt, reply in results:  # batched and paged, yet the same tokens and the same exact usage
+        assert (reply.choices[0].message.content, reply.usage) == expected[prompt]
 
 
 def test_import_gateway_does_not_load_torch_until_a_local_call() -> None:
