@@ -103,12 +103,18 @@ def sync_clients(url: str) -> dict[str, tuple[Callable[..., Any], str]]:
     except Exception as exc:  # noqa: BLE001 - the route variant is optional while policies land
         print(f"# switchyard-route skipped: {exc}", file=sys.stderr)
     if importlib.util.find_spec("litellm"):
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network fetch at import
         import litellm
 
         def lite(**kw: Any) -> Any:
             return litellm.completion(api_base=url, api_key="k", **kw)
 
+        deployment = {"model": "openai/gpt-4o-mini", "api_base": url, "api_key": "k"}
+        router = litellm.Router(
+            model_list=[{"model_name": "chat", "litellm_params": dict(deployment)} for _ in range(2)]
+        )
         clients["litellm"] = (lite, "openai/gpt-4o-mini")
+        clients["litellm-router"] = (router.completion, "chat")
     return clients
 
 
@@ -167,6 +173,17 @@ async def concurrent(url: str, total: int, in_flight: int, rounds: int) -> dict[
         "openai-sdk": (openai.AsyncOpenAI(base_url=url, api_key="k", max_retries=0), "gpt-4o-mini"),
         "switchyard": (gateway.AsyncOpenAI(base_url=url, api_key="k", max_retries=0), "openai/gpt-4o-mini"),
     }
+    if importlib.util.find_spec("litellm"):
+        import litellm
+
+        class _Lite:  # litellm.acompletion behind the clients' shape
+            class chat:  # noqa: N801 - mirrors client.chat.completions
+                class completions:  # noqa: N801
+                    @staticmethod
+                    async def create(**kw: Any) -> Any:
+                        return await litellm.acompletion(api_base=url, api_key="k", **kw)
+
+        makers["litellm"] = (_Lite(), "openai/gpt-4o-mini")
     rps: dict[str, list[float]] = {k: [] for k in makers}
     for _ in range(rounds):
         for name, (client, model) in makers.items():
