@@ -141,17 +141,15 @@ class Completions:
                 iterator = guarded_stream(iterator, admission)
             return Stream(iterator, info)
         if admission is None:
-            return note_dropped(
-                client._executor.complete(req, plan, headers=headers, timeout=options.timeout), plan, req
-            )
+            reply = client._executor.complete(req, plan, headers=headers, timeout=options.timeout)
+            return annotate(reply, plan, req, _prices(client))
         from gateway.guard import CURRENT_ATTEMPTS
 
         records: list[AttemptRecord] = []
         token = CURRENT_ATTEMPTS.set(records)
         try:
-            return note_dropped(
-                client._executor.complete(req, plan, headers=headers, timeout=options.timeout), plan, req
-            )
+            reply = client._executor.complete(req, plan, headers=headers, timeout=options.timeout)
+            return annotate(reply, plan, req, _prices(client))
         finally:
             CURRENT_ATTEMPTS.reset(token)
             admission.settle(records)
@@ -192,14 +190,14 @@ class AsyncCompletions:
             return AsyncStream(iterator, info)
         if admission is None:
             reply = await client._executor.complete(req, plan, headers=headers, timeout=options.timeout)
-            return note_dropped(reply, plan, req)
+            return annotate(reply, plan, req, _prices(client))
         from gateway.guard import CURRENT_ATTEMPTS
 
         records: list[AttemptRecord] = []
         token = CURRENT_ATTEMPTS.set(records)
         try:
             reply = await client._executor.complete(req, plan, headers=headers, timeout=options.timeout)
-            return note_dropped(reply, plan, req)
+            return annotate(reply, plan, req, _prices(client))
         finally:
             CURRENT_ATTEMPTS.reset(token)
             admission.settle(records)
@@ -215,13 +213,25 @@ class AsyncCompletions:
         return parse_choices(reply, response_format, params.get("tools"))
 
 
-def note_dropped(reply: ChatCompletion, plan: Plan, req: ChatRequest) -> ChatCompletion:
-    """Record in ``reply.gateway`` the parameters the serving provider dropped (a route's
-    ``drop_unsupported_params``); without that setting they are refused before any call."""
+def annotate(reply: ChatCompletion, plan: Plan, req: ChatRequest, prices: Any = None) -> ChatCompletion:
+    """Complete ``reply.gateway``: the cost of the serving attempt when its price is known, and the
+    parameters the serving provider dropped (a route's ``drop_unsupported_params``)."""
     info = reply.gateway
     if info is None:
         return reply
     served = next((c for c in plan.candidates if c.name == info.model), None)
+    usage = reply.usage
+    price = _price_table(prices).lookup(info.model, info.provider) if usage is not None else None
+    if price is not None and usage is not None:
+        details = usage.prompt_tokens_details
+        reasoning = usage.completion_tokens_details
+        cost = price.cost(
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            cached_tokens=(details.cached_tokens or 0) if details else 0,
+            reasoning_tokens=(reasoning.reasoning_tokens or 0) if reasoning else 0,
+        )
+        info.cost_usd = str(cost)
     if served is None or not served.target.options.get("drop_unsupported_params"):
         return reply
     import providers
@@ -230,6 +240,26 @@ def note_dropped(reply: ChatCompletion, plan: Plan, req: ChatRequest) -> ChatCom
     if unsupported is not None:
         info.dropped_params = list(unsupported(req))
     return reply
+
+
+_CATALOG_PRICES: Any = None
+
+
+def _prices(client: OpenAI | AsyncOpenAI) -> Any:
+    runtime = client._runtime
+    return runtime.meter.prices if runtime is not None else None
+
+
+def _price_table(prices: Any) -> Any:
+    """The client's (policy) prices, else the bundled catalog's, loaded once."""
+    global _CATALOG_PRICES
+    if prices is not None:
+        return prices
+    if _CATALOG_PRICES is None:
+        from gateway.metering.pricing import PriceTable
+
+        _CATALOG_PRICES = PriceTable.from_catalog()
+    return _CATALOG_PRICES
 
 
 # --- budgets and rate limits (a policy's guard) ---------------------------------------------------

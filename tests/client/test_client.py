@@ -217,3 +217,19 @@ def test_unknown_fields_from_the_upstream_are_kept(client: OpenAI) -> None:
     chunk = next(iter(reply))
     reply.close()
     assert "obfuscation" in json.loads(chunk.model_dump_json())
+
+
+def test_reply_gateway_carries_the_cost_when_the_price_is_known(client: OpenAI) -> None:
+    reply = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert reply.gateway is not None and reply.usage is not None
+    # the catalog's gpt-4o-mini price per 1M tokens, times this reply's usage
+    from decimal import Decimal
+
+    from gateway.metering.pricing import PriceTable
+
+    price = PriceTable.from_catalog().lookup("openai/gpt-4o-mini")
+    assert price is not None
+    expected = price.cost(reply.usage.prompt_tokens, reply.usage.completion_tokens)
+    assert reply.gateway.cost_usd is not None and Decimal(reply.gateway.cost_usd) == expected > 0
+    unpriced = client.chat.completions.create(model="no-such-model", messages=MESSAGES)
+    assert unpriced.gateway is not None and unpriced.gateway.cost_usd is None
