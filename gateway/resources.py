@@ -278,7 +278,9 @@ def admit(client: OpenAI | AsyncOpenAI, req: ChatRequest, plan: Plan) -> tuple[A
         route=plan.route or "",
         user=req.user or "",
     )
-    return client._guard.admit(req, plan, subject, estimate_prompt_tokens(req))  # type: ignore[no-any-return]
+    # a route's plan already counted the prompt; a direct model has not
+    prompt_tokens = plan.prompt_tokens if plan.prompt_tokens is not None else estimate_prompt_tokens(req)
+    return client._guard.admit(req, plan, subject, prompt_tokens)  # type: ignore[no-any-return]
 
 
 def guarded_stream(

@@ -37,9 +37,13 @@ class Runtime:
     evals: Callable[[str | None], Any]
     breakers: Breakers
 
+    eval_store: StateBackend | None = None  # the default eval file, when it is not ``backend``
+
     def close(self) -> None:
         self.meter.close()
         self.backend.close()
+        if self.eval_store is not None:
+            self.eval_store.close()
 
 
 def build_runtime(policy: Any, user_observer: Observer | None) -> Runtime:
@@ -61,8 +65,10 @@ def build_runtime(policy: Any, user_observer: Observer | None) -> Runtime:
     observers: list[Observer] = [stats, meter, telemetry, AttemptCollector()]
     if user_observer is not None:
         observers.append(user_observer)
-    evals = EvalScores(EvalStore(eval_backend(current, backend)))  # a route's quality: its eval scores
-    return Runtime(source, ObserverGroup(*observers), stats, meter, backend, guard, evals, breakers)
+    scores = eval_backend(current, backend)
+    evals = EvalScores(EvalStore(scores))  # a route's quality: its eval scores
+    extra = scores if scores is not backend else None
+    return Runtime(source, ObserverGroup(*observers), stats, meter, backend, guard, evals, breakers, extra)
 
 
 def eval_backend(policy: Policy, backend: StateBackend) -> StateBackend:

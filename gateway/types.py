@@ -9,7 +9,6 @@ parameter this version does not know still reaches the upstream unchanged.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal, TypeAlias
 
 import pydantic
@@ -437,8 +436,3 @@ class EmbeddingRequest(_RequestModel):
         if all(isinstance(item, str) for item in self.input):
             return [str(item) for item in self.input]
         raise ValueError("input: token-id arrays are only accepted by OpenAI-compatible providers")
-
-
-def dumps_compact(value: Any) -> str:
-    """JSON without spaces, as tool-call arguments are usually written."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

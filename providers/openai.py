@@ -35,8 +35,6 @@ NAME = "openai"
 
 _M = TypeVar("_M", bound=pydantic.BaseModel)
 
-_REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
-
 
 def build_request(req: ChatRequest, target: Target) -> HTTPRequestSpec:
     body = req.body()
@@ -161,7 +159,3 @@ def capabilities(model: str) -> Capabilities:
 
 def _uses_o200k(model: str) -> bool:
     return model.startswith(("gpt-4o", "gpt-4.1", "gpt-5", "o1", "o3", "o4", "chatgpt-4o"))
-
-
-def is_reasoning_model(model: str) -> bool:
-    return model.startswith(_REASONING_PREFIXES)
