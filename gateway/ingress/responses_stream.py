@@ -95,6 +95,7 @@ class ResponsesStreamEncoder:
         self._finish_reason: str | None = None
         self._usage: JSON | None = None
         self._model: str | None = None
+        self._ended = False
 
     # --- public ----------------------------------------------------------------------------------
 
@@ -107,6 +108,7 @@ class ResponsesStreamEncoder:
 
     def feed(self, chunk: ChatCompletionChunk | Mapping[str, Any]) -> bytes:
         """The events for one internal chunk (possibly none)."""
+        self._check_open("feed")
         chunk = chunk if isinstance(chunk, ChatCompletionChunk) else ChatCompletionChunk.model_validate(chunk)
         self._model = chunk.model or self._model
         if chunk.usage is not None:
@@ -119,6 +121,8 @@ class ResponsesStreamEncoder:
 
     def finish(self) -> bytes:
         """Close every open item, then ``response.completed`` (or ``response.incomplete``)."""
+        self._check_open("finish")
+        self._ended = True
         reason = incomplete_reason(self._finish_reason)
         status = "incomplete" if reason else "completed"
         out = self._close_all(status)
@@ -138,6 +142,8 @@ class ResponsesStreamEncoder:
         The ``error`` event also carries the error as a nested ``error`` object: that is what
         makes the openai SDK's stream raise ``APIError`` instead of yielding the event.
         """
+        self._check_open("error")
+        self._ended = True
         error = {"code": code if code in _RESPONSE_ERROR_CODES else "server_error", "message": message}
         response = response_object(
             self._ctx,
@@ -151,6 +157,10 @@ class ResponsesStreamEncoder:
         return self._event("response.failed", response=response) + self._event(
             "error", code=code, message=message, param=None, error=nested
         )
+
+    def _check_open(self, method: str) -> None:
+        if self._ended:
+            raise RuntimeError(f"ResponsesStreamEncoder.{method}() after the response ended")
 
     # --- one chunk -------------------------------------------------------------------------------
 

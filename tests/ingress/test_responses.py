@@ -850,3 +850,34 @@ def test_stream_state_over_parsed_events() -> None:
 def test_deterministic_with_ids_and_clock() -> None:
     body = {"model": "m", "input": "hi", "stream": True}
     assert encode(translate(body)[1], TOOL_CHUNKS) == encode(translate(body)[1], TOOL_CHUNKS)
+
+
+def test_stream_logprobs_when_included() -> None:
+    _, ctx = translate(
+        {"model": "m", "input": "hi", "stream": True, "include": ["message.output_text.logprobs"]}
+    )
+    logprobs = {"content": [{"token": "ok", "bytes": [111, 107], "logprob": -0.5, "top_logprobs": []}]}
+    first = ChatCompletionChunk.model_validate(
+        {
+            "id": "c",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "delta": {"content": "ok"}, "logprobs": logprobs}],
+        }
+    )
+    events = parse_sse(encode(ctx, [first, chunk({}, finish="stop")]))
+    for event in events:
+        EVENTS.validate_python(event)
+    delta = next(e for e in events if e["type"] == "response.output_text.delta")
+    assert delta["logprobs"][0]["token"] == "ok"
+    final = Response.model_validate(events[-1]["response"])
+    part = final.output[0].content[0]  # type: ignore[union-attr]
+    assert part.type == "output_text" and part.logprobs and part.logprobs[0].logprob == -0.5
+
+
+def test_encoder_refuses_use_after_the_end() -> None:
+    encoder = ResponsesStreamEncoder(translate({"model": "m", "input": "hi"})[1])
+    encoder.start()
+    encoder.finish()
+    with pytest.raises(RuntimeError, match="after the response ended"):
+        encoder.feed(chunk({"content": "late"}))
