@@ -86,7 +86,7 @@ class LLMEngine:
                   roots: Iterable[str | os.PathLike[str]] | None = None,
                   block_size: int = DEFAULT_BLOCK_SIZE, kv_blocks: int | None = None,
                   prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
-                  prefix_caching: bool = True) -> LLMEngine:  # fmt: skip
+                  prefix_caching: bool = True, quantization: str = "none") -> LLMEngine:  # fmt: skip
         """Load a GGUF file or safetensors folder (the bundled SmolLM2 when `path` is None).
 
         `kv_blocks` (default: enough for `max_batch` full-length sequences) is raised to at least
@@ -101,7 +101,7 @@ class LLMEngine:
             raise ModelFileError(
                 f"bad tokenizer metadata: {exc}", path=checkpoint.path, code="tokenizer.bad-metadata"
             ) from exc
-        model = build_model(checkpoint, device=device, dtype=dtype)
+        model = build_model(checkpoint, device=device, dtype=dtype, quantization=quantization)
         checkpoint.weights.clear()
         max_len = min(max_model_len, checkpoint.config.context_length)
         runner = ModelRunner(model, max_batch, max_len, block_size, kv_blocks)

@@ -6,6 +6,7 @@ import torch
 
 from local_engine.config import ModelConfig
 from local_engine.errors import ModelFileError
+from local_engine.layers.quant import quantize_model
 from local_engine.loader.checkpoint import Checkpoint
 from local_engine.models import ARCHITECTURES, LlamaForCausalLM
 
@@ -31,9 +32,15 @@ def check_weights_fit(config: ModelConfig, weights: dict[str, tuple[int, ...]], 
 
 
 def build_model(
-    checkpoint: Checkpoint, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    checkpoint: Checkpoint,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    quantization: str = "none",
 ) -> LlamaForCausalLM:
     """Instantiate the checkpoint's architecture and load its weights (eval mode, no grad).
+
+    With `quantization` "int8" or "int4" the projections are quantized from the float32 weights
+    (`layers/quant.py`) and the rest is cast to `dtype`.
 
     Raises:
         ModelFileError: the weights are missing, extra, or of the wrong shape for the config.
@@ -44,8 +51,9 @@ def build_model(
     )
     # parameters are created on "meta" (no memory, no init) and replaced by the checkpoint's
     model = ARCHITECTURES[config.architecture](config, device="meta")
+    load_dtype = dtype if quantization == "none" else torch.float32
     state = {
-        name: torch.from_numpy(value).to(device=device, dtype=dtype)
+        name: torch.from_numpy(value).to(device=device, dtype=load_dtype)
         for name, value in checkpoint.weights.items()
     }
     rope_freqs = state.pop("rope_freqs", None)
@@ -64,4 +72,8 @@ def build_model(
                 "rope_freqs has the wrong size", path=checkpoint.path, code="model.bad-weights"
             )
         model.inv_freq = model.inv_freq / rope_freqs.float().reshape(-1)
+    if quantization != "none":
+        quantize_model(model, quantization, dtype)
+        for param in model.parameters():  # what stays dense: embeddings, norms
+            param.data = param.data.to(dtype)
     return model.eval().requires_grad_(False)

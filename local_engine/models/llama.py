@@ -58,29 +58,31 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, meta: BatchMeta) -> Tensor:
         _, tokens, _ = x.shape  # x: [1, T, hidden], every sequence's new tokens packed
-        q_size, kv_size = self.n_heads * self.head_dim, self.n_kv * self.head_dim
-        q, k, v = self.wqkv(x[0]).split([q_size, kv_size, kv_size], dim=-1)
-        q = q.view(tokens, self.n_heads, self.head_dim)  # q: [T, H, D]
-        k = k.view(tokens, self.n_kv, self.head_dim)  # k: [T, H_kv, D]
-        v = v.view(tokens, self.n_kv, self.head_dim)  # v: [T, H_kv, D]
-        q = q * cos + rotate_half(q) * sin  # cos, sin: [T, 1, D]
-        k = k * cos + rotate_half(k) * sin
+        heads, kv_heads, dim = self.n_heads, self.n_kv, self.head_dim
+        qkv = self.wqkv(x[0])  # [T, (H + 2 H_kv) D]
+        # RoPE on the query and key heads at once, written back so that keys and values stay side
+        # by side in `qkv`, the layout the cache stores
+        qk = qkv[:, : (heads + kv_heads) * dim].view(tokens, heads + kv_heads, dim)  # [T, H + H_kv, D]
+        qk.copy_(qk * cos + rotate_half(qk) * sin)  # cos, sin: [T, 1, D]
         if self.kv_cache is None:
             raise RuntimeError("call setup_caches() before forward()")
-        self.kv_cache.write(meta, k, v)
+        self.kv_cache.write(meta, qkv[:, heads * dim :].view(tokens, 2, kv_heads, dim))
+        q = qk[:, :heads]  # [T, H, D]
         outs = []
         for group in meta.groups:
             end = group.start + group.rows * group.seqlen
-            q_g = q[group.start : end].view(group.rows, group.seqlen, self.n_heads, self.head_dim)
+            q_g = q[group.start : end].view(group.rows, group.seqlen, heads, dim)
             keys, values = self.kv_cache.read(group)  # [rows, H_kv, L, D]
-            # grouped-query attention in the kernel: each K/V head serves n_heads / n_kv query heads
+            # float32 attention: torch's bfloat16 CPU attention is several times slower, and the
+            # inputs are small; grouped-query attention in the kernel
             out = F.scaled_dot_product_attention(
-                q_g.transpose(1, 2), keys, values, attn_mask=group.mask, is_causal=group.causal,
-                scale=1.0 / math.sqrt(self.head_dim), enable_gqa=self.n_heads != self.n_kv,
+                q_g.transpose(1, 2).float(), keys.float(), values.float(), attn_mask=group.mask,
+                is_causal=group.causal, scale=1.0 / math.sqrt(dim), enable_gqa=heads != kv_heads,
             )  # out: [rows, H, S, D]  # fmt: skip
-            outs.append(out.transpose(1, 2).reshape(group.rows * group.seqlen, q_size))  # [rows * S, H * D]
+            out = out.transpose(1, 2).reshape(group.rows * group.seqlen, heads * dim)  # [rows * S, H * D]
+            outs.append(out)
         out = outs[0] if len(outs) == 1 else torch.cat(outs)  # [T, H * D]
-        return self.wo(out)[None]  # [1, T, hidden]
+        return self.wo(out.to(x.dtype))[None]  # [1, T, hidden]
 
 
 class FeedForward(nn.Module):
@@ -129,6 +131,7 @@ class LlamaForCausalLM(nn.Module):
             None if config.tie_word_embeddings
             else nn.Linear(config.hidden_size, config.vocab_size, bias=False, device=device)
         )  # fmt: skip
+        self.lm_head: nn.Module | None = None  # a quantized output head (`layers/quant.py`), if any
         self.register_buffer("inv_freq", rope_inv_freq(config), persistent=False)  # [D / 2], always real
         self.max_len, self.block_size, self.blocks_per_slot, self.num_blocks = 0, 16, 0, 0
 
@@ -172,7 +175,12 @@ class LlamaForCausalLM(nn.Module):
         if last_only:
             x = x[:, meta.last]  # [1, N, hidden]
         x = self.norm(x)
-        logits = F.linear(x, self.tok_embeddings.weight) if self.output is None else self.output(x)
+        if self.lm_head is not None:
+            logits = self.lm_head(x)  # [1, T or N, V]
+        elif self.output is None:
+            logits = F.linear(x, self.tok_embeddings.weight)
+        else:
+            logits = self.output(x)
         if by_slot and not last_only:
             return logits.view(shape[0], shape[1], -1)  # [B, S, V]
         return logits  # [1, T or N, V]
