@@ -1,26 +1,20 @@
-"""Switchyard: one OpenAI-shaped client for every model.
+"""Switchyard: one OpenAI-shaped client for every model, under the openai SDK.
 
-Change one import line (``from gateway import OpenAI``), or ``import gateway as openai`` for code that
-writes ``openai.RateLimitError`` everywhere: this module exposes the openai module-level names such
-programs use. Heavy machinery (policies, the local engine, the CLI's output) loads only when used.
+Change one import line (``from gateway import OpenAI``), or write ``import gateway as openai``:
+this module's clients are subclasses of the SDK's, its errors are the SDK's (plus the gateway's
+own subclasses, ``gateway.errors``), and every other name of the ``openai`` module (types,
+``Stream``, ``DefaultHttpxClient``, ``pydantic_function_tool``, ``NOT_GIVEN``, …) is the SDK's own,
+reached through this module. Heavy machinery (policies, the local engine, the CLI's output) loads
+only when used.
 """
 
 from __future__ import annotations
 
-import sys as _sys
+from typing import Any
 
-if "httpx" not in _sys.modules:
-    # httpx imports its command-line tool at import time when `rich` is installed (rich, pygments
-    # and click: tens of milliseconds, and rich must load only when used). Blocking that one
-    # submodule makes httpx fall back to its stub `httpx.main`; nothing else of httpx changes.
-    _sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-
-import httpx as _httpx
-
-from gateway._constants import DEFAULT_CONNECTION_LIMITS, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
-from gateway.client import AsyncOpenAI, OpenAI
-from gateway.errors import (
-    AllAttemptsFailedError,
+import openai as _openai
+from openai import (
+    NOT_GIVEN,
     APIConnectionError,
     APIError,
     APIResponseValidationError,
@@ -28,35 +22,58 @@ from gateway.errors import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
-    BudgetExceededError,
     ConflictError,
     ContentFilterFinishReasonError,
-    ContextLengthExceededError,
-    GatewayError,
     InternalServerError,
     LengthFinishReasonError,
+    NotFoundError,
+    NotGiven,
+    Omit,
+    OpenAIError,
+    PermissionDeniedError,
+    RateLimitError,
+    UnprocessableEntityError,
+    not_given,
+    omit,
+    pydantic_function_tool,
+)
+
+from gateway.errors import (
+    AllAttemptsFailedError,
+    BudgetExceededError,
+    ContextLengthExceededError,
+    GatewayError,
     MissingDependencyError,
     NoRouteError,
-    NotFoundError,
-    OpenAIError,
     OverloadedError,
-    PermissionDeniedError,
     PolicyError,
-    RateLimitError,
     StateBackendError,
-    StreamInterruptedError,
-    UnprocessableEntityError,
     UnsupportedParameterError,
 )
-from gateway.streaming import AsyncStream, Stream
-from gateway.structured import pydantic_function_tool
-from gateway.types import NOT_GIVEN, BaseModel, NotGiven, Omit, not_given, omit
+from gateway.sdk.clients import AsyncAzureOpenAI, AsyncOpenAI, AzureOpenAI, OpenAI
+from gateway.sdk.info import info
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-Timeout = _httpx.Timeout
 Client = OpenAI
 AsyncClient = AsyncOpenAI
+
+# The openai module's client-less names; the module-level client (``openai.chat…``) is not routed.
+_NOT_ROUTED = frozenset({"chat", "completions", "embeddings", "responses", "models", "api_key", "base_url"})
+
+
+def __getattr__(name: str) -> Any:
+    """Every other name of the ``openai`` module, so that ``import gateway as openai`` keeps working."""
+    if name in _NOT_ROUTED:
+        raise AttributeError(
+            f"gateway.{name}: the openai module-level client is not routed by Switchyard; "
+            "make a client: `client = gateway.OpenAI()` then `client.{name}`"
+        )
+    try:
+        return getattr(_openai, name)
+    except AttributeError:
+        raise AttributeError(f"module 'gateway' has no attribute {name!r}") from None
+
 
 __all__ = [
     "APIConnectionError",
@@ -65,20 +82,17 @@ __all__ = [
     "APIStatusError",
     "APITimeoutError",
     "AllAttemptsFailedError",
+    "AsyncAzureOpenAI",
     "AsyncClient",
     "AsyncOpenAI",
-    "AsyncStream",
     "AuthenticationError",
+    "AzureOpenAI",
     "BadRequestError",
-    "BaseModel",
     "BudgetExceededError",
     "Client",
     "ConflictError",
     "ContentFilterFinishReasonError",
     "ContextLengthExceededError",
-    "DEFAULT_CONNECTION_LIMITS",
-    "DEFAULT_MAX_RETRIES",
-    "DEFAULT_TIMEOUT",
     "GatewayError",
     "InternalServerError",
     "LengthFinishReasonError",
@@ -95,12 +109,10 @@ __all__ = [
     "PolicyError",
     "RateLimitError",
     "StateBackendError",
-    "Stream",
-    "StreamInterruptedError",
-    "Timeout",
     "UnprocessableEntityError",
     "UnsupportedParameterError",
     "__version__",
+    "info",
     "not_given",
     "omit",
     "pydantic_function_tool",

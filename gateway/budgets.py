@@ -46,7 +46,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Literal
 
-from gateway.errors import BudgetExceededError, StateBackendError
+from gateway.core.errors import BudgetExceededError, StateBackendError
 from gateway.state.base import StateBackend
 
 Period = Literal["minute", "hour", "day", "month"]

@@ -1,49 +1,56 @@
-"""Errors: the openai SDK's tree, names and attributes, plus what only a gateway can raise.
+"""The errors a caller sees: the openai SDK's own classes, plus what only a gateway raises.
+
+Switchyard answers the SDK over HTTP, so the SDK raises its own classes (``openai.RateLimitError``
+for a 429, ``openai.APIConnectionError`` when no upstream could be reached, …) and every library's
+``except openai.X`` keeps working. Where the answer is the gateway's own, the client raises a
+subclass named for it (chosen from the body's ``code`` or the ``x-switchyard-error`` header):
 
 ```
-OpenAIError
-├── APIError                        message, request, body, code, param, type
-│   ├── APIResponseValidationError  a malformed or truncated upstream response
-│   ├── APIStatusError              status_code, response, request_id
-│   │   ├── BadRequestError             400
-│   │   │   ├── UnsupportedParameterError   a parameter the provider cannot express (raised before any call)
-│   │   │   ├── ContextLengthExceededError  the prompt does not fit the model's window
-│   │   │   └── NoRouteError                no candidate of the plan survived its filters
-│   │   ├── AuthenticationError         401
-│   │   ├── PermissionDeniedError       403
-│   │   ├── NotFoundError               404
-│   │   ├── ConflictError               409
-│   │   ├── UnprocessableEntityError    422
-│   │   ├── RateLimitError              429
-│   │   │   └── BudgetExceededError         a budget or rate limit of the policy, before any call
-│   │   ├── InternalServerError         >= 500
-│   │   │   └── OverloadedError             Anthropic's 529 overloaded_error
-│   │   └── AllAttemptsFailedError      every candidate failed; status of the most telling attempt
-│   ├── APIConnectionError
-│   │   └── APITimeoutError
-│   └── StreamInterruptedError      a stream failed after content reached the caller
-├── LengthFinishReasonError         ``parse`` hit max_tokens
-├── ContentFilterFinishReasonError  ``parse`` was filtered
-└── GatewayError                    code; raised by the gateway itself, not an upstream
-    ├── PolicyError (also ValueError)          file, line, column, field_path
-    ├── MissingDependencyError (also ImportError)
-    └── StateBackendError                      a state store is unreachable or corrupt
+openai.APIStatusError
+├── openai.BadRequestError            400
+│   ├── NoRouteError                      code no_route: no candidate survived the route's filters
+│   ├── UnsupportedParameterError         code unsupported_parameter: the target cannot honour ``param``
+│   └── ContextLengthExceededError        code context_length_exceeded
+├── openai.RateLimitError             429
+│   └── BudgetExceededError               code budget_exceeded or rate_limited: the policy refused, before any call
+├── openai.InternalServerError        >= 500
+│   └── OverloadedError                   529 (Anthropic's overloaded_error)
+└── AllAttemptsFailedError            every candidate failed; also a subclass of the most telling
+                                      attempt's class (a RateLimitError when that was a 429)
+openai.APIError
+└── (a stream that fails after content reached the caller: ``APIError`` with code stream_interrupted)
+openai.OpenAIError
+└── GatewayError                       PolicyError (file:line:column), StateBackendError, MissingDependencyError
 ```
-
-The gateway does not depend on the ``openai`` package, so ``except openai.RateLimitError`` does not
-catch these classes (``except`` ignores virtual subclasses). Code moves over by changing its import:
-``from gateway import RateLimitError`` or ``import gateway as openai``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from functools import cache
+from typing import Any
 
-from gateway._redact import redact
+import openai
+from openai import (
+    APIConnectionError,
+    APIError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    ContentFilterFinishReasonError,
+    InternalServerError,
+    LengthFinishReasonError,
+    NotFoundError,
+    OpenAIError,
+    PermissionDeniedError,
+    RateLimitError,
+    UnprocessableEntityError,
+)
 
-if TYPE_CHECKING:
-    import httpx
+from gateway.core.errors import GatewayError, MissingDependencyError, PolicyError, StateBackendError
 
 __all__ = [
     "APIConnectionError",
@@ -70,337 +77,106 @@ __all__ = [
     "PolicyError",
     "RateLimitError",
     "StateBackendError",
-    "StreamInterruptedError",
+    "STREAM_INTERRUPTED",
     "UnprocessableEntityError",
     "UnsupportedParameterError",
-    "status_error_class",
-    "make_status_error",
+    "status_error",
 ]
 
-DOCS_URL = "https://switchyard.dev/errors#"
+STREAM_INTERRUPTED = "stream_interrupted"
 
 
-class OpenAIError(Exception):
-    """Root of every error this library raises, named as the openai SDK names its root."""
-
-
-class APIError(OpenAIError):
-    """An error about an API call: carries the request and the decoded error body when there is one."""
-
-    message: str
-    request: httpx.Request | None
-    body: object | None
-    code: str | None
-    param: str | None
-    type: str | None
-
-    def __init__(self, message: str, request: httpx.Request | None = None, *, body: object | None) -> None:
-        # An upstream may echo the caller's key back (a 401 body): redact before anything keeps it.
-        message = redact(message)
-        body = _redacted(body)
-        super().__init__(message)
-        self.request = request
-        self.message = message
-        self.body = body
-        fields = body if isinstance(body, Mapping) else {}
-        self.code = _str_or_none(fields.get("code"))
-        self.param = _str_or_none(fields.get("param"))
-        self.type = _str_or_none(fields.get("type"))
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class APIResponseValidationError(APIError):
-    """The upstream answered, but not with something the protocol allows."""
-
-    response: httpx.Response | None
-    status_code: int
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        response: httpx.Response | None = None,
-        body: object | None = None,
-        status_code: int = 200,
-    ) -> None:
-        super().__init__(
-            message, response.request if response is not None and _has_request(response) else None, body=body
-        )
-        self.response = response
-        self.status_code = status_code
-
-
-class APIStatusError(APIError):
-    """The upstream answered with a 4xx or 5xx status."""
-
-    status_code: int
-    response: httpx.Response | None
-    request_id: str | None
-    headers: Mapping[str, str]
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        response: httpx.Response | None = None,
-        body: object | None,
-        status_code: int | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        request = response.request if response is not None and _has_request(response) else None
-        super().__init__(message, request, body=body)
-        self.response = response
-        if status_code is None:
-            status_code = response.status_code if response is not None else type(self).default_status
-        self.status_code = status_code
-        self.headers = headers if headers is not None else (response.headers if response is not None else {})
-        self.request_id = self.headers.get("x-request-id") or self.headers.get("request-id")
-
-    default_status = 500
-
-    def attach(self, request: httpx.Request | None, response: httpx.Response | None) -> None:
-        """Attach the transport's request and response (providers build errors without them)."""
-        self.request = request
-        self.response = response
-        if response is not None:
-            # The response's headers, plus what the provider derived from the body (Gemini's
-            # RetryInfo becomes retry-after) where the response says nothing.
-            derived = {k: v for k, v in self.headers.items() if k.lower() not in response.headers}
-            self.headers = response.headers.copy()
-            self.headers.update(derived)
-            self.request_id = response.headers.get("x-request-id") or response.headers.get("request-id")
-
-
-class BadRequestError(APIStatusError):
-    default_status = 400
-
-
-class AuthenticationError(APIStatusError):
-    default_status = 401
-
-
-class PermissionDeniedError(APIStatusError):
-    default_status = 403
-
-
-class NotFoundError(APIStatusError):
-    default_status = 404
-
-
-class ConflictError(APIStatusError):
-    default_status = 409
-
-
-class UnprocessableEntityError(APIStatusError):
-    default_status = 422
-
-
-class RateLimitError(APIStatusError):
-    default_status = 429
-
-
-class InternalServerError(APIStatusError):
-    default_status = 500
-
-
-class OverloadedError(InternalServerError):
-    """Anthropic's 529 ``overloaded_error``: retryable, and still an ``InternalServerError``."""
-
-    default_status = 529
-
-
-class APIConnectionError(APIError):
-    """The request never got an HTTP answer: DNS, refused, reset, or a broken stream."""
-
-    def __init__(self, *, message: str = "Connection error.", request: httpx.Request | None = None) -> None:
-        super().__init__(message, request, body=None)
-
-
-class APITimeoutError(APIConnectionError):
-    def __init__(self, request: httpx.Request | None = None, *, message: str = "Request timed out.") -> None:
-        super().__init__(message=message, request=request)
-
-
-class StreamInterruptedError(APIError):
-    """A stream failed after content reached the caller; ``chunks_delivered`` says how far it got."""
-
-    def __init__(
-        self, message: str, *, provider: str, chunks_delivered: int, cause: BaseException | None = None
-    ) -> None:
-        super().__init__(message, None, body=None)
-        self.provider = provider
-        self.chunks_delivered = chunks_delivered
-        self.cause = cause
-
-
-class LengthFinishReasonError(OpenAIError):
-    def __init__(self, *, completion: Any = None) -> None:
-        super().__init__("Could not parse response content as the length limit was reached")
-        self.completion = completion
-
-
-class ContentFilterFinishReasonError(OpenAIError):
-    def __init__(self) -> None:
-        super().__init__("Could not parse response content as the request was rejected by the content filter")
-
-
-# --- gateway errors ------------------------------------------------------------------------------
-
-
-class GatewayError(OpenAIError):
-    """Raised by the gateway itself. ``code`` is stable; ``str()`` ends with a link to its docs."""
-
-    code: str = "gateway.error"
-
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        if code is not None:
-            self.code = code
-        self.message = message
-        super().__init__(f"{message} (see {DOCS_URL}{self.code})")
-
-
-class PolicyError(GatewayError, ValueError):
-    """A policy file is invalid. Carries where: ``file``, ``line``, ``column`` (1-based), ``field_path``."""
-
-    code = "policy.invalid"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: str | None = None,
-        file: str | None = None,
-        line: int | None = None,
-        column: int | None = None,
-        field_path: str | None = None,
-        errors: list[PolicyError] | None = None,
-    ) -> None:
-        self.file, self.line, self.column, self.field_path = file, line, column, field_path
-        self.errors = errors if errors is not None else [self]
-        where = file or "<policy>"
-        if line is not None:
-            where += f":{line}" + (f":{column}" if column is not None else "")
-        path = f" at {field_path}" if field_path else ""
-        super().__init__(f"{where}{path}: {message}", code=code)
-
-
-class MissingDependencyError(GatewayError, ImportError):
-    code = "dependency.missing"
-
-
-class StateBackendError(GatewayError):
-    code = "state.unavailable"
+class NoRouteError(BadRequestError):
+    """No candidate of the route could serve the request; ``body["message"]`` says why each was excluded."""
 
 
 class UnsupportedParameterError(BadRequestError):
-    """A request parameter the chosen provider cannot express; raised before any network call."""
-
-    def __init__(self, message: str, *, param: str, provider: str) -> None:
-        body = {
-            "message": message,
-            "type": "invalid_request_error",
-            "param": param,
-            "code": "unsupported_parameter",
-        }
-        super().__init__(message, body=body, status_code=400)
-        self.provider = provider
-        self.code = "unsupported_parameter"
+    """The chosen target cannot honour a parameter; ``param`` names it (before any upstream call)."""
 
 
 class ContextLengthExceededError(BadRequestError):
     """The prompt does not fit the model's context window."""
 
 
-class NoRouteError(BadRequestError):
-    """No candidate of the plan survived its filters; ``plan`` says why each was excluded."""
-
-    def __init__(self, message: str, *, plan: Any = None) -> None:
-        body = {"message": message, "type": "invalid_request_error", "code": "no_route"}
-        super().__init__(message, body=body, status_code=400)
-        self.plan = plan
-
-
 class BudgetExceededError(RateLimitError):
-    """A budget or rate limit of the policy refused the request before any upstream call."""
+    """A budget or rate limit of the policy refused the request before any upstream call.
 
-    def __init__(
-        self, message: str, *, budget: str, reset_at: float | None, retry_after_s: float | None = None
-    ) -> None:
-        headers = {"retry-after": str(max(0, round(retry_after_s)))} if retry_after_s is not None else {}
-        body = {"message": message, "type": "budget_exceeded", "code": "budget_exceeded"}
-        super().__init__(message, body=body, status_code=429, headers=headers)
-        self.budget = budget
-        self.reset_at = reset_at
-        self.retry_after_s = retry_after_s
+    ``budget`` names it; ``retry_after_s`` is set only when waiting can help (a window that resets).
+    """
+
+    @property
+    def budget(self) -> str | None:
+        return _field(self.body, "budget")
+
+    @property
+    def retry_after_s(self) -> float | None:
+        value = self.response.headers.get("retry-after")
+        return float(value) if value else None
+
+
+class OverloadedError(InternalServerError):
+    """Anthropic's 529 ``overloaded_error``."""
 
 
 class AllAttemptsFailedError(APIStatusError):
-    """Every candidate failed. ``attempts`` keeps each one; ``status_code`` is the most telling one's.
+    """Every candidate failed; ``attempts`` lists each (candidate, outcome, status, duration).
 
-    ``reraise()`` raises the attempt error that matters most (what a caller without fallback saw).
+    The instance is also of the most telling attempt's own class, so ``except openai.RateLimitError``
+    still catches a route whose every candidate answered 429.
     """
 
-    def __init__(self, message: str, *, attempts: list[Any], cause: APIError) -> None:
-        status = cause.status_code if isinstance(cause, APIStatusError) else 502
-        body = (
-            cause.body
-            if isinstance(cause, APIStatusError)
-            else {"message": str(cause), "type": "all_attempts_failed"}
-        )
-        response = cause.response if isinstance(cause, APIStatusError) else None
-        super().__init__(message, response=response, body=body, status_code=status)
-        self.attempts = attempts
-        self.cause = cause
-
-    def reraise(self) -> None:
-        raise self.cause
+    @property
+    def attempts(self) -> list[dict[str, Any]]:
+        found = self.body.get("attempts") if isinstance(self.body, Mapping) else None
+        return list(found) if isinstance(found, list) else []
 
 
-_STATUS_CLASSES: dict[int, type[APIStatusError]] = {
-    400: BadRequestError,
-    401: AuthenticationError,
-    403: PermissionDeniedError,
-    404: NotFoundError,
-    409: ConflictError,
-    422: UnprocessableEntityError,
-    429: RateLimitError,
-    529: OverloadedError,
+_BY_CODE: dict[str, type[APIStatusError]] = {
+    "no_route": NoRouteError,
+    "unsupported_parameter": UnsupportedParameterError,
+    "context_length_exceeded": ContextLengthExceededError,
+    "budget_exceeded": BudgetExceededError,
+    "rate_limited": BudgetExceededError,
 }
 
 
-def status_error_class(status: int) -> type[APIStatusError]:
-    """The error class the openai SDK uses for ``status`` (Anthropic's 529 becomes ``OverloadedError``)."""
-    if status in _STATUS_CLASSES:
-        return _STATUS_CLASSES[status]
-    return InternalServerError if status >= 500 else APIStatusError
-
-
-def make_status_error(
-    status: int, message: str, *, body: object | None, headers: Mapping[str, str] | None = None
+def status_error(
+    sdk_class: type[APIStatusError], message: str, *, body: object, response: Any
 ) -> APIStatusError:
-    """Build the right ``APIStatusError`` subclass for ``status``; the transport attaches the response."""
-    return status_error_class(status)(message, body=body, status_code=status, headers=headers or {})
+    """The error the client raises for a status answer: the SDK's class, or the gateway's subclass of it."""
+    data = body.get("error", body) if isinstance(body, Mapping) else body
+    cls: type[APIStatusError] = sdk_class
+    if response.headers.get("x-switchyard-error") == "all_attempts_failed":
+        cls = _all_failed(sdk_class)
+    elif response.status_code == 529:
+        cls = OverloadedError
+    else:
+        code = _field(data, "code") if response.headers.get("x-switchyard-error") else None
+        special = _BY_CODE.get(code or "")
+        if special is not None and issubclass(special, sdk_class):
+            cls = special
+    return cls(message, response=response, body=data)
 
 
-def _redacted(value: object) -> object:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, Mapping):
-        return {k: _redacted(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redacted(v) for v in value]
-    return value
+@cache
+def _all_failed(base: type[APIStatusError]) -> type[APIStatusError]:
+    if base is APIStatusError:
+        return AllAttemptsFailedError
+    return type("AllAttemptsFailedError", (AllAttemptsFailedError, base), {"__module__": __name__})
 
 
-def _str_or_none(value: object) -> str | None:
-    return None if value is None else str(value)
+def _field(body: object, name: str) -> Any:
+    return body.get(name) if isinstance(body, Mapping) else None
 
 
-def _has_request(response: httpx.Response) -> bool:
-    try:
-        response.request  # noqa: B018 - httpx raises RuntimeError when a response has no request
-    except RuntimeError:
-        return False
-    return True
+def sdk_class_for(status: int) -> type[APIStatusError]:
+    """The class the openai SDK raises for ``status``."""
+    return {
+        400: openai.BadRequestError,
+        401: openai.AuthenticationError,
+        403: openai.PermissionDeniedError,
+        404: openai.NotFoundError,
+        409: openai.ConflictError,
+        422: openai.UnprocessableEntityError,
+        429: openai.RateLimitError,
+    }.get(status, openai.InternalServerError if status >= 500 else openai.APIStatusError)

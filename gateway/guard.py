@@ -20,11 +20,11 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from gateway.attempts import AttemptRecord, Plan
+from gateway.core.attempts import AttemptRecord, Plan
 from gateway.budgets import Budget, BudgetReservation, Budgets, Cost, Subject
-from gateway.errors import BudgetExceededError
+from gateway.core.errors import BudgetExceededError
 from gateway.ratelimit import RateLimit, RateLimiter, RateLimitGrant
-from gateway.types import ChatRequest
+from gateway.core.types import ChatRequest
 
 if TYPE_CHECKING:
     from gateway.catalog import ModelSpec
@@ -156,7 +156,7 @@ class Guard:
         with self._lock:
             if model in self._specs:
                 return self._specs[model]
-        from gateway.errors import PolicyError
+        from gateway.core.errors import PolicyError
         from gateway.policy.targets import resolve_target_config
 
         try:

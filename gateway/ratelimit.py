@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gateway.budgets import SCOPES, Scope, Subject, check_match
-from gateway.errors import StateBackendError
+from gateway.core.errors import StateBackendError
 from gateway.state.base import StateBackend
 from gateway.state.errors import RateLimitExceededError
 

@@ -54,11 +54,11 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from gateway.catalog import ModelSpec, load_catalog
-from gateway.errors import NoRouteError
+from gateway.core.errors import NoRouteError
 from gateway.policy.located import did_you_mean
 from gateway.policy.references import model_names, policy_index, resolve_model_name
 from gateway.policy.schema import Policy, Route
-from gateway.types import ChatRequest
+from gateway.core.types import ChatRequest
 
 __all__ = [
     "DEFAULT_QUALITY",
@@ -379,7 +379,7 @@ def plan(
 
     Example:
         >>> from gateway.policy import parse_policy
-        >>> from gateway.types import ChatRequest
+        >>> from gateway.core.types import ChatRequest
         >>> policy = parse_policy("version: 1\\nroutes: {chat: {candidates: [gpt-4o-mini, gpt-4o]}}")
         >>> request = ChatRequest(model="route:chat", messages=[{"role": "user", "content": "hi"}])
         >>> [c.model for c in plan(request, "chat", policy, StatsSnapshot(), prompt_tokens=10).candidates]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gateway.attempts import Observer
+from gateway.core.attempts import Observer
 
 if TYPE_CHECKING:
     from gateway.guard import Guard

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.attempts import AttemptRecord
+from gateway.core.attempts import AttemptRecord
 from gateway.router import LocalEngineLoad, ModelStats, StatsSnapshot
 
 ALPHA = 0.2

@@ -1,6 +1,6 @@
 """From a ``model=`` string to the deployment(s) to call.
 
-- ``"route:NAME"``: a route of the policy; the router orders its candidates (``gateway.routing``).
+- ``"route:NAME"``: a route of the policy; the router orders its candidates (``gateway.core.plan``).
 - ``"provider/model"`` where ``provider`` is a host of ``providers/hosts.py`` or of the policy:
   that provider, configured by the policy, else by the environment variables its own SDK reads.
 - a name the policy declares under ``models``: that model's provider and upstream name.
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway._redact import register_secret
-from gateway.errors import AuthenticationError, NotFoundError
+from gateway.core.errors import AuthenticationError, NotFoundError
 from providers.base import HostProfile, Target
 from providers.hosts import HOSTS, Host
 

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from gateway._redact import redact
-from gateway.attempts import AttemptRecord
+from gateway.core.attempts import AttemptRecord
 from gateway.metering.meter import AttemptTokens, attempt_tokens
 from gateway.metering.pricing import PriceTable
 

@@ -89,7 +89,7 @@ def _models(args: argparse.Namespace, policy: Any, set_route: str | None) -> lis
 
 
 def _run(args: argparse.Namespace) -> int:
-    from gateway.errors import GatewayError
+    from gateway.core.errors import GatewayError
     from gateway.evals import (
         EvalStore,
         ModelCaller,
@@ -157,7 +157,7 @@ def _set_name(text: str) -> str:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from gateway.errors import GatewayError
+    from gateway.core.errors import GatewayError
     from gateway.evals import EvalStore, format_table, store_config, write_report
     from gateway.state import redact_url
 
@@ -187,10 +187,10 @@ def _report(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     from gateway.commands.policy import format_plan
-    from gateway.errors import GatewayError
+    from gateway.core.errors import GatewayError
     from gateway.evals import EvalStore, format_quality, route_quality, store_config
     from gateway.router import EvalScore, StatsSnapshot, plan
-    from gateway.types import ChatRequest
+    from gateway.core.types import ChatRequest
 
     try:
         policy = _policy(args.policy)

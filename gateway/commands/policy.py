@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from gateway.errors import NoRouteError, PolicyError
+from gateway.core.errors import NoRouteError, PolicyError
 
 __all__ = ["PlaceholderEnv", "policy_json_schema", "register"]
 
@@ -108,7 +108,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     from gateway.router import EvalScore, StatsSnapshot, plan
-    from gateway.types import ChatRequest
+    from gateway.core.types import ChatRequest
 
     policy = _load(args, sys.stderr)
     if policy is None:

@@ -23,14 +23,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import httpx
-
-from gateway.attempts import Candidate, NullObserver, Observer, Plan
-from gateway.execute import Executor
+from gateway.core.attempts import Candidate, NullObserver, Observer, Plan
+from gateway.core.execute import Executor
 from gateway.metering.pricing import PriceTable
 from gateway.policy.schema import Policy
 from gateway.resilience.retry import RetrySettings
-from gateway.types import ChatCompletion, ChatRequest
+from gateway.core.types import ChatCompletion, ChatRequest
 
 __all__ = ["CallResult", "ModelCaller", "canonical_model", "price_table"]
 
@@ -87,12 +85,12 @@ class ModelCaller:
         observer: Observer | None = None,
         max_retries: int = 2,
         timeout: float = DEFAULT_EVAL_TIMEOUT_S,
-        http_client: httpx.Client | None = None,
+        http_client: Any = None,
         prices: PriceTable | None = None,
     ) -> None:
         self.policy = policy
         self._owns_http = http_client is None
-        self._http = http_client or httpx.Client(timeout=timeout)
+        self._http = http_client or _default_http(timeout)
         self._timeout = timeout
         self._executor = Executor(
             self._http,
@@ -190,7 +188,7 @@ def price_table(policy: Policy | None) -> PriceTable:
 
 
 def _resolve(policy: Policy | None, model: str) -> Candidate:
-    from gateway.routing import Planner
+    from gateway.core.plan import Planner
     from gateway.targets import client_config_from_env, split_model
 
     if policy is not None:
@@ -210,3 +208,10 @@ def _resolve(policy: Policy | None, model: str) -> Candidate:
 
 
 _REASON = "eval: called directly"
+
+
+def _default_http(timeout: float) -> Any:
+    """The openai SDK's default HTTP client (httpx2 under openai 3.x, httpx under 2.x)."""
+    import openai
+
+    return openai.DefaultHttpxClient(timeout=timeout)

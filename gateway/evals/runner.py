@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
-from gateway.errors import OpenAIError
+from gateway.core.errors import OpenAIError
 from gateway.evals.calls import ModelCaller
 from gateway.evals.progress import NullProgress, Progress
 from gateway.evals.results import CaseResult, CaseStatus, ModelSummary, summarise

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
 from gateway.evals._jsonschema import schema_errors
 from gateway.evals.sets import EvalCase
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
 
 __all__ = ["EvalCase", "EvalSet", "EvalSetError", "load_set", "parse_set"]
 

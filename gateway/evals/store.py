@@ -304,7 +304,7 @@ def set_scores(
 class EvalScores:
     """Eval scores per set, cached for ``ttl_s``: what the client's planner calls on each route plan.
 
-    Pass an instance as ``gateway.routing.Planner(..., evals=EvalScores(EvalStore(backend)))``: it is
+    Pass an instance as ``gateway.core.plan.Planner(..., evals=EvalScores(EvalStore(backend)))``: it is
     called with a route's ``eval_set`` (``None`` when the route has none) and returns the scores
     that replace the priors.
 

@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.attempts import AttemptRecord
+from gateway.core.attempts import AttemptRecord
 from gateway.metering.pricing import PriceTable
 from gateway.metering.records import UsageRecord, api_key_id, outcome_of, split_metadata
 from gateway.metering.sinks import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-from gateway.attempts import AttemptRecord, Observer
+from gateway.core.attempts import AttemptRecord, Observer
 
 __all__ = ["ObserverGroup"]
 
@@ -16,7 +16,7 @@ class ObserverGroup:
     """Calls each observer in turn; one that raises is logged and does not stop the others.
 
     Example:
-        >>> from gateway.attempts import NullObserver
+        >>> from gateway.core.attempts import NullObserver
         >>> group = ObserverGroup(NullObserver(), NullObserver())
         >>> len(group)
         2

@@ -21,7 +21,7 @@ from typing import Any, TypeAlias
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from gateway.errors import PolicyError
+from gateway.core.errors import PolicyError
 
 __all__ = ["MAX_DEPTH", "MAX_NODES", "MAX_POLICY_BYTES", "Location", "Path", "SourceMap", "read_document"]
 

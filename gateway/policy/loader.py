@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gateway._redact import register_secret
-from gateway.errors import PolicyError
+from gateway.core.errors import PolicyError
 from gateway.policy._source import MAX_POLICY_BYTES, Location, Path, SourceMap, read_document
 from gateway.policy.located import combine, did_you_mean, from_validation_error, located
 from gateway.policy.references import build_index, raw_candidate_problems

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from gateway.errors import PolicyError
+from gateway.core.errors import PolicyError
 from gateway.policy._source import Path, SourceMap
 
 __all__ = ["MAX_ERRORS", "combine", "did_you_mean", "format_path", "from_validation_error", "located"]

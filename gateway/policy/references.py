@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from gateway.catalog import ModelSpec, load_catalog
-from gateway.errors import PolicyError
+from gateway.core.errors import PolicyError
 from gateway.policy._source import Path
 from gateway.policy.located import MAX_ERRORS, did_you_mean
 from gateway.policy.schema import ModelEntry, Policy

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from gateway.errors import PolicyError
+from gateway.core.errors import PolicyError
 from gateway.policy.loader import load_policy
 from gateway.policy.schema import Policy
 

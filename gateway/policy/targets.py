@@ -14,7 +14,7 @@ from typing import Any
 
 from gateway._redact import register_secret
 from gateway.catalog import ModelSpec
-from gateway.errors import PolicyError
+from gateway.core.errors import PolicyError
 from gateway.policy.located import did_you_mean
 from gateway.policy.references import model_names, policy_index, resolve_model_name
 from gateway.policy.schema import Policy

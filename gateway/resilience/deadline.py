@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+from collections.abc import Mapping
 
 Clock = Callable[[], float]
 
@@ -103,7 +103,9 @@ def attempt_timeout(
     left = deadline.remaining()
     if timeouts is None and left is None:
         return base
-    if isinstance(base, httpx.Timeout):
+    if isinstance(base, Mapping):
+        connect, read, write, pool = (base.get(k) for k in ("connect", "read", "write", "pool"))
+    elif hasattr(base, "as_dict"):  # an httpx or httpx2 Timeout
         connect, read, write, pool = base.connect, base.read, base.write, base.pool
     else:
         connect = read = write = pool = base
@@ -114,9 +116,7 @@ def attempt_timeout(
         read = t.read_s
     if stream and sync:
         read = _smallest(read, t.first_token_s, t.stream_idle_s)
-    return httpx.Timeout(
-        connect=_cap(connect, left), read=_cap(read, left), write=_cap(write, left), pool=_cap(pool, left)
-    )
+    return {"connect": _cap(connect, left), "read": _cap(read, left), "write": _cap(write, left), "pool": _cap(pool, left)}
 
 
 def _cap(value: float | None, left: float | None) -> float | None:

@@ -15,10 +15,10 @@ from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import Any
 
-from gateway.attempts import Candidate, Outcome, StreamAttempt, StreamInfo, interrupted, stream_outcome
-from gateway.errors import APIError
+from gateway.core.attempts import Candidate, Outcome, StreamAttempt, StreamInfo, interrupted, stream_outcome
+from gateway.core.errors import APIError
 from gateway.resilience.run import RequestRun
-from gateway.types import ChatCompletionChunk
+from gateway.core.types import ChatCompletionChunk
 
 Item = tuple[str, Any]  # ("chunk", chunk) | ("end", None) | ("error", APIError)
 Opener = Callable[[StreamAttempt, StreamInfo], AsyncGenerator[ChatCompletionChunk, None]]
@@ -151,6 +151,7 @@ async def _follow(
         kind, value = item
         if kind == "chunk":
             holder.http_response = winner.info.http_response
+            holder.candidate = winner.candidate
             yield value
         elif kind == "end":
             winner.report(None)

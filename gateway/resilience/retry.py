@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from gateway._constants import INITIAL_RETRY_DELAY, MAX_RETRY_AFTER_DELAY, MAX_RETRY_DELAY
-from gateway.errors import APIConnectionError, APIError, APIResponseValidationError, APIStatusError
+from gateway.core.errors import APIConnectionError, APIError, APIResponseValidationError, APIStatusError
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 

@@ -1,14 +1,14 @@
-"""Errors of the state layer, budgets and rate limits, rooted in ``gateway.errors``.
+"""Errors of the state layer, budgets and rate limits, rooted in ``gateway.core.errors``.
 
-``gateway.errors`` owns the tree; this module adds the few specific classes the state layer
+``gateway.core.errors`` owns the tree; this module adds the few specific classes the state layer
 raises, each a subclass of a class users already catch::
 
     GatewayError
-     └── StateBackendError                    (gateway.errors)
+     └── StateBackendError                    (gateway.core.errors)
           ├── StateBackendUnavailableError    cannot reach it (start-up or mid-run); URL redacted
           └── StateCorruptError               the SQLite file is unreadable; names the path
     RateLimitError (429)
-     └── BudgetExceededError                  (gateway.errors) a budget has no room
+     └── BudgetExceededError                  (gateway.core.errors) a budget has no room
           └── RateLimitExceededError          a local RPM/TPM limit; ``retry_after_s``
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from gateway.errors import BudgetExceededError, StateBackendError
+from gateway.core.errors import BudgetExceededError, StateBackendError
 
 __all__ = [
     "BudgetExceededError",

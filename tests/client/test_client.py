@@ -203,7 +203,7 @@ async def test_async_client_complete_stream_and_embeddings(openai_url: str) -> N
             "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "Echo: hello world"
         )
         assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 5
-        assert stream.gateway is not None and stream.gateway.attempts[-1].outcome == "ok"
+        assert stream.gateway is not None and stream.gateway.core.attempts[-1].outcome == "ok"
         emb = await c.embeddings.create(model="text-embedding-3-small", input="x", dimensions=4)
         assert len(emb.data[0].embedding) == 4
         page = await c.models.list()

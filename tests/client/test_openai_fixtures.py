@@ -66,7 +66,7 @@ def test_json_fixture_parses_like_the_sdk(name: str, clients: tuple[gateway.Open
     assert got.to_dict() == _body(name)
     if not name.startswith("embeddings"):
         assert got.to_dict() == want.to_dict()
-    assert got.gateway is not None and got.gateway.attempts[0].outcome == "ok"
+    assert got.gateway is not None and got.gateway.core.attempts[0].outcome == "ok"
 
 
 @pytest.mark.parametrize("name", [n for n in JSON_NAMES if _status(n) >= 400])
@@ -116,7 +116,7 @@ def test_sse_fixture_streams_like_the_sdk(name: str, clients: tuple[gateway.Open
 @pytest.mark.parametrize("path", sorted(FIXTURES.glob("openai*/*.chunks.jsonl")), ids=lambda p: p.name)
 def test_chunk_payloads_parse(path: Path) -> None:
     """vercel/ai's ``.chunks.jsonl``: one SSE data payload per line, fed straight to the parser."""
-    from gateway.types import ChatRequest
+    from gateway.core.types import ChatRequest
     from providers import openai as protocol
     from providers.base import ServerSentEvent, Target
 

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from gateway import APIConnectionError, APITimeoutError
 from gateway._redact import redact, redact_headers
-from gateway._sse import SSEDecoder
-from gateway.transport import map_httpx_error
+from gateway.transports.sse import SSEDecoder
+from gateway.transports.http import map_http_error
 from providers.base import ServerSentEvent
 
 BODY = (
@@ -70,7 +70,7 @@ def test_every_httpx_error_maps_to_a_gateway_error(cls: type[httpx.HTTPError]) -
         if cls is not httpx.HTTPError
         else cls("boom")
     )
-    mapped = map_httpx_error(exc, request)
+    mapped = map_http_error(exc, request)
     expected = APITimeoutError if issubclass(cls, httpx.TimeoutException) else APIConnectionError
     assert isinstance(mapped, expected)
     assert "secret-value" not in str(mapped) and "pw@" not in str(mapped)

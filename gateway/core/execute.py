@@ -25,9 +25,9 @@ from typing import Any
 import httpx
 
 import providers
-from gateway import transport
-from gateway._sse import SSEDecoder
-from gateway.attempts import (
+from gateway.transports import http as transport
+from gateway.transports.sse import SSEDecoder
+from gateway.core.attempts import (
     Candidate,
     Observer,
     Outcome,
@@ -39,12 +39,12 @@ from gateway.attempts import (
     interrupted,
     stream_outcome,
 )
-from gateway.errors import APIError, APITimeoutError
+from gateway.core.errors import APIError, APITimeoutError
 from gateway.resilience.breaker import Breakers
 from gateway.resilience.hedge import TTFTWindow
 from gateway.resilience.retry import RetrySettings
 from gateway.resilience.run import RETRY, STOP, RequestRun, Resilience
-from gateway.types import (
+from gateway.core.types import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,
@@ -171,6 +171,8 @@ class Executor(ExecutorBase):
             raise error
         reply = module.parse_response(raw.status, raw.headers, raw.body, target)
         reply._http_response = raw.http_response
+        if target.kind == "openai" and target.model == req.model:
+            reply._raw_body = raw.body
         return reply
 
     # --- streaming -------------------------------------------------------------------------------
@@ -189,6 +191,7 @@ class Executor(ExecutorBase):
                 if not admitted:
                     break
                 attempt = StreamAttempt(candidate, time.perf_counter(), plan.buffer_tokens)
+                holder.candidate = candidate
                 try:
                     yield from self._stream_once(module, req, headers, timeout, attempt, holder, run)
                 except APIError as exc:

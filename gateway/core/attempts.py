@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gateway.errors import (
+from gateway.core.errors import (
     AllAttemptsFailedError,
     APIConnectionError,
     APIError,
@@ -31,7 +31,7 @@ from gateway.errors import (
 from gateway.resilience.deadline import Timeouts
 from gateway.resilience.hedge import HedgeSettings
 from gateway.resilience.retry import RetrySettings
-from gateway.types import AttemptInfo, ChatCompletionChunk, ChatRequest, CompletionUsage, GatewayInfo
+from gateway.core.types import AttemptInfo, ChatCompletionChunk, ChatRequest, CompletionUsage, GatewayInfo
 from providers.base import Target
 
 FALLBACK_CLASSES = frozenset(
@@ -135,7 +135,8 @@ class StreamInfo:
     """Filled in by the loop when a stream ends, read by ``Stream.gateway``."""
 
     gateway: GatewayInfo | None = None
-    http_response: Any = None  # the serving attempt's httpx.Response, for with_raw_response
+    http_response: Any = None  # the serving attempt's upstream response (its headers, request id)
+    candidate: Candidate | None = None  # the candidate being attempted (the server of the first chunk)
 
 
 class Observer(Protocol):

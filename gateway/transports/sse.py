@@ -11,7 +11,12 @@ from providers.base import ServerSentEvent
 
 
 class SSEDecoder:
-    def __init__(self) -> None:
+    """Decodes one body. ``max_event_bytes`` caps one event (its lines and data together): a hostile
+    upstream's endless event raises ``BodyTooLargeError`` instead of growing without bound."""
+
+    def __init__(self, max_event_bytes: int = 8 * 1024 * 1024) -> None:
+        self._max = max_event_bytes
+        self._size = 0
         self._buffer = b""
         self._data: list[str] = []
         self._event: str | None = None
@@ -25,6 +30,8 @@ class SSEDecoder:
         while True:
             line, found = self._next_line()
             if not found:
+                if len(self._buffer) + self._size > self._max:
+                    _too_large(self._max)
                 return events
             event = self._line(line)
             if event is not None:
@@ -54,6 +61,9 @@ class SSEDecoder:
         value = value.removeprefix(" ")
         if name == "data":
             self._data.append(value)
+            self._size += len(raw)
+            if self._size > self._max:
+                _too_large(self._max)
         elif name == "event":
             self._event = value
         elif name == "id" and "\0" not in value:
@@ -67,6 +77,7 @@ class SSEDecoder:
             return None
         event = ServerSentEvent(data="\n".join(self._data), event=self._event, id=self._id, retry=self._retry)
         self._data, self._event, self._retry = [], None, None
+        self._size = 0
         return event
 
     def flush(self) -> list[ServerSentEvent]:
@@ -86,3 +97,9 @@ class SSEDecoder:
     def pending(self) -> bool:
         """Whether a partial event is buffered."""
         return bool(self._buffer or self._data)
+
+
+def _too_large(limit: int) -> None:
+    from gateway.transports.http import BodyTooLargeError
+
+    raise BodyTooLargeError("server-sent event", limit)

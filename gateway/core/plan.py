@@ -12,10 +12,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from gateway.attempts import DEFAULT_FALLBACK_ON, Candidate, Plan
-from gateway.errors import NotFoundError, PolicyError
+from gateway.core.attempts import DEFAULT_FALLBACK_ON, Candidate, Plan
+from gateway.core.errors import NotFoundError, PolicyError
 from gateway.targets import ClientConfig, client_target, host_target, require_key, split_model, unknown_route
-from gateway.types import ChatRequest
+from gateway.core.types import ChatRequest
 from providers.base import Target
 from providers.hosts import HOSTS
 
@@ -49,18 +49,19 @@ class Planner:
         policy = self._policy
         return policy() if callable(policy) else policy
 
-    def plan(self, model: str, req: ChatRequest | None = None) -> Plan:
+    def plan(self, model: str, req: ChatRequest | None = None, client: ClientConfig | None = None) -> Plan:
+        """``client``: the calling client's own endpoint for this request (else the planner's)."""
         if model.startswith("route:"):
             return self._route(model.removeprefix("route:"), req)
         policy = self.policy
         if policy is not None and _known_to_policy(policy, model):
             return Plan([Candidate(self._policy_target(model), model)])
-        return Plan([self.direct(model)])
+        return Plan([self.direct(model, client)])
 
-    def direct(self, model: str) -> Candidate:
+    def direct(self, model: str, client: ClientConfig | None = None) -> Candidate:
         provider, name = split_model(model)
         if provider is None or provider == "openai":
-            return Candidate(client_target(self.config, name), model)
+            return Candidate(client_target(client or self.config, name), model)
         target = host_target(HOSTS[provider], name)
         require_key(target)
         return Candidate(target, model)

@@ -18,9 +18,9 @@ from typing import Any, cast
 import httpx
 
 import providers
-from gateway import transport
-from gateway._sse import SSEDecoder
-from gateway.attempts import (
+from gateway.transports import http as transport
+from gateway.transports.sse import SSEDecoder
+from gateway.core.attempts import (
     Candidate,
     Observer,
     Outcome,
@@ -31,15 +31,15 @@ from gateway.attempts import (
     interrupted,
     stream_outcome,
 )
-from gateway.errors import APIError, APITimeoutError
-from gateway.execute import ExecutorBase, embedding_usage
+from gateway.core.errors import APIError, APITimeoutError
+from gateway.core.execute import ExecutorBase, embedding_usage
 from gateway.resilience.breaker import Breakers
 from gateway.resilience.deadline import chunk_wait
 from gateway.resilience.hedge import hedge_affordable, hedge_delay
 from gateway.resilience.hedge_stream import HedgeFailed, Opener, hedged_stream
 from gateway.resilience.retry import RetrySettings
 from gateway.resilience.run import RETRY, STOP, RequestRun
-from gateway.types import (
+from gateway.core.types import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,
@@ -167,6 +167,8 @@ class AsyncExecutor(ExecutorBase):
             raise error
         reply = module.parse_response(raw.status, raw.headers, raw.body, target)
         reply._http_response = raw.http_response
+        if target.kind == "openai" and target.model == req.model:
+            reply._raw_body = raw.body
         return reply
 
     # --- streaming -------------------------------------------------------------------------------
@@ -223,6 +225,7 @@ class AsyncExecutor(ExecutorBase):
         """One attempt, recorded here; a failure before any chunk is ``HedgeFailed`` for the loop."""
         module = providers.load(candidate.target.kind)
         attempt = StreamAttempt(candidate, time.perf_counter(), run.plan.buffer_tokens)
+        holder.candidate = candidate
         try:
             async with aclosing(
                 self._stream_once(module, req, headers, timeout, attempt, holder, run)

@@ -205,7 +205,7 @@ class Choice(BaseModel):
 
 
 class AttemptInfo(BaseModel):
-    """One try of one candidate, as ``reply.gateway.attempts`` lists it."""
+    """One try of one candidate, as ``reply.gateway.core.attempts`` lists it."""
 
     provider: str
     model: str
@@ -236,6 +236,7 @@ class _WithGateway(BaseModel):
 
     _gateway: GatewayInfo | None = PrivateAttr(default=None)
     _http_response: Any = PrivateAttr(default=None)
+    _raw_body: bytes | None = PrivateAttr(default=None)  # the upstream's bytes, when already this wire format
 
     @property
     def gateway(self) -> GatewayInfo | None:

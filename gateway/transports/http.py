@@ -1,0 +1,285 @@
+"""Sending a provider's ``HTTPRequestSpec`` upstream, and the one place transport errors are translated.
+
+The bytes go over the application's own HTTP client (the one the openai SDK was given, or the
+SDK's default): an ``httpx2`` client under openai 3.x, an ``httpx`` client under 2.x. The two
+packages share one API, so this module works with whichever module the client comes from
+(``http_module``). Parsing and framing are that client's (h11 via httpcore/httpcore2); what this
+module adds is what a gateway owes its callers:
+
+- header values with CR, LF or NUL are refused before anything is sent (``InvalidHeaderError``,
+  a 400 naming the header, never its value);
+- response bodies and single SSE events are capped (``Limits``), so a hostile upstream costs
+  bounded memory (a gzip bomb is counted after decompression);
+- every exception of the HTTP package becomes ``APITimeoutError`` or ``APIConnectionError``
+  (raised ``from`` the original), including malformed framing (a bad chunk size, a non-integer
+  content-length: httpcore's ``RemoteProtocolError``), so the attempt loop retries and falls back;
+- nothing is re-sent behind the attempt loop's back: the clients' own transports have
+  ``retries=0`` (httpcore then retries nothing, not even a connect), and a reused connection that
+  closes without answering surfaces as an error of that attempt.
+
+Requests carry the extension ``switchyard: "upstream"``, which Switchyard's mounted transport
+(``gateway/sdk/transport.py``) passes straight to the client's own transport.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from gateway import _json
+from gateway._redact import redact
+from gateway.core.errors import APIConnectionError, APIError, APITimeoutError, BadRequestError
+from providers.base import HTTPRequestSpec
+
+USER_AGENT = "switchyard/0.1"
+UPSTREAM = {"switchyard": "upstream"}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Caps on what one upstream answer may make the gateway hold (bytes, after decompression)."""
+
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_event_bytes: int = 8 * 1024 * 1024
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class InvalidHeaderError(BadRequestError):
+    """A header name or value that cannot be sent (CR, LF or NUL): refused before any call."""
+
+    def __init__(self, name: str) -> None:
+        message = f"header {name!r} has a value with CR, LF or NUL, which cannot be sent"
+        body = {"message": message, "type": "invalid_request_error", "param": f"headers.{name}", "code": "invalid_header"}
+        super().__init__(message, body=body, status_code=400)
+
+
+class BodyTooLargeError(APIError):
+    """An upstream answer larger than ``Limits`` allows: a deployment fault, so it falls back."""
+
+    def __init__(self, what: str, limit: int) -> None:
+        super().__init__(f"the upstream's {what} exceeded {limit} bytes", None, body=None)
+
+
+@dataclass(slots=True)
+class RawResponse:
+    """What the upstream answered to a non-streaming request."""
+
+    status: int
+    headers: Any  # the client's Headers
+    body: bytes
+    http_request: Any
+    http_response: Any
+
+
+def http_module(client: Any) -> ModuleType:
+    """``httpx2`` or ``httpx``: the package the client comes from."""
+    return sys.modules[type(client).__module__.partition(".")[0]] if _is_http_client(client) else _fallback(client)
+
+
+def _is_http_client(client: Any) -> bool:
+    root = type(client).__module__.partition(".")[0]
+    return root in ("httpx", "httpx2")
+
+
+def _fallback(client: Any) -> ModuleType:
+    for base in type(client).__mro__:
+        root = base.__module__.partition(".")[0]
+        if root in ("httpx", "httpx2"):
+            return sys.modules[root]
+    raise TypeError(f"expected an httpx or httpx2 client, got {type(client).__name__}")
+
+
+def map_http_error(exc: BaseException, request: Any = None) -> APIError:
+    """Translate an exception of httpx or httpx2 into the gateway's error tree."""
+    if request is None:
+        try:
+            request = getattr(exc, "request", None)
+        except RuntimeError:
+            request = None
+    if type(exc).__name__ in _TIMEOUTS:
+        return APITimeoutError(request)
+    detail = redact(str(exc)) or type(exc).__name__
+    return APIConnectionError(message=f"Connection error: {detail}", request=request)
+
+
+_TIMEOUTS = frozenset({"TimeoutException", "ConnectTimeout", "ReadTimeout", "WriteTimeout", "PoolTimeout"})
+
+
+def _errors(client: Any) -> tuple[type[BaseException], ...]:
+    module = http_module(client)
+    return (module.HTTPError, module.StreamError, module.InvalidURL)
+
+
+def check_headers(headers: Mapping[str, str]) -> None:
+    for name, value in headers.items():
+        if _bad(name) or _bad(value):
+            raise InvalidHeaderError(name if not _bad(name) else name.encode("unicode_escape").decode())
+
+
+def _bad(text: str) -> bool:
+    return "\r" in text or "\n" in text or "\0" in text
+
+
+def build_request(client: Any, spec: HTTPRequestSpec, extra_headers: Mapping[str, str], timeout: Any) -> Any:
+    headers = {"user-agent": USER_AGENT, **spec.headers, **extra_headers}
+    headers = {k: v for k, v in headers.items() if v is not None}
+    check_headers(headers)
+    content = _json.dumps_bytes(spec.json) if spec.json is not None else None
+    if content is not None:
+        headers.setdefault("content-type", "application/json")
+    module = http_module(client)
+    return client.build_request(
+        spec.method,
+        spec.url,
+        headers=headers,
+        params=dict(spec.params) or None,
+        content=content,
+        timeout=to_timeout(module, timeout),
+        extensions=dict(UPSTREAM),
+    )
+
+
+def to_timeout(module: ModuleType, value: Any) -> Any:
+    """The client module's ``Timeout`` for a float, ``None``, a timeout dict or another package's Timeout."""
+    if isinstance(value, module.Timeout):
+        return value
+    if isinstance(value, Mapping):
+        return module.Timeout(**{k: value.get(k) for k in ("connect", "read", "write", "pool")})
+    if hasattr(value, "as_dict"):
+        return module.Timeout(**value.as_dict())
+    return module.Timeout(value)
+
+
+def send(
+    client: Any,
+    spec: HTTPRequestSpec,
+    *,
+    extra_headers: Mapping[str, str] = {},
+    timeout: Any,
+    limits: Limits = DEFAULT_LIMITS,
+) -> RawResponse:
+    request = build_request(client, spec, extra_headers, timeout)
+    errors = _errors(client)
+    try:
+        response = client.send(request, stream=True)
+    except errors as exc:
+        raise map_http_error(exc, request) from exc
+    try:
+        body = _read_capped(response.iter_bytes(), limits.max_body_bytes)
+    except errors as exc:
+        raise map_http_error(exc, request) from exc
+    finally:
+        response.close()
+    return RawResponse(response.status_code, response.headers, body, request, response)
+
+
+async def send_async(
+    client: Any,
+    spec: HTTPRequestSpec,
+    *,
+    extra_headers: Mapping[str, str] = {},
+    timeout: Any,
+    limits: Limits = DEFAULT_LIMITS,
+) -> RawResponse:
+    request = build_request(client, spec, extra_headers, timeout)
+    errors = _errors(client)
+    try:
+        response = await client.send(request, stream=True)
+    except errors as exc:
+        raise map_http_error(exc, request) from exc
+    try:
+        body = await _aread_capped(response.aiter_bytes(), limits.max_body_bytes)
+    except errors as exc:
+        raise map_http_error(exc, request) from exc
+    finally:
+        await response.aclose()
+    return RawResponse(response.status_code, response.headers, body, request, response)
+
+
+def _read_capped(pieces: Iterator[bytes], limit: int) -> bytes:
+    out = bytearray()
+    for piece in pieces:
+        out += piece
+        if len(out) > limit:
+            raise BodyTooLargeError("body", limit)
+    return bytes(out)
+
+
+async def _aread_capped(pieces: AsyncIterator[bytes], limit: int) -> bytes:
+    out = bytearray()
+    async for piece in pieces:
+        out += piece
+        if len(out) > limit:
+            raise BodyTooLargeError("body", limit)
+    return bytes(out)
+
+
+@contextmanager
+def open_stream(
+    client: Any, spec: HTTPRequestSpec, *, extra_headers: Mapping[str, str] = {}, timeout: Any
+) -> Iterator[Any]:
+    """Open a streaming response; the body is read by the caller, errors are translated here."""
+    request = build_request(client, spec, extra_headers, timeout)
+    try:
+        response = client.send(request, stream=True)
+    except _errors(client) as exc:
+        raise map_http_error(exc, request) from exc
+    try:
+        yield response
+    finally:
+        response.close()
+
+
+@asynccontextmanager
+async def open_stream_async(
+    client: Any, spec: HTTPRequestSpec, *, extra_headers: Mapping[str, str] = {}, timeout: Any
+) -> AsyncIterator[Any]:
+    request = build_request(client, spec, extra_headers, timeout)
+    try:
+        response = await client.send(request, stream=True)
+    except _errors(client) as exc:
+        raise map_http_error(exc, request) from exc
+    try:
+        yield response
+    finally:
+        await response.aclose()
+
+
+def iter_bytes(response: Any) -> Iterator[bytes]:
+    try:
+        yield from response.iter_bytes()
+    except _errors_of_response(response) as exc:
+        raise map_http_error(exc, response.request) from exc
+
+
+async def aiter_bytes(response: Any) -> AsyncIterator[bytes]:
+    try:
+        async for piece in response.aiter_bytes():
+            yield piece
+    except _errors_of_response(response) as exc:
+        raise map_http_error(exc, response.request) from exc
+
+
+def _errors_of_response(response: Any) -> tuple[type[BaseException], ...]:
+    module = sys.modules[type(response).__module__.partition(".")[0]]
+    return (module.HTTPError, module.StreamError)
+
+
+def read_error_body(response: Any, limit: int = 1024 * 1024) -> bytes:
+    try:
+        return _read_capped(response.iter_bytes(), limit)
+    except (BodyTooLargeError, *_errors_of_response(response)):
+        return b""
+
+
+async def aread_error_body(response: Any, limit: int = 1024 * 1024) -> bytes:
+    try:
+        return await _aread_capped(response.aiter_bytes(), limit)
+    except (BodyTooLargeError, *_errors_of_response(response)):
+        return b""
