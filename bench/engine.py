@@ -1,149 +1,159 @@
-"""Local engine beside transformers on the bundled model: TTFT, decode tokens/s at batch 1,
-whether greedy outputs are identical, and aggregate tokens/s with `--concurrency` requests at once
-(ours: continuous batching; transformers: one left-padded batched `generate`).
+"""The local engine in each dtype / quantization beside transformers and llama.cpp, same GGUF,
+same chat prompts (token ids), greedy, end-of-turn ignored, each engine in its own process.
 
-    python bench/engine.py [--device cpu] [--tokens 64] [--threads 2] [--repeat 3] [--concurrency 16]
+Per engine: load time, decode tokens/s at batch 1 and TTFT (medians over the prompts), TTFT of a
+100-token prompt, prefill tokens/s of a ~500-token prompt, peak RSS, and agreement with
+transformers float32 (greedy tokens identical for N of M prompts, the largest logit difference at
+the prompts' last token). Ours also: aggregate tokens/s with `--concurrency` requests at once.
+llama.cpp runs when `llama_cpp` imports (a separate benchmark venv; see BENCHMARKS.md).
+
+    python bench/engine.py [--tokens 128] [--threads 2] [--concurrency 16]
+                           [--engines ours-float32,ours-bfloat16,ours-int8,ours-int4,llama.cpp]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import importlib.util
+import json
 import os
+import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
-import torch
-
-from local_engine import SamplingParams, default_model_path, load_engine
-
-PROMPTS = [
-    [{"role": "user", "content": "What is the capital of France?"}],
-    [{"role": "user", "content": "Write a short poem about the sea."}],
-    [{"role": "user", "content": "Explain what a hash map is in two sentences."}],
+QUESTIONS = [
+    "What is the capital of France?",
+    "Write a short poem about the sea.",
+    "Explain what a hash map is in two sentences.",
+    "Name three primary colors.",
+    "How do I reverse a list in Python?",
+    "What is 12 times 7?",
+    "Tell me a fun fact about cats.",
+    "Translate 'good morning' to Spanish.",
 ]
+FILLER = "The history of the river town goes back many centuries, to a ford where traders met. "
 
 
-def _ours(engine: object, ids: list[int], tokens: int) -> tuple[float, float, list[int]]:
-    params = SamplingParams(temperature=0, max_tokens=tokens, ignore_eos=True)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _prompts() -> dict[str, list[list[int]]]:
+    if ROOT not in sys.path:  # run as `python bench/engine.py` from a venv without the project
+        sys.path.insert(0, ROOT)
+    from local_engine.loader.checkpoint import load_checkpoint
+    from local_engine.loader.paths import default_model_path
+    from local_engine.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.from_gguf_metadata(load_checkpoint(default_model_path()).tokenizer_metadata)
+
+    def chat(text: str) -> list[int]:
+        return tokenizer.encode_chat([{"role": "user", "content": text}])
+
+    def sized(n: int, i: int) -> list[int]:  # distinct heads: no prefix cache between runs
+        ids = chat(f"Variant {i}. " + FILLER * (n // 16) + "Summarize.")
+        return ids[: n - 6] + ids[-6:] if len(ids) > n else ids
+
+    return {
+        "chat": [chat(q) for q in QUESTIONS],
+        "ttft100": [sized(100, i) for i in range(3)],
+        "prefill": [sized(500, 10 + i) for i in range(2)],
+    }
+
+
+def _child(name: str, args: argparse.Namespace, workdir: str) -> None:
+    import torch
+
+    from bench.engine_peers import make
+    from local_engine import default_model_path
+
+    torch.set_num_threads(args.threads)  # both our engine thread and the peers get the same
+    with open(os.path.join(workdir, "prompts.json"), encoding="utf-8") as f:
+        prompts = json.load(f)
     start = time.perf_counter()
-    first = 0.0
-    out: list[int] = []
-    for event in engine.generate_sync(ids, params):  # type: ignore[attr-defined]
-        if not out:
-            first = time.perf_counter() - start
-        if event.token_id is not None:
-            out.append(event.token_id)
-    total = time.perf_counter() - start
-    return first, (len(out) - 1) / (total - first), out
+    engine = make(name, default_model_path(), args.threads, args.concurrency)
+    result: dict[str, object] = {"load_s": time.perf_counter() - start}
+    runs = [engine.run_one(ids, args.tokens) for ids in prompts["chat"]]
+    result["ttft_ms"] = statistics.median(r[0] for r in runs) * 1000
+    result["decode"] = statistics.median(r[1] for r in runs)
+    result["tokens"] = [r[2] for r in runs]
+    result["ttft100_ms"] = statistics.median(engine.run_one(ids, 2)[0] for ids in prompts["ttft100"]) * 1000
+    result["prefill"] = statistics.median(len(ids) / engine.run_one(ids, 2)[0] for ids in prompts["prefill"])
+    if hasattr(engine, "run_many"):
+        many = (prompts["chat"] * args.concurrency)[: args.concurrency]
+        result["many"] = engine.run_many(many, args.tokens)
+        result["settings"] = repr(engine.engine.settings)
+    engine.close()
+    logits = torch.stack([engine.last_logits(ids) for ids in prompts["chat"]])  # [M, V]
+    torch.save(logits, os.path.join(workdir, f"{name}.pt"))
+    result["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with open(os.path.join(workdir, f"{name}.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f)
 
 
-def _batched(engine: object, prompts: list[list[int]], tokens: int) -> float:
-    """Aggregate decode tokens/s with every prompt in flight at once (continuous batching)."""
-    params = SamplingParams(temperature=0, max_tokens=tokens, ignore_eos=True)
-
-    async def run() -> int:
-        outs = await asyncio.gather(*(engine.complete(ids, params) for ids in prompts))  # type: ignore[attr-defined]
-        return len(outs)
-
-    start = time.perf_counter()
-    asyncio.run(run())
-    return len(prompts) * tokens / (time.perf_counter() - start)
-
-
-def _theirs_batched(model: object, prompts: list[list[int]], tokens: int, device: str) -> float:
-    """Aggregate tokens/s of one batched transformers `generate` over the prompts (left-padded)."""
-    width = max(len(ids) for ids in prompts)
-    inputs = torch.tensor([[0] * (width - len(ids)) + ids for ids in prompts], device=device)  # [B, S]
-    mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=device)
-    with torch.inference_mode():
-        start = time.perf_counter()
-        model.generate(  # type: ignore[attr-defined]
-            inputs, attention_mask=mask, max_new_tokens=tokens, min_new_tokens=tokens,
-            do_sample=False, eos_token_id=None, pad_token_id=0,
-        )  # fmt: skip
-    return len(prompts) * tokens / (time.perf_counter() - start)
+def _run(name: str, args: argparse.Namespace, workdir: str) -> dict[str, object] | None:
+    command = [sys.executable, "-m", "bench.engine", "--child", name, "--workdir", workdir,
+               "--tokens", str(args.tokens), "--threads", str(args.threads),
+               "--concurrency", str(args.concurrency)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run(command, cwd=ROOT, env=env, check=False)
+    if done.returncode:
+        print(f"{name}: failed (exit {done.returncode})", file=sys.stderr)
+        return None
+    with open(os.path.join(workdir, f"{name}.json"), encoding="utf-8") as f:
+        return json.load(f)  # type: ignore[no-any-return]
 
 
-def _theirs(model: object, ids: list[int], tokens: int, device: str) -> tuple[float, float, list[int]]:
-    inputs = torch.tensor([ids], device=device)
-    with torch.inference_mode():
-        start = time.perf_counter()
-        model.generate(inputs, max_new_tokens=1, do_sample=False, pad_token_id=0)  # type: ignore[attr-defined]
-        first = time.perf_counter() - start
-        start = time.perf_counter()
-        out = model.generate(  # type: ignore[attr-defined]
-            inputs,
-            max_new_tokens=tokens,
-            min_new_tokens=tokens,
-            do_sample=False,
-            eos_token_id=None,
-            pad_token_id=0,
-        )
-        total = time.perf_counter() - start
-    return first, (tokens - 1) / (total - first), out[0, len(ids) :].tolist()
+def _agreement(name: str, result: dict, reference: dict, workdir: str) -> str:
+    import torch
+
+    pairs = list(zip(result["tokens"], reference["tokens"], strict=True))
+    same = sum(a == b for a, b in pairs)
+    diff = (torch.load(os.path.join(workdir, f"{name}.pt")) - torch.load(
+        os.path.join(workdir, "transformers.pt"))).abs().max().item()  # fmt: skip
+    return f"{same}/{len(pairs)}, {diff:.2f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument(
-        "--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="ours only"
-    )
+    parser.add_argument("--engines", default="ours-float32,ours-bfloat16,ours-int8,ours-int4,llama.cpp")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)  # a benchmark process: both engines get the same threads
-
-    from transformers import AutoModelForCausalLM
-
-    path = default_model_path()
-    start = time.perf_counter()
-    engine = load_engine(
-        path, device=args.device, dtype=getattr(torch, args.dtype), threads=args.threads,
-        max_batch=args.concurrency, max_model_len=512,
-    )  # fmt: skip
-    our_load = time.perf_counter() - start
-    start = time.perf_counter()
-    reference = AutoModelForCausalLM.from_pretrained(
-        os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32
-    ).to(args.device).eval()  # fmt: skip
-    their_load = time.perf_counter() - start
-
-    rows = {"local_engine": [], "transformers": []}  # type: dict[str, list[tuple[float, float]]]
-    identical = 0
-    for messages in PROMPTS:
-        ids = engine.tokenizer.encode(engine.tokenizer.apply_chat_template(messages))
-        for _ in range(args.repeat):
-            ttft, rate, ours = _ours(engine, ids, args.tokens)
-            rows["local_engine"].append((ttft, rate))
-            ttft, rate, theirs = _theirs(reference, ids, args.tokens, args.device)
-            rows["transformers"].append((ttft, rate))
-        identical += ours == theirs
-    all_ids = [engine.tokenizer.encode(engine.tokenizer.apply_chat_template(m)) for m in PROMPTS]
-    many = (all_ids * args.concurrency)[: args.concurrency]
-    batched = _batched(engine, many, args.tokens)
-    stats = engine.stats()
-    engine.close()
-    their_batched = _theirs_batched(reference, many, args.tokens, args.device)
-
-    print(
-        f"device={args.device} threads={args.threads} new_tokens={args.tokens} runs={args.repeat * len(PROMPTS)}"
-    )
-    print(f"{'engine':<14}{'load s':>9}{'TTFT ms (median)':>19}{'decode tok/s (median)':>24}")
-    for name, load in (("local_engine", our_load), ("transformers", their_load)):
-        ttft = statistics.median(r[0] for r in rows[name]) * 1000
-        rate = statistics.median(r[1] for r in rows[name])
-        print(f"{name:<14}{load:>9.1f}{ttft:>19.1f}{rate:>24.1f}")
-    print(f"identical greedy outputs: {identical}/{len(PROMPTS)} prompts")
-    n = args.concurrency
-    print(f"local_engine, {n} requests at once: {batched:.1f} tok/s in all (prefills included)")
-    print(f"transformers, batch of {n} (left-padded generate): {their_batched:.1f} tok/s in all")
-    print(f"prefix cache: {stats.cached_tokens} of {stats.prompt_tokens} prompt tokens reused")
+    if args.child:
+        _child(args.child, args, args.workdir)
+        return
+    names = ["transformers"] + [n for n in args.engines.split(",") if n]
+    if "llama.cpp" in names and importlib.util.find_spec("llama_cpp") is None:
+        print("llama.cpp: llama_cpp does not import here; skipped (see BENCHMARKS.md)", file=sys.stderr)
+        names.remove("llama.cpp")
+    with tempfile.TemporaryDirectory() as workdir:
+        with open(os.path.join(workdir, "prompts.json"), "w", encoding="utf-8") as f:
+            json.dump(_prompts(), f)
+        results = {name: r for name in names if (r := _run(name, args, workdir)) is not None}
+        reference = results.get("transformers")
+        peer = results.get("llama.cpp", {}).get("decode")
+        print(f"\nthreads={args.threads} new_tokens={args.tokens} prompts={len(QUESTIONS)} (medians)")
+        head = ["engine", "load s", "decode tok/s", "x llama.cpp", "TTFT ms", "TTFT 100-tok ms",
+                "prefill tok/s", f"{args.concurrency} at once tok/s", "peak RSS MB",
+                "same greedy / max logit diff vs transformers"]  # fmt: skip
+        print("| " + " | ".join(head) + " |\n|" + " --- |" * len(head))
+        for name, r in results.items():
+            ratio = f"{r['decode'] / peer:.2f}" if peer else "-"
+            many = f"{r['many']:.0f}" if "many" in r else "-"
+            agree = _agreement(name, r, reference, workdir) if reference and name != "transformers" else "-"
+            print(f"| {name} | {r['load_s']:.1f} | {r['decode']:.1f} | {ratio} | {r['ttft_ms']:.0f} | "
+                  f"{r['ttft100_ms']:.0f} | {r['prefill']:.0f} | {many} | {r['rss_mb']:.0f} | {agree} |")  # fmt: skip
+        for name, r in results.items():
+            if "settings" in r:
+                print(f"{name}: {r['settings']}")
 
 
 if __name__ == "__main__":

@@ -23,9 +23,11 @@ from local_engine.errors import (
     ModelPathError,
     PickleRefusedError,
     RequestError,
+    SettingsError,
     UnsupportedModelError,
 )
 from local_engine.loader.paths import default_model_path, resolve_model_path
+from local_engine.settings import DEFAULT_BLOCK_SIZE, DEFAULT_MAX_MODEL_LEN, DEFAULT_PREFILL_CHUNK
 
 if TYPE_CHECKING:
     import torch
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from local_engine.engine.llm_engine import EngineStats, LLMEngine
     from local_engine.engine.sequence import TokenEvent, TopLogprob
     from local_engine.sampling import SamplingParams
+    from local_engine.settings import EngineSettings
     from local_engine.tokenizer import Tokenizer
 
 __all__ = [
@@ -41,6 +44,7 @@ __all__ = [
     "ChatTemplateError",
     "EngineClosedError",
     "EngineError",
+    "EngineSettings",
     "EngineStats",
     "LLMEngine",
     "MissingModelError",
@@ -49,6 +53,7 @@ __all__ = [
     "PickleRefusedError",
     "RequestError",
     "SamplingParams",
+    "SettingsError",
     "TokenEvent",
     "Tokenizer",
     "TopLogprob",
@@ -66,6 +71,7 @@ _LAZY = {
     "TopLogprob": "local_engine.engine.sequence",
     "Tokenizer": "local_engine.tokenizer",
     "SamplingParams": "local_engine.sampling",
+    "EngineSettings": "local_engine.settings",
 }
 
 
@@ -82,14 +88,15 @@ def load_engine(
     path: str | os.PathLike[str] | None = None,
     *,
     device: torch.device | str = "cpu",
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
+    quantization: str | None = None,
     threads: int | None = None,
-    max_batch: int = 4,
-    max_model_len: int = 2048,
+    max_batch: int | None = None,
+    max_model_len: int = DEFAULT_MAX_MODEL_LEN,
     roots: Iterable[str | os.PathLike[str]] | None = None,
-    block_size: int = 16,
+    block_size: int = DEFAULT_BLOCK_SIZE,
     kv_blocks: int | None = None,
-    prefill_chunk: int = 256,
+    prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
     prefix_caching: bool = True,
 ) -> AsyncEngine:
     """Load a model and start its engine thread.
@@ -97,10 +104,14 @@ def load_engine(
     Args:
         path: a GGUF file or a safetensors folder; None loads the bundled SmolLM2-135M-Instruct.
         device: where the model runs ("cpu", "cuda", "cuda:1", "mps").
-        dtype: the weights' and activations' dtype; when None, bfloat16 on CUDA, else float32.
+        dtype: "float32", "bfloat16", "float16" or the torch dtype; None: bfloat16 on CUDA and
+            with quantized weights, else float32.
+        quantization: "none", "int8" or "int4" weights (CPU only, bfloat16 activations); None:
+            "int4" on CPU when `dtype` is None too, else "none".
         threads: torch intra-op threads, set by the engine thread; default min(2, cores). torch
             has one such setting per process, so this affects other torch work in the process.
-        max_batch: sequences in the running batch at once.
+        max_batch: sequences in the running batch at once; None: as many full-length sequences
+            as fit in a tenth of the available memory, at most 64.
         max_model_len: tokens per sequence, prompt included (capped by the model's context).
         roots: allowed model directories; a path resolving outside them raises `ModelPathError`.
         block_size: tokens per KV cache block.
@@ -108,24 +119,21 @@ def load_engine(
         prefill_chunk: tokens computed per step (decodes first, then prompt chunks).
         prefix_caching: share full prompt blocks between requests with the same prefix.
 
+    The resolved settings are on `engine.settings` (an `EngineSettings`).
+
     Raises:
+        SettingsError: a setting out of range; its `setting` names it (raised before any load).
         ModelPathError, ModelFileError, UnsupportedModelError, MissingModelError.
     """
-    import torch
+    from local_engine.settings import EngineSettings
 
+    settings = EngineSettings(
+        device=str(device), dtype=dtype, quantization=quantization, max_batch=max_batch,  # type: ignore[arg-type]
+        max_model_len=max_model_len, kv_blocks=kv_blocks, threads=threads,
+        prefill_chunk=prefill_chunk, block_size=block_size, prefix_caching=prefix_caching,
+    )  # fmt: skip
     from local_engine.engine.async_engine import AsyncEngine
     from local_engine.engine.llm_engine import LLMEngine
 
-    engine = LLMEngine.from_path(
-        path,
-        device=device,
-        dtype=dtype or (torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32),
-        max_batch=max_batch,
-        max_model_len=max_model_len,
-        roots=roots,
-        block_size=block_size,
-        kv_blocks=kv_blocks,
-        prefill_chunk=prefill_chunk,
-        prefix_caching=prefix_caching,
-    )
-    return AsyncEngine(engine, threads=threads if threads is not None else min(2, os.cpu_count() or 1))
+    engine = LLMEngine.from_settings(path, settings, roots)
+    return AsyncEngine(engine, threads=engine.settings.threads)

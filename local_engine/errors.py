@@ -9,6 +9,7 @@ The tree::
     ├── UnsupportedModelError        a well-formed file this engine cannot serve      (ValueError)
     ├── RequestError                 a request the engine cannot take (prompt too long)  (ValueError)
     ├── ChatTemplateError            the chat template failed, ran too long or too big (ValueError)
+    ├── SettingsError                a bad `load_engine` setting; `setting` names it  (ValueError)
     ├── MissingModelError            the bundled model package is not installed       (LookupError)
     └── EngineClosedError            the engine was closed, or its loop died           (RuntimeError)
 """
@@ -26,6 +27,7 @@ __all__ = [
     "ModelPathError",
     "PickleRefusedError",
     "RequestError",
+    "SettingsError",
     "UnsupportedModelError",
 ]
 
@@ -96,6 +98,16 @@ class ChatTemplateError(EngineError, ValueError):
     """The chat template raised, used an unsafe construct, or exceeded its time or size limit."""
 
     code = "template.error"
+
+
+class SettingsError(EngineError, ValueError):
+    """An engine setting out of range or of the wrong kind; `setting` is its name (e.g. "dtype")."""
+
+    code = "settings.invalid"
+
+    def __init__(self, message: str, *, setting: str, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.setting = setting
 
 
 class MissingModelError(EngineError, LookupError):

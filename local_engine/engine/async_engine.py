@@ -20,6 +20,7 @@ from local_engine.engine.llm_engine import EngineStats, LLMEngine
 from local_engine.engine.sequence import TokenEvent
 from local_engine.errors import EngineClosedError, EngineError
 from local_engine.sampling import SamplingParams
+from local_engine.settings import EngineSettings
 from local_engine.tokenizer import Tokenizer
 
 __all__ = ["AsyncEngine"]
@@ -50,6 +51,11 @@ class AsyncEngine:
     @property
     def max_model_len(self) -> int:
         return self.engine.max_model_len
+
+    @property
+    def settings(self) -> EngineSettings:
+        """The engine's settings, defaults resolved (device, dtype, quantization, max_batch, ...)."""
+        return self.engine.settings
 
     def stats(self) -> EngineStats:
         """Queue depth, running sequences, free KV blocks and recent tokens/s, as of the last step

@@ -8,7 +8,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -22,14 +22,19 @@ from local_engine.loader.checkpoint import load_checkpoint
 from local_engine.loader.paths import default_model_path
 from local_engine.models.build import build_model
 from local_engine.sampling import SamplingParams
+from local_engine.settings import (
+    DEFAULT_BLOCK_SIZE,
+    DEFAULT_MAX_MODEL_LEN,
+    DEFAULT_PREFILL_CHUNK,
+    EngineSettings,
+    available_memory,
+    default_max_batch,
+)
 from local_engine.tokenizer import Tokenizer
 
 __all__ = ["EngineStats", "LLMEngine", "RequestOutput"]
 
-DEFAULT_MAX_BATCH = 4
-DEFAULT_MAX_MODEL_LEN = 2048
-DEFAULT_BLOCK_SIZE = 16
-DEFAULT_PREFILL_CHUNK = 256
+DEFAULT_MAX_BATCH = 4  # of `from_path`, for tests and tools; `load_engine` sizes it from memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,20 +83,41 @@ class LLMEngine:
         self._open: dict[str, int] = {}  # request id -> sequences not yet finished
         self._recent: deque[tuple[float, int]] = deque(maxlen=256)  # (time, tokens) of recent steps
         self._prompt_tokens = self._generated_tokens = 0
+        self.settings = EngineSettings(
+            device=str(runner.device), dtype=str(runner.model.tok_embeddings.weight.dtype),
+            max_batch=runner.num_slots, max_model_len=runner.max_len, kv_blocks=runner.num_blocks,
+            prefill_chunk=prefill_chunk, block_size=runner.block_size, prefix_caching=prefix_caching,
+        )  # fmt: skip
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str] | None = None, *, device: torch.device | str = "cpu",
-                  dtype: torch.dtype = torch.float32, max_batch: int = DEFAULT_MAX_BATCH,
-                  max_model_len: int = DEFAULT_MAX_MODEL_LEN,
+                  dtype: torch.dtype | str | None = torch.float32, quantization: str | None = "none",
+                  max_batch: int | None = DEFAULT_MAX_BATCH, max_model_len: int = DEFAULT_MAX_MODEL_LEN,
                   roots: Iterable[str | os.PathLike[str]] | None = None,
                   block_size: int = DEFAULT_BLOCK_SIZE, kv_blocks: int | None = None,
                   prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
-                  prefix_caching: bool = True, quantization: str = "none") -> LLMEngine:  # fmt: skip
+                  prefix_caching: bool = True) -> LLMEngine:  # fmt: skip
         """Load a GGUF file or safetensors folder (the bundled SmolLM2 when `path` is None).
+
+        The keywords are `EngineSettings`' (float32, unquantized and a batch of 4 by default
+        here, for tests and tools; `load_engine` picks the machine's defaults instead).
+        """
+        settings = EngineSettings(
+            device=str(device), dtype=dtype, quantization=quantization, max_batch=max_batch,
+            max_model_len=max_model_len, kv_blocks=kv_blocks, prefill_chunk=prefill_chunk,
+            block_size=block_size, prefix_caching=prefix_caching,
+        )  # fmt: skip
+        return cls.from_settings(path, settings, roots)
+
+    @classmethod
+    def from_settings(cls, path: str | os.PathLike[str] | None, settings: EngineSettings,
+                      roots: Iterable[str | os.PathLike[str]] | None = None) -> LLMEngine:  # fmt: skip
+        """Load a model with `settings` (resolved here: see `EngineSettings.resolved`).
 
         `kv_blocks` (default: enough for `max_batch` full-length sequences) is raised to at least
         one full-length sequence, so that a sequence alone always fits.
         """
+        settings = settings.resolved()
         checkpoint = load_checkpoint(path if path is not None else default_model_path(), roots)
         try:
             tokenizer = Tokenizer.from_gguf_metadata(checkpoint.tokenizer_metadata)
@@ -101,14 +127,25 @@ class LLMEngine:
             raise ModelFileError(
                 f"bad tokenizer metadata: {exc}", path=checkpoint.path, code="tokenizer.bad-metadata"
             ) from exc
-        model = build_model(checkpoint, device=device, dtype=dtype, quantization=quantization)
-        checkpoint.weights.clear()
-        max_len = min(max_model_len, checkpoint.config.context_length)
-        runner = ModelRunner(model, max_batch, max_len, block_size, kv_blocks)
-        return cls(
-            tokenizer, runner, model_name=checkpoint.config.name, prefill_chunk=prefill_chunk,
-            prefix_caching=prefix_caching,
+        model = build_model(
+            checkpoint, device=settings.device, dtype=settings.torch_dtype,
+            quantization=settings.quantization or "none",
         )  # fmt: skip
+        checkpoint.weights.clear()
+        config = checkpoint.config
+        max_len = min(settings.max_model_len, config.context_length)
+        max_batch = settings.max_batch
+        if max_batch is None:
+            per_token = 2 * config.num_layers * config.num_kv_heads * config.head_dim
+            per_sequence = per_token * max_len * settings.torch_dtype.itemsize
+            max_batch = default_max_batch(per_sequence, available_memory(settings.device))
+        runner = ModelRunner(model, max_batch, max_len, settings.block_size, settings.kv_blocks)
+        engine = cls(
+            tokenizer, runner, model_name=config.name, prefill_chunk=settings.prefill_chunk,
+            prefix_caching=settings.prefix_caching,
+        )  # fmt: skip
+        engine.settings = replace(settings, max_batch=max_batch, max_model_len=max_len)
+        return engine
 
     @property
     def max_model_len(self) -> int:

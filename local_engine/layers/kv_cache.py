@@ -101,7 +101,7 @@ class KVCache(nn.Module):
 
     def write(self, meta: BatchMeta, kv: Tensor) -> None:
         """Store the step's keys and values ([T, 2, H_kv, D]) at their slots."""
-        self.kv.index_copy_(0, meta.slot_mapping, kv)
+        self.kv.index_copy_(0, meta.slot_mapping, kv.to(self.kv.dtype))
 
     def read(self, group: AttnGroup) -> tuple[Tensor, Tensor]:
         """Keys and values of a group's rows: [rows, H_kv, L, D] each (strided views of one copy)."""

@@ -70,11 +70,11 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.to(dtype))
 
     def forward(self, x: Tensor) -> Tensor:
-        flat = x.reshape(-1, self.in_features)  # [M, K]
+        flat = x.reshape(-1, self.in_features).to(self.scales.dtype)  # [M, K]
         out = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scales)  # [M, N]
         if self.bias is not None:
             out = out + self.bias
-        return out.view(*x.shape[:-1], self.out_features)
+        return out.to(x.dtype).view(*x.shape[:-1], self.out_features)
 
 
 class Int4Linear(nn.Module):
@@ -97,13 +97,13 @@ class Int4Linear(nn.Module):
         return n % 16 == 0 and k % INT4_GROUP == 0
 
     def forward(self, x: Tensor) -> Tensor:
-        flat = x.reshape(-1, self.in_features)  # [M, K]
+        flat = x.reshape(-1, self.in_features).to(self.scales_and_zeros.dtype)  # [M, K]
         out = torch.ops.aten._weight_int4pack_mm_for_cpu(
             flat, self.weight, INT4_GROUP, self.scales_and_zeros
         )  # [M, N]
         if self.bias is not None:
             out = out + self.bias
-        return out.view(*x.shape[:-1], self.out_features)
+        return out.to(x.dtype).view(*x.shape[:-1], self.out_features)
 
 
 def _quantized(linear: nn.Linear, quantization: str, dtype: torch.dtype) -> nn.Module:

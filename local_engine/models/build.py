@@ -40,7 +40,8 @@ def build_model(
     """Instantiate the checkpoint's architecture and load its weights (eval mode, no grad).
 
     With `quantization` "int8" or "int4" the projections are quantized from the float32 weights
-    (`layers/quant.py`) and the rest is cast to `dtype`.
+    (`layers/quant.py`) and run in `dtype`; the rest of the model stays float32, the KV cache
+    is kept in `dtype`.
 
     Raises:
         ModelFileError: the weights are missing, extra, or of the wrong shape for the config.
@@ -73,7 +74,8 @@ def build_model(
             )
         model.inv_freq = model.inv_freq / rope_freqs.float().reshape(-1)
     if quantization != "none":
+        # the matmuls run in `dtype` (bfloat16); the residual stream, norms, attention and logits
+        # stay float32, which keeps near-tied greedy choices close to the float32 model's
         quantize_model(model, quantization, dtype)
-        for param in model.parameters():  # what stays dense: embeddings, norms
-            param.data = param.data.to(dtype)
+        model.kv_dtype = dtype
     return model.eval().requires_grad_(False)

@@ -132,6 +132,7 @@ class LlamaForCausalLM(nn.Module):
             else nn.Linear(config.hidden_size, config.vocab_size, bias=False, device=device)
         )  # fmt: skip
         self.lm_head: nn.Module | None = None  # a quantized output head (`layers/quant.py`), if any
+        self.kv_dtype: torch.dtype | None = None  # the KV cache's dtype when not the weights'
         self.register_buffer("inv_freq", rope_inv_freq(config), persistent=False)  # [D / 2], always real
         self.max_len, self.block_size, self.blocks_per_slot, self.num_blocks = 0, 16, 0, 0
 
@@ -145,8 +146,9 @@ class LlamaForCausalLM(nn.Module):
         for layer in self.layers:
             attention = layer.attention
             attention.kv_cache = KVCache(
-                self.num_blocks, block_size, attention.n_kv, attention.head_dim, param.device, param.dtype
-            )
+                self.num_blocks, block_size, attention.n_kv, attention.head_dim, param.device,
+                self.kv_dtype or param.dtype,
+            )  # fmt: skip
         self.max_len = max_len
 
     def forward(self, tokens: Tensor, meta: BatchMeta | Tensor, positions: Tensor | None = None,

@@ -30,7 +30,8 @@ def model_path() -> str:
 
 @pytest.fixture(scope="session")
 def engine(model_path: str) -> Iterator[AsyncEngine]:
-    with load_engine(model_path, max_batch=4, max_model_len=1024, threads=1) as loaded:
+    # float32, unquantized: the path that must equal transformers exactly
+    with load_engine(model_path, dtype="float32", max_batch=4, max_model_len=1024, threads=1) as loaded:
         yield loaded
 
 
