@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from loopback_upstream import serve
 
+import gateway
 from gateway import OpenAI, RateLimitError  # was: from openai import OpenAI, RateLimitError
 
 with serve() as base_url:
@@ -15,7 +16,7 @@ with serve() as base_url:
         model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello, switchyard!"}]
     )
     print(reply.choices[0].message.content)
-    print("tokens:", reply.usage.total_tokens, "| served by:", reply.gateway.provider, reply.gateway.model)
+    print("tokens:", reply.usage.total_tokens, "| served by:", gateway.info(reply).provider, gateway.info(reply).model)
 
     print("streamed:", end="")
     for chunk in client.chat.completions.create(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from loopback_upstream import serve
 
+import gateway
 from gateway import OpenAI
 
 os.environ.setdefault("EXAMPLE_KEY", "sk-example")
@@ -38,6 +39,6 @@ routes:
         model="route:support", messages=[{"role": "user", "content": "My order is late"}]
     )
     print(reply.choices[0].message.content)
-    for attempt in reply.gateway.attempts:
+    for attempt in gateway.info(reply).attempts:
         print(f"  attempt: {attempt.model:6} -> {attempt.outcome} ({attempt.status_code})")
-    print("chosen because:", reply.gateway.reason)
+    print("chosen because:", gateway.info(reply).reason)

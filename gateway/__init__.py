@@ -10,9 +10,16 @@ only when used.
 
 from __future__ import annotations
 
-from typing import Any
+import sys as _sys
+from typing import Any as _Any
 
-import openai as _openai
+if "httpx" not in _sys.modules:
+    # httpx (which openai 2.x runs on) imports its command-line tool at import time when `rich` is
+    # installed: tens of milliseconds, and rich must load only when used. Blocking that one
+    # submodule makes httpx fall back to its stub `httpx.main`; nothing else of httpx changes.
+    _sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+import openai as _openai  # noqa: E402
 from openai import (
     NOT_GIVEN,
     APIConnectionError,
@@ -62,7 +69,7 @@ AsyncClient = AsyncOpenAI
 _NOT_ROUTED = frozenset({"chat", "completions", "embeddings", "responses", "models", "api_key", "base_url"})
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     """Every other name of the ``openai`` module, so that ``import gateway as openai`` keeps working."""
     if name in _NOT_ROUTED:
         raise AttributeError(

@@ -20,11 +20,11 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from gateway.core.attempts import AttemptRecord, Plan
 from gateway.budgets import Budget, BudgetReservation, Budgets, Cost, Subject
+from gateway.core.attempts import AttemptRecord, Plan
 from gateway.core.errors import BudgetExceededError
-from gateway.ratelimit import RateLimit, RateLimiter, RateLimitGrant
 from gateway.core.types import ChatRequest
+from gateway.ratelimit import RateLimit, RateLimiter, RateLimitGrant
 
 if TYPE_CHECKING:
     from gateway.catalog import ModelSpec

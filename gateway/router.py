@@ -55,10 +55,10 @@ from typing import NamedTuple
 
 from gateway.catalog import ModelSpec, load_catalog
 from gateway.core.errors import NoRouteError
+from gateway.core.types import ChatRequest
 from gateway.policy.located import did_you_mean
 from gateway.policy.references import model_names, policy_index, resolve_model_name
 from gateway.policy.schema import Policy, Route
-from gateway.core.types import ChatRequest
 
 __all__ = [
     "DEFAULT_QUALITY",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from gateway.types import ChatRequest
+from gateway.core.types import ChatRequest
 from providers._translate import (
     data_url,
     image_url_of,

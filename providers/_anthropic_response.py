@@ -7,8 +7,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.errors import APIStatusError
-from gateway.types import (
+from gateway.core.errors import APIStatusError
+from gateway.core.types import (
     ChatCompletion,
     ChatCompletionMessage,
     ChatCompletionMessageToolCall,

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.types import (
+from gateway.core.types import (
     ChatCompletionChunk,
     ChatRequest,
     ChoiceDelta,

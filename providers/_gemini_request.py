@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.types import ChatRequest
+from gateway.core.types import ChatRequest
 from providers._gemini_schema import to_gemini_schema
 from providers._translate import (
     data_url,

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.errors import APIStatusError
-from gateway.types import (
+from gateway.core.errors import APIStatusError
+from gateway.core.types import (
     ChatCompletion,
     ChatCompletionMessage,
     ChatCompletionMessageToolCall,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.errors import UnsupportedParameterError
+from gateway.core.errors import UnsupportedParameterError
 
 __all__ = ["to_gemini_schema"]
 

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.errors import APIResponseValidationError
-from gateway.types import (
+from gateway.core.errors import APIResponseValidationError
+from gateway.core.types import (
     ChatCompletionChunk,
     ChatRequest,
     ChoiceDelta,

@@ -10,8 +10,8 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from gateway.errors import APIResponseValidationError, BadRequestError, UnsupportedParameterError
-from gateway.types import ChatRequest, CompletionTokensDetails, CompletionUsage, PromptTokensDetails
+from gateway.core.errors import APIResponseValidationError, BadRequestError, UnsupportedParameterError
+from gateway.core.types import ChatRequest, CompletionTokensDetails, CompletionUsage, PromptTokensDetails
 
 __all__ = [
     "Malformed",

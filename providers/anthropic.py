@@ -34,8 +34,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from gateway.errors import APIResponseValidationError, APIStatusError, BadRequestError
-from gateway.types import (
+from gateway.core.errors import APIResponseValidationError, APIStatusError, BadRequestError
+from gateway.core.types import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,

@@ -25,8 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gateway.errors import APIResponseValidationError, APIStatusError, make_status_error
-from gateway.types import (
+from gateway.core.errors import APIResponseValidationError, APIStatusError, make_status_error
+from gateway.core.types import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,

@@ -41,8 +41,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.errors import APIResponseValidationError, APIStatusError
-from gateway.types import (
+from gateway.core.errors import APIResponseValidationError, APIStatusError
+from gateway.core.types import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,

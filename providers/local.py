@@ -24,14 +24,14 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
-from gateway.errors import (
+from gateway.core.errors import (
     APIConnectionError,
     BadRequestError,
     ContextLengthExceededError,
     MissingDependencyError,
     UnsupportedParameterError,
 )
-from gateway.types import (
+from gateway.core.types import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,

@@ -13,9 +13,10 @@ from typing import Any, TypeVar
 
 import pydantic
 
-from gateway.errors import APIResponseValidationError, APIStatusError
-from gateway.types import (
+from gateway.core.errors import APIResponseValidationError, APIStatusError
+from gateway.core.types import (
     ChatCompletion,
+    CompletionUsage,
     ChatCompletionChunk,
     ChatRequest,
     CreateEmbeddingResponse,
@@ -120,6 +121,7 @@ def parse_stream_event(event: ServerSentEvent, state: OpenAIStreamState) -> list
     if isinstance(data, dict) and "error" in data and "choices" not in data:
         raise _error_in_body(data, {}, state.target)
     chunk = _validate(ChatCompletionChunk, data, state.target)
+    chunk._raw_body = event.data.encode()  # this protocol is the wire format: relayed as received
     for choice in chunk.choices:
         state.started.add(choice.index)
         if choice.finish_reason is not None:
@@ -159,3 +161,62 @@ def capabilities(model: str) -> Capabilities:
 
 def _uses_o200k(model: str) -> bool:
     return model.startswith(("gpt-4o", "gpt-4.1", "gpt-5", "o1", "o3", "o4", "chatgpt-4o"))
+
+
+# --- relayed endpoints (the Responses API, served natively by OpenAI and Azure) --------------------
+
+
+def build_relay_request(body: Mapping[str, Any], target: Target, path: str, *, stream: bool) -> HTTPRequestSpec:
+    """``body`` as written, to ``path`` of the deployment, with the deployment's model and key."""
+    return _spec(target, path, {**body, "model": target.model}, stream=stream)
+
+
+def usage_from_response(data: Any) -> CompletionUsage | None:
+    """The usage of a Responses ``Response`` object (``input_tokens``, ``output_tokens``, details)."""
+    usage = data.get("usage") if isinstance(data, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    cached = (usage.get("input_tokens_details") or {}).get("cached_tokens")
+    reasoning = (usage.get("output_tokens_details") or {}).get("reasoning_tokens")
+    return CompletionUsage.model_validate(
+        {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": usage.get("total_tokens", prompt + completion),
+            "prompt_tokens_details": {"cached_tokens": cached if isinstance(cached, int) else 0},
+            "completion_tokens_details": {"reasoning_tokens": reasoning if isinstance(reasoning, int) else 0},
+        }
+    )
+
+
+def parse_relay_response(status: int, headers: Mapping[str, str], body: bytes, target: Target) -> CompletionUsage | None:
+    """Check a relayed JSON answer is an object; return its usage for metering."""
+    data = decode_json(body, target.provider)
+    if not isinstance(data, dict):
+        raise APIResponseValidationError(f"{target.provider}: the upstream's answer is not a JSON object", body=None)
+    return usage_from_response(data)
+
+
+RELAY_FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+def relay_event_usage(event: ServerSentEvent, target: Target) -> tuple[bool, CompletionUsage | None]:
+    """(is this the stream's final event, its usage): ``response.completed`` and its kin carry both."""
+    name = event.event
+    if name is None and '"type"' in event.data[:64]:
+        data = decode_json(event.data, target.provider)
+        name = data.get("type") if isinstance(data, dict) else None
+    else:
+        data = None
+    if name == "error":
+        data = decode_json(event.data, target.provider)
+        raise _error_in_body(data if isinstance(data, dict) and "error" in data else {"error": data}, {}, target)
+    if name not in RELAY_FINAL_EVENTS:
+        return False, None
+    if data is None:
+        data = decode_json(event.data, target.provider)
+    response = data.get("response") if isinstance(data, dict) else None
+    return True, usage_from_response(response)

@@ -61,7 +61,7 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_providers_import_only_types_errors_and_their_base() -> None:
-    allowed_gateway = {"gateway.types", "gateway.errors"}
+    allowed_gateway = {"gateway.core.types", "gateway.core.errors"}
     banned = {"httpx", "tenacity", "redis", "torch"}
     for path in (ROOT / "providers").glob("*.py"):
         for name in _imports(path):

@@ -24,10 +24,10 @@ from pathlib import Path
 from fake_upstream import serve
 
 from gateway.cli import main
+from gateway.core.types import ChatRequest
 from gateway.evals import EvalStore, route_evals, store_config
 from gateway.policy import load_policy
 from gateway.router import StatsSnapshot, plan
-from gateway.types import ChatRequest
 
 HERE = Path(__file__).resolve().parent
 os.environ.setdefault("FAKE_UPSTREAM_KEY", "sk-example")

@@ -188,9 +188,9 @@ def _report(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     from gateway.commands.policy import format_plan
     from gateway.core.errors import GatewayError
+    from gateway.core.types import ChatRequest
     from gateway.evals import EvalStore, format_quality, route_quality, store_config
     from gateway.router import EvalScore, StatsSnapshot, plan
-    from gateway.core.types import ChatRequest
 
     try:
         policy = _policy(args.policy)

@@ -107,8 +107,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from gateway.router import EvalScore, StatsSnapshot, plan
     from gateway.core.types import ChatRequest
+    from gateway.router import EvalScore, StatsSnapshot, plan
 
     policy = _load(args, sys.stderr)
     if policy is None:

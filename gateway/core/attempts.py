@@ -28,10 +28,10 @@ from gateway.core.errors import (
     StreamInterruptedError,
     UnsupportedParameterError,
 )
+from gateway.core.types import AttemptInfo, ChatCompletionChunk, ChatRequest, CompletionUsage, GatewayInfo
 from gateway.resilience.deadline import Timeouts
 from gateway.resilience.hedge import HedgeSettings
 from gateway.resilience.retry import RetrySettings
-from gateway.core.types import AttemptInfo, ChatCompletionChunk, ChatRequest, CompletionUsage, GatewayInfo
 from providers.base import Target
 
 FALLBACK_CLASSES = frozenset(

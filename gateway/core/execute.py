@@ -22,11 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
-
 import providers
-from gateway.transports import http as transport
-from gateway.transports.sse import SSEDecoder
 from gateway.core.attempts import (
     Candidate,
     Observer,
@@ -40,11 +36,9 @@ from gateway.core.attempts import (
     stream_outcome,
 )
 from gateway.core.errors import APIError, APITimeoutError
-from gateway.resilience.breaker import Breakers
-from gateway.resilience.hedge import TTFTWindow
-from gateway.resilience.retry import RetrySettings
-from gateway.resilience.run import RETRY, STOP, RequestRun, Resilience
+from gateway.core.relay import Relayed
 from gateway.core.types import (
+    GatewayInfo,
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,
@@ -52,6 +46,12 @@ from gateway.core.types import (
     CreateEmbeddingResponse,
     EmbeddingRequest,
 )
+from gateway.resilience.breaker import Breakers
+from gateway.resilience.hedge import TTFTWindow
+from gateway.resilience.retry import RetrySettings
+from gateway.resilience.run import RETRY, STOP, RequestRun, Resilience
+from gateway.transports import http as transport
+from gateway.transports.sse import SSEDecoder
 from providers.base import ProviderModule
 
 __all__ = ["Executor", "ExecutorBase", "StreamAttempt"]
@@ -90,7 +90,7 @@ class ExecutorBase:
 
 
 class Executor(ExecutorBase):
-    """Runs requests over one shared ``httpx.Client``.
+    """Runs requests over one shared HTTP client (the SDK's ``httpx2.Client`` or ``httpx.Client``).
 
     Args:
         http: The client every attempt is sent with (its own retries, if any, are not used).
@@ -104,7 +104,7 @@ class Executor(ExecutorBase):
 
     def __init__(
         self,
-        http: httpx.Client,
+        http: Any,
         *,
         observer: Observer,
         retry: RetrySettings,
@@ -121,9 +121,21 @@ class Executor(ExecutorBase):
     def complete(
         self, req: ChatRequest, plan: Plan, *, headers: dict[str, str], timeout: Any
     ) -> ChatCompletion:
+        def once(candidate: Candidate, attempt_timeout: Any) -> tuple[ChatCompletion, CompletionUsage | None]:
+            module = providers.load(candidate.target.kind)
+            reply = self._call_once(module, req, candidate, headers, attempt_timeout)
+            return reply, reply.usage
+
+        reply, info = self._unary(plan, req, once, timeout)
+        reply._gateway = info
+        return reply
+
+    def _unary(
+        self, plan: Plan, req: ChatRequest | None, once: Callable[[Candidate, Any], tuple[Any, Any]], timeout: Any
+    ) -> tuple[Any, GatewayInfo]:
+        """The one non-streaming loop (chat, embeddings, relayed bodies): candidates, retries, fallback."""
         run = self._run(plan, req)
         for candidate in plan.candidates:
-            module = providers.load(candidate.target.kind)
             retries = 0
             while True:
                 admitted = run.admit(candidate, first=retries == 0)
@@ -133,9 +145,7 @@ class Executor(ExecutorBase):
                     break
                 t0 = time.perf_counter()
                 try:
-                    reply = self._call_once(
-                        module, req, candidate, headers, run.timeout(timeout, stream=False, sync=True)
-                    )
+                    result, usage = once(candidate, run.timeout(timeout, stream=False, sync=True))
                 except APIError as exc:
                     run.finish(candidate, t0, exc)
                     move = run.after_failure(candidate, retries, exc)
@@ -146,9 +156,8 @@ class Executor(ExecutorBase):
                     if move.action == STOP:
                         raise run.error() from None
                     break
-                record = run.finish(candidate, t0, None, Outcome(usage=reply.usage))
-                reply._gateway = run.info(record)
-                return reply
+                record = run.finish(candidate, t0, None, Outcome(usage=usage))
+                return result, run.info(record)
         raise run.error()
 
     def _call_once(
@@ -171,7 +180,7 @@ class Executor(ExecutorBase):
             raise error
         reply = module.parse_response(raw.status, raw.headers, raw.body, target)
         reply._http_response = raw.http_response
-        if target.kind == "openai" and target.model == req.model:
+        if target.kind == "openai":
             reply._raw_body = raw.body
         return reply
 
@@ -256,14 +265,37 @@ class Executor(ExecutorBase):
                 yield from attempt.offer(chunk)
         yield from attempt.drain()
 
-    # --- embeddings ------------------------------------------------------------------------------
+    # --- relayed bodies (a protocol the provider speaks natively) --------------------------------
 
-    def embed(
-        self, req: EmbeddingRequest, plan: Plan, *, headers: dict[str, str], timeout: Any
-    ) -> CreateEmbeddingResponse:
-        run = self._run(plan, None)
+    def relay(
+        self, plan: Plan, body: dict[str, Any], path: str, *, headers: dict[str, str], timeout: Any, req: ChatRequest | None
+    ) -> tuple[transport.RawResponse, GatewayInfo]:
+        def once(candidate: Candidate, attempt_timeout: Any) -> tuple[transport.RawResponse, CompletionUsage | None]:
+            target = candidate.target
+            module: Any = providers.load(target.kind)
+            spec = module.build_relay_request(body, target, path, stream=False)
+            raw = transport.send(self.http, spec, extra_headers=headers, timeout=attempt_timeout)
+            if raw.status >= 400:
+                error = module.map_error(raw.status, raw.headers, raw.body, target)
+                error.attach(raw.http_request, raw.http_response)
+                raise error
+            return raw, module.parse_relay_response(raw.status, raw.headers, raw.body, target)
+
+        return self._unary(plan, req, once, timeout)  # type: ignore[no-any-return]
+
+    def relay_stream(
+        self,
+        plan: Plan,
+        body: dict[str, Any],
+        path: str,
+        *,
+        headers: dict[str, str],
+        timeout: Any,
+        holder: StreamInfo,
+        req: ChatRequest | None,
+    ) -> Iterator[bytes]:
+        run = self._run(plan, req)
         for candidate in plan.candidates:
-            module = providers.load(candidate.target.kind)
             retries = 0
             while True:
                 admitted = run.admit(candidate, first=retries == 0)
@@ -271,13 +303,15 @@ class Executor(ExecutorBase):
                     raise run.error()
                 if not admitted:
                     break
-                t0 = time.perf_counter()
+                relayed = Relayed(time.perf_counter())
+                holder.candidate = candidate
                 try:
-                    reply = self._embed_once(
-                        module, req, candidate, headers, run.timeout(timeout, stream=False, sync=True)
-                    )
+                    attempt_timeout = run.timeout(timeout, stream=True, sync=True)
+                    yield from self._relay_once(candidate, body, path, headers, attempt_timeout, holder, relayed)
                 except APIError as exc:
-                    run.finish(candidate, t0, exc)
+                    run.finish(candidate, relayed.t0, exc, relayed.outcome(exc))
+                    if relayed.delivered:
+                        raise interrupted(candidate.target.provider, relayed.delivered, exc) from exc
                     move = run.after_failure(candidate, retries, exc)
                     if move.action == RETRY:
                         self.sleep(move.delay)
@@ -286,10 +320,55 @@ class Executor(ExecutorBase):
                     if move.action == STOP:
                         raise run.error() from None
                     break
-                record = run.finish(candidate, t0, None, Outcome(usage=embedding_usage(reply)))
-                reply._gateway = run.info(record)
-                return reply
+                except GeneratorExit:
+                    run.finish(candidate, relayed.t0, None, relayed.outcome(None, closed=True))
+                    raise
+                record = run.finish(candidate, relayed.t0, None, relayed.outcome(None))
+                holder.gateway = run.info(record)
+                return
         raise run.error()
+
+    def _relay_once(
+        self,
+        candidate: Candidate,
+        body: dict[str, Any],
+        path: str,
+        headers: dict[str, str],
+        timeout: Any,
+        holder: StreamInfo,
+        relayed: Relayed,
+    ) -> Iterator[bytes]:
+        target = candidate.target
+        module: Any = providers.load(target.kind)
+        spec = module.build_relay_request(body, target, path, stream=True)
+        with transport.open_stream(self.http, spec, extra_headers=headers, timeout=timeout) as response:
+            if response.status_code >= 400:
+                error_body = transport.read_error_body(response)
+                error = module.map_error(response.status_code, response.headers, error_body, target)
+                error.attach(response.request, response)
+                raise error
+            holder.http_response = response
+            decoder = SSEDecoder()
+            for piece in transport.iter_bytes(response):
+                for event in decoder.feed(piece):
+                    yield from relayed.take(event, module, target)
+            for event in decoder.flush():
+                yield from relayed.take(event, module, target)
+        yield from relayed.end(target)
+
+    # --- embeddings ------------------------------------------------------------------------------
+
+    def embed(
+        self, req: EmbeddingRequest, plan: Plan, *, headers: dict[str, str], timeout: Any
+    ) -> CreateEmbeddingResponse:
+        def once(candidate: Candidate, attempt_timeout: Any) -> tuple[CreateEmbeddingResponse, CompletionUsage]:
+            module = providers.load(candidate.target.kind)
+            reply = self._embed_once(module, req, candidate, headers, attempt_timeout)
+            return reply, embedding_usage(reply)
+
+        reply, info = self._unary(plan, None, once, timeout)
+        reply._gateway = info
+        return reply
 
     def _embed_once(
         self,
@@ -305,7 +384,10 @@ class Executor(ExecutorBase):
             error = module.map_error(raw.status, raw.headers, raw.body, candidate.target)
             error.attach(raw.http_request, raw.http_response)
             raise error
-        return module.parse_embeddings_response(raw.status, raw.headers, raw.body, candidate.target)
+        reply = module.parse_embeddings_response(raw.status, raw.headers, raw.body, candidate.target)
+        if candidate.target.kind == "openai":
+            reply._raw_body = raw.body
+        return reply
 
 
 def embedding_usage(reply: CreateEmbeddingResponse) -> CompletionUsage:

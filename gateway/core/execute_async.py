@@ -15,11 +15,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any, cast
 
-import httpx
-
 import providers
-from gateway.transports import http as transport
-from gateway.transports.sse import SSEDecoder
 from gateway.core.attempts import (
     Candidate,
     Observer,
@@ -32,33 +28,38 @@ from gateway.core.attempts import (
     stream_outcome,
 )
 from gateway.core.errors import APIError, APITimeoutError
+from gateway.core.relay import Relayed
 from gateway.core.execute import ExecutorBase, embedding_usage
-from gateway.resilience.breaker import Breakers
-from gateway.resilience.deadline import chunk_wait
-from gateway.resilience.hedge import hedge_affordable, hedge_delay
-from gateway.resilience.hedge_stream import HedgeFailed, Opener, hedged_stream
-from gateway.resilience.retry import RetrySettings
-from gateway.resilience.run import RETRY, STOP, RequestRun
 from gateway.core.types import (
+    GatewayInfo,
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,
     CreateEmbeddingResponse,
     EmbeddingRequest,
 )
+from gateway.resilience.breaker import Breakers
+from gateway.resilience.deadline import chunk_wait
+from gateway.resilience.hedge import hedge_affordable, hedge_delay
+from gateway.resilience.hedge_stream import HedgeFailed, Opener, hedged_stream
+from gateway.resilience.retry import RetrySettings
+from gateway.resilience.run import RETRY, STOP, RequestRun
+from gateway.transports import http as transport
+from gateway.transports.sse import SSEDecoder
 from providers.base import ProviderModule
 
 __all__ = ["AsyncExecutor"]
 
-Served = tuple[Candidate, float, ChatCompletion]
+Served = tuple[Candidate, float, Any, Any]  # (winner, started, result, usage)
+Once = Callable[[Candidate, Any], Awaitable[tuple[Any, Any]]]
 
 
 class AsyncExecutor(ExecutorBase):
-    """Runs requests over one shared ``httpx.AsyncClient``; arguments as ``Executor``'s."""
+    """Runs requests over one shared async HTTP client; arguments as ``Executor``'s."""
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: Any,
         *,
         observer: Observer,
         retry: RetrySettings,
@@ -75,6 +76,16 @@ class AsyncExecutor(ExecutorBase):
     async def complete(
         self, req: ChatRequest, plan: Plan, *, headers: dict[str, str], timeout: Any
     ) -> ChatCompletion:
+        async def once(candidate: Candidate, attempt_timeout: Any) -> tuple[ChatCompletion, CompletionUsage | None]:
+            reply = await self._call_once(req, candidate, headers, attempt_timeout)
+            return reply, reply.usage
+
+        reply, info = await self._unary(plan, req, once, timeout)
+        reply._gateway = info
+        return reply
+
+    async def _unary(self, plan: Plan, req: ChatRequest | None, once: Once, timeout: Any) -> tuple[Any, GatewayInfo]:
+        """The one non-streaming loop (chat, embeddings, relayed bodies): candidates, retries, fallback, hedging."""
         run = self._run(plan, req)
         for index, candidate in enumerate(plan.candidates):
             retries = 0
@@ -86,9 +97,9 @@ class AsyncExecutor(ExecutorBase):
                     break
                 try:
                     if plan.hedge is not None and not run.records:
-                        served = await self._hedged(run, req, candidate, index, headers, timeout)
+                        served = await self._hedged(run, once, candidate, index, timeout)
                     else:
-                        served = await self._attempt(run, req, candidate, headers, timeout)
+                        served = await self._attempt(run, once, candidate, timeout)
                 except APIError as exc:
                     move = run.after_failure(candidate, retries, exc)
                     if move.action == RETRY:
@@ -98,22 +109,17 @@ class AsyncExecutor(ExecutorBase):
                     if move.action == STOP:
                         raise run.error() from None
                     break
-                winner, t0, reply = served
-                record = run.finish(winner, t0, None, Outcome(usage=reply.usage))
-                reply._gateway = run.info(record)
-                return reply
+                winner, t0, result, usage = served
+                record = run.finish(winner, t0, None, Outcome(usage=usage))
+                return result, run.info(record)
         raise run.error()
 
-    async def _attempt(
-        self, run: RequestRun, req: ChatRequest, candidate: Candidate, headers: dict[str, str], timeout: Any
-    ) -> Served:
+    async def _attempt(self, run: RequestRun, once: Once, candidate: Candidate, timeout: Any) -> Served:
         """One attempt; a failure or a cancellation is recorded here, a success by the caller."""
         t0 = time.perf_counter()
         try:
             async with asyncio.timeout(run.deadline.remaining()):
-                reply = await self._call_once(
-                    req, candidate, headers, run.timeout(timeout, stream=False, sync=False)
-                )
+                result, usage = await once(candidate, run.timeout(timeout, stream=False, sync=False))
         except TimeoutError as exc:
             error = APITimeoutError(message="Request timed out: the total deadline passed.")
             run.finish(candidate, t0, error)
@@ -124,23 +130,15 @@ class AsyncExecutor(ExecutorBase):
         except asyncio.CancelledError:
             run.finish(candidate, t0, None, Outcome(outcome="cancelled"))
             raise
-        return candidate, t0, reply
+        return candidate, t0, result, usage
 
-    async def _hedged(
-        self,
-        run: RequestRun,
-        req: ChatRequest,
-        candidate: Candidate,
-        index: int,
-        headers: dict[str, str],
-        timeout: Any,
-    ) -> Served:
+    async def _hedged(self, run: RequestRun, once: Once, candidate: Candidate, index: int, timeout: Any) -> Served:
         """Race ``candidate`` against the next one once it is slow; the first answer wins."""
         partner = self._hedge_partner(run, index)
         if partner is None:
-            return await self._attempt(run, req, candidate, headers, timeout)
+            return await self._attempt(run, once, candidate, timeout)
         second, delay = partner
-        primary = asyncio.create_task(self._attempt(run, req, candidate, headers, timeout))
+        primary = asyncio.create_task(self._attempt(run, once, candidate, timeout))
         try:
             done, _ = await asyncio.wait({primary}, timeout=delay)
         except asyncio.CancelledError:
@@ -148,7 +146,7 @@ class AsyncExecutor(ExecutorBase):
             raise
         if done or not run.admit(second, first=True):
             return await primary
-        hedge = asyncio.create_task(self._attempt(run, req, second, headers, timeout))
+        hedge = asyncio.create_task(self._attempt(run, once, second, timeout))
         return await _first_answer(primary, hedge)
 
     async def _call_once(
@@ -167,7 +165,7 @@ class AsyncExecutor(ExecutorBase):
             raise error
         reply = module.parse_response(raw.status, raw.headers, raw.body, target)
         reply._http_response = raw.http_response
-        if target.kind == "openai" and target.model == req.model:
+        if target.kind == "openai":
             reply._raw_body = raw.body
         return reply
 
@@ -313,14 +311,37 @@ class AsyncExecutor(ExecutorBase):
         for out in attempt.drain():
             yield out
 
-    # --- embeddings ------------------------------------------------------------------------------
+    # --- relayed bodies (a protocol the provider speaks natively) --------------------------------
 
-    async def embed(
-        self, req: EmbeddingRequest, plan: Plan, *, headers: dict[str, str], timeout: Any
-    ) -> CreateEmbeddingResponse:
-        run = self._run(plan, None)
+    async def relay(
+        self, plan: Plan, body: dict[str, Any], path: str, *, headers: dict[str, str], timeout: Any, req: ChatRequest | None
+    ) -> tuple[transport.RawResponse, GatewayInfo]:
+        async def once(candidate: Candidate, attempt_timeout: Any) -> tuple[transport.RawResponse, CompletionUsage | None]:
+            target = candidate.target
+            module: Any = providers.load(target.kind)
+            spec = module.build_relay_request(body, target, path, stream=False)
+            raw = await transport.send_async(self.http, spec, extra_headers=headers, timeout=attempt_timeout)
+            if raw.status >= 400:
+                error = module.map_error(raw.status, raw.headers, raw.body, target)
+                error.attach(raw.http_request, raw.http_response)
+                raise error
+            return raw, module.parse_relay_response(raw.status, raw.headers, raw.body, target)
+
+        return await self._unary(plan, req, once, timeout)  # type: ignore[no-any-return]
+
+    async def relay_stream(
+        self,
+        plan: Plan,
+        body: dict[str, Any],
+        path: str,
+        *,
+        headers: dict[str, str],
+        timeout: Any,
+        holder: StreamInfo,
+        req: ChatRequest | None,
+    ) -> AsyncIterator[bytes]:
+        run = self._run(plan, req)
         for candidate in plan.candidates:
-            module = providers.load(candidate.target.kind)
             retries = 0
             while True:
                 admitted = run.admit(candidate, first=retries == 0)
@@ -328,15 +349,19 @@ class AsyncExecutor(ExecutorBase):
                     raise run.error()
                 if not admitted:
                     break
-                t0 = time.perf_counter()
+                relayed = Relayed(time.perf_counter())
+                holder.candidate = candidate
                 try:
-                    async with asyncio.timeout(run.deadline.remaining()):
-                        reply = await self._embed_once(
-                            module, req, candidate, headers, run.timeout(timeout, stream=False, sync=False)
-                        )
-                except (APIError, TimeoutError) as caught:
-                    exc = caught if isinstance(caught, APIError) else APITimeoutError()
-                    run.finish(candidate, t0, exc)
+                    attempt_timeout = run.timeout(timeout, stream=True, sync=False)
+                    async with aclosing(
+                        self._relay_once(candidate, body, path, headers, attempt_timeout, holder, relayed)
+                    ) as pieces:
+                        async for piece in pieces:
+                            yield piece
+                except APIError as exc:
+                    run.finish(candidate, relayed.t0, exc, relayed.outcome(exc))
+                    if relayed.delivered:
+                        raise interrupted(candidate.target.provider, relayed.delivered, exc) from exc
                     move = run.after_failure(candidate, retries, exc)
                     if move.action == RETRY:
                         await self.sleep(move.delay)
@@ -345,10 +370,58 @@ class AsyncExecutor(ExecutorBase):
                     if move.action == STOP:
                         raise run.error() from None
                     break
-                record = run.finish(candidate, t0, None, Outcome(usage=embedding_usage(reply)))
-                reply._gateway = run.info(record)
-                return reply
+                except (GeneratorExit, asyncio.CancelledError):
+                    run.finish(candidate, relayed.t0, None, relayed.outcome(None, closed=True))
+                    raise
+                record = run.finish(candidate, relayed.t0, None, relayed.outcome(None))
+                holder.gateway = run.info(record)
+                return
         raise run.error()
+
+    async def _relay_once(
+        self,
+        candidate: Candidate,
+        body: dict[str, Any],
+        path: str,
+        headers: dict[str, str],
+        timeout: Any,
+        holder: StreamInfo,
+        relayed: Relayed,
+    ) -> AsyncIterator[bytes]:
+        target = candidate.target
+        module: Any = providers.load(target.kind)
+        spec = module.build_relay_request(body, target, path, stream=True)
+        async with transport.open_stream_async(self.http, spec, extra_headers=headers, timeout=timeout) as response:
+            if response.status_code >= 400:
+                error_body = await transport.aread_error_body(response)
+                error = module.map_error(response.status_code, response.headers, error_body, target)
+                error.attach(response.request, response)
+                raise error
+            holder.http_response = response
+            decoder = SSEDecoder()
+            async for piece in transport.aiter_bytes(response):
+                for event in decoder.feed(piece):
+                    for out in relayed.take(event, module, target):
+                        yield out
+            for event in decoder.flush():
+                for out in relayed.take(event, module, target):
+                    yield out
+        for out in relayed.end(target):
+            yield out
+
+    # --- embeddings ------------------------------------------------------------------------------
+
+    async def embed(
+        self, req: EmbeddingRequest, plan: Plan, *, headers: dict[str, str], timeout: Any
+    ) -> CreateEmbeddingResponse:
+        async def once(candidate: Candidate, attempt_timeout: Any) -> tuple[CreateEmbeddingResponse, CompletionUsage]:
+            module = providers.load(candidate.target.kind)
+            reply = await self._embed_once(module, req, candidate, headers, attempt_timeout)
+            return reply, embedding_usage(reply)
+
+        reply, info = await self._unary(plan, None, once, timeout)
+        reply._gateway = info
+        return reply
 
     async def _embed_once(
         self,
@@ -364,13 +437,16 @@ class AsyncExecutor(ExecutorBase):
             error = module.map_error(raw.status, raw.headers, raw.body, candidate.target)
             error.attach(raw.http_request, raw.http_response)
             raise error
-        return module.parse_embeddings_response(raw.status, raw.headers, raw.body, candidate.target)
+        reply = module.parse_embeddings_response(raw.status, raw.headers, raw.body, candidate.target)
+        if candidate.target.kind == "openai":
+            reply._raw_body = raw.body
+        return reply
 
 
 async def _chunks(
     module: ProviderModule,
     req: ChatRequest,
-    response: httpx.Response,
+    response: Any,
     run: RequestRun,
     attempt: StreamAttempt,
 ) -> AsyncGenerator[ChatCompletionChunk, None]:
@@ -393,7 +469,7 @@ async def _chunks(
 
 
 async def _pieces(
-    response: httpx.Response, run: RequestRun, attempt: StreamAttempt
+    response: Any, run: RequestRun, attempt: StreamAttempt
 ) -> AsyncGenerator[bytes, None]:
     """The body's pieces, each awaited no longer than the first-token, idle or total timeout allows."""
     async with aclosing(cast(AsyncGenerator[bytes, None], transport.aiter_bytes(response))) as source:

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from gateway.core.attempts import DEFAULT_FALLBACK_ON, Candidate, Plan
 from gateway.core.errors import NotFoundError, PolicyError
-from gateway.targets import ClientConfig, client_target, host_target, require_key, split_model, unknown_route
 from gateway.core.types import ChatRequest
+from gateway.targets import ClientConfig, client_target, host_target, require_key, split_model, unknown_route
 from providers.base import Target
 from providers.hosts import HOSTS
 

@@ -205,7 +205,7 @@ class Choice(BaseModel):
 
 
 class AttemptInfo(BaseModel):
-    """One try of one candidate, as ``reply.gateway.core.attempts`` lists it."""
+    """One try of one candidate, as ``reply.gateway.attempts`` lists it."""
 
     provider: str
     model: str

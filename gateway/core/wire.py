@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,6 +137,14 @@ def _status_response(exc: APIStatusError, headers: list[tuple[str, str]]) -> Wir
         headers.append(("x-switchyard-error", "all_attempts_failed"))
     elif _is_gateway_own(exc):
         headers.append(("x-switchyard-error", "gateway"))
+        if isinstance(inner, Mapping):
+            inner = {**inner, "message": exc.message}
+        if isinstance(exc, BudgetExceededError):
+            inner = {**inner, "budget": exc.budget, "reset_at": exc.reset_at, "retry_after_s": exc.retry_after_s}
+    if isinstance(inner, Mapping):
+        message = inner.get("message")
+        # the SDK writes "Error code: N - <message>" itself
+        inner = {**inner, "message": _PREFIX.sub("", message if isinstance(message, str) and message else exc.message)}
     retry_after = exc.headers.get("retry-after") if exc.headers else None
     if retry_after is not None:
         headers.append(("retry-after", retry_after))
@@ -144,6 +153,9 @@ def _status_response(exc: APIStatusError, headers: list[tuple[str, str]]) -> Wir
         headers.append(("x-request-id", request_id))
     payload = {"error": inner} if isinstance(inner, Mapping) and "error" not in inner else inner
     return json_response(exc.status_code, payload if isinstance(payload, Mapping) else {"error": payload}, headers)
+
+
+_PREFIX = re.compile(r"^Error code: \d+ - ")
 
 
 def _is_gateway_own(exc: APIStatusError) -> bool:
@@ -160,4 +172,8 @@ def sse_event(data: str | bytes, event: str | None = None) -> bytes:
 def sse_error(exc: BaseException, code: str) -> bytes:
     """A failure after content reached the caller: an SSE ``error`` the SDK raises as ``APIError``."""
     message = exc.message if isinstance(exc, APIError) else f"internal gateway error ({type(exc).__name__})"
-    return sse_event(json.dumps({"error": {"message": message, "type": "stream_error", "code": code}}))
+    error: dict[str, Any] = {"message": message, "type": "stream_error", "code": code}
+    delivered = getattr(exc, "chunks_delivered", None)
+    if delivered is not None:
+        error["chunks_delivered"] = delivered
+    return sse_event(json.dumps({"error": error}))

@@ -25,10 +25,10 @@ from typing import Any
 
 from gateway.core.attempts import Candidate, NullObserver, Observer, Plan
 from gateway.core.execute import Executor
+from gateway.core.types import ChatCompletion, ChatRequest
 from gateway.metering.pricing import PriceTable
 from gateway.policy.schema import Policy
 from gateway.resilience.retry import RetrySettings
-from gateway.core.types import ChatCompletion, ChatRequest
 
 __all__ = ["CallResult", "ModelCaller", "canonical_model", "price_table"]
 

@@ -76,8 +76,10 @@ def reply_bytes(reply: ChatCompletion) -> bytes:
     raw = reply._raw_body
     if raw is not None:
         return raw
-    return reply.model_dump_json(exclude_none=True).encode()
+    return reply.model_dump_json(exclude_unset=True).encode()
 
 
 def chunk_bytes(chunk: ChatCompletionChunk) -> bytes:
-    return b"data: " + chunk.model_dump_json(exclude_none=True).encode() + b"\n\n"
+    raw = chunk._raw_body
+    body = raw if raw is not None else chunk.model_dump_json(exclude_unset=True).encode()
+    return b"data: " + body + b"\n\n"

@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-
-from collections.abc import Mapping
 
 Clock = Callable[[], float]
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from gateway.core.attempts import Candidate, Outcome, StreamAttempt, StreamInfo, interrupted, stream_outcome
 from gateway.core.errors import APIError
-from gateway.resilience.run import RequestRun
 from gateway.core.types import ChatCompletionChunk
+from gateway.resilience.run import RequestRun
 
 Item = tuple[str, Any]  # ("chunk", chunk) | ("end", None) | ("error", APIError)
 Opener = Callable[[StreamAttempt, StreamInfo], AsyncGenerator[ChatCompletionChunk, None]]

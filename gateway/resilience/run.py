@@ -29,9 +29,9 @@ from gateway.core.attempts import (
     may_fall_back,
 )
 from gateway.core.errors import APIError, APIStatusError, APITimeoutError
+from gateway.core.types import ChatRequest, GatewayInfo
 from gateway.resilience.deadline import Deadline, attempt_timeout
 from gateway.resilience.retry import RetrySettings, error_headers, retry_delay, should_retry
-from gateway.core.types import ChatRequest, GatewayInfo
 
 if TYPE_CHECKING:
     from gateway.resilience.breaker import Breakers
@@ -126,7 +126,7 @@ class RequestRun:
 
         On the candidate's first attempt: skip it when its window is known to be too small after a
         context-length error, or its provider refused our credentials. On every attempt: ask its
-        breaker (an open breaker skips it, and says why in ``reply.gateway.core.attempts``).
+        breaker (an open breaker skips it, and says why in ``reply.gateway.attempts``).
         """
         if self.out_of_time() or (first and self._tried_enough(candidate)):
             return None

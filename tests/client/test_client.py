@@ -72,7 +72,7 @@ def test_not_given_and_omit_are_dropped(client: OpenAI, openai_upstream: Loopbac
 def test_with_options_overrides_and_shares_the_pool(client: OpenAI, openai_upstream: LoopbackServer) -> None:
     other = client.with_options(max_retries=5, default_headers={"x-team": "a"})
     assert (other.max_retries, client.max_retries) == (5, 0)
-    assert other._http is client._http
+    assert other._client is client._client  # the SDK's HTTP client (and its pool) is shared
     other.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     with pytest.raises(TypeError):
         client.with_options(not_an_option=1)
@@ -134,9 +134,11 @@ def test_malformed_upstream_is_a_typed_error(model: str) -> None:
         LoopbackServer(_malformed) as server,
         OpenAI(api_key="k", base_url=server.base_url, max_retries=0) as c,
     ):
-        with pytest.raises(gateway.APIResponseValidationError) as info:
+        with pytest.raises(gateway.InternalServerError) as info:
             c.chat.completions.create(model=model, messages=MESSAGES)
-    assert "openai" in str(info.value)
+    # a bad gateway: the answer could not be read, and no other candidate could replace it
+    assert info.value.status_code == 502 and "openai" in str(info.value)
+    assert info.value.response.headers["x-switchyard-error"] == "invalid_response"
 
 
 def test_truncated_stream_raises_after_delivered_chunks() -> None:
@@ -146,10 +148,11 @@ def test_truncated_stream_raises_after_delivered_chunks() -> None:
     ):
         stream = c.chat.completions.create(model="truncated-stream", messages=MESSAGES, stream=True)
         got = []
-        with pytest.raises(gateway.StreamInterruptedError) as info:
+        with pytest.raises(gateway.APIError) as info:
             for chunk in stream:
                 got.append(chunk.choices[0].delta.content)
-    assert got == ["hi"] and info.value.chunks_delivered == 1
+    assert got == ["hi"] and info.value.code == "stream_interrupted"
+    assert isinstance(info.value.body, dict) and info.value.body["chunks_delivered"] == 1
 
 
 def test_stream_close_stops_reading(client: OpenAI) -> None:
@@ -177,12 +180,13 @@ def test_http_client_is_used(openai_url: str) -> None:
     with OpenAI(api_key="k", base_url=openai_url, http_client=http) as c:
         c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     http.close()
-    assert seen == [openai_url + "/chat/completions"]
+    # the hook sees the SDK's request (answered by Switchyard) and Switchyard's upstream call
+    assert seen == [openai_url + "/chat/completions"] * 2
 
 
 def test_secrets_stay_out_of_reprs(openai_url: str) -> None:
     c = OpenAI(api_key="sk-canary-0123456789", base_url=openai_url)
-    assert "canary" not in repr(c) and "canary" not in repr(c._planner.plan("gpt-4o-mini"))
+    assert "canary" not in repr(c) and "canary" not in repr(c._switchyard.core.planner.plan("gpt-4o-mini"))
     c.close()
 
 
@@ -203,11 +207,10 @@ async def test_async_client_complete_stream_and_embeddings(openai_url: str) -> N
             "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "Echo: hello world"
         )
         assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 5
-        assert stream.gateway is not None and stream.gateway.core.attempts[-1].outcome == "ok"
+        assert gateway.info(stream) is not None and gateway.info(stream).attempts[-1].outcome == "ok"
         emb = await c.embeddings.create(model="text-embedding-3-small", input="x", dimensions=4)
         assert len(emb.data[0].embedding) == 4
-        page = await c.models.list()
-        assert [m.id for m in page] == ["gpt-4o-mini", "gpt-4o"]
+        assert [m.id async for m in c.models.list()] == ["gpt-4o-mini", "gpt-4o"]
 
 
 def test_unknown_fields_from_the_upstream_are_kept(client: OpenAI) -> None:
@@ -221,7 +224,7 @@ def test_unknown_fields_from_the_upstream_are_kept(client: OpenAI) -> None:
 
 def test_reply_gateway_carries_the_cost_when_the_price_is_known(client: OpenAI) -> None:
     reply = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
-    assert reply.gateway is not None and reply.usage is not None
+    assert gateway.info(reply) is not None and reply.usage is not None
     # the catalog's gpt-4o-mini price per 1M tokens, times this reply's usage
     from decimal import Decimal
 
@@ -230,6 +233,6 @@ def test_reply_gateway_carries_the_cost_when_the_price_is_known(client: OpenAI) 
     price = PriceTable.from_catalog().lookup("openai/gpt-4o-mini")
     assert price is not None
     expected = price.cost(reply.usage.prompt_tokens, reply.usage.completion_tokens)
-    assert reply.gateway.cost_usd is not None and Decimal(reply.gateway.cost_usd) == expected > 0
+    assert gateway.info(reply).cost_usd is not None and Decimal(gateway.info(reply).cost_usd) == expected > 0
     unpriced = client.chat.completions.create(model="no-such-model", messages=MESSAGES)
-    assert unpriced.gateway is not None and unpriced.gateway.cost_usd is None
+    assert gateway.info(unpriced) is not None and gateway.info(unpriced).cost_usd is None

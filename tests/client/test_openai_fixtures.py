@@ -59,14 +59,14 @@ def test_json_fixture_parses_like_the_sdk(name: str, clients: tuple[gateway.Open
     ours, sdk = clients
     if name.startswith("embeddings"):
         got = ours.embeddings.create(model=f"fixture:{name}", input="x")
-        want = sdk.embeddings.create(model=f"fixture:{name}", input="x", encoding_format="float")
+        want = sdk.embeddings.create(model=f"fixture:{name}", input="x")
     else:
         got = ours.chat.completions.create(model=f"fixture:{name}", messages=MESSAGES)
         want = sdk.chat.completions.create(model=f"fixture:{name}", messages=MESSAGES)
-    assert got.to_dict() == _body(name)
-    if not name.startswith("embeddings"):
-        assert got.to_dict() == want.to_dict()
-    assert got.gateway is not None and got.gateway.core.attempts[0].outcome == "ok"
+    assert got.to_dict() == want.to_dict()
+    if "base64" not in name:  # the SDK decodes base64 embeddings itself, for both clients alike
+        assert got.to_dict() == _body(name)
+    assert gateway.info(got) is not None and gateway.info(got).attempts[0].outcome == "ok"
 
 
 @pytest.mark.parametrize("name", [n for n in JSON_NAMES if _status(n) >= 400])

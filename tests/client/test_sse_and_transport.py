@@ -5,14 +5,15 @@ from __future__ import annotations
 import inspect
 
 import httpx
+import httpx2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway import APIConnectionError, APITimeoutError
+from gateway.core.errors import APIConnectionError, APITimeoutError
 from gateway._redact import redact, redact_headers
-from gateway.transports.sse import SSEDecoder
 from gateway.transports.http import map_http_error
+from gateway.transports.sse import SSEDecoder
 from providers.base import ServerSentEvent
 
 BODY = (
@@ -54,24 +55,27 @@ def test_cut_body_reports_pending() -> None:
     assert decoder.flush() == [ServerSentEvent(data='{"partial"')]
 
 
-def _all_httpx_errors() -> list[type[httpx.HTTPError]]:
+def _all_httpx_errors() -> list[type[Exception]]:
+    """Every error class of both HTTP packages the openai SDK runs on (httpx for 2.x, httpx2 for 3.x)."""
     return [
         cls
-        for cls in vars(httpx).values()
-        if inspect.isclass(cls) and issubclass(cls, httpx.HTTPError) and cls is not httpx.HTTPStatusError
+        for module in (httpx, httpx2)
+        for cls in vars(module).values()
+        if inspect.isclass(cls) and issubclass(cls, module.HTTPError) and cls is not module.HTTPStatusError
     ]
 
 
-@pytest.mark.parametrize("cls", _all_httpx_errors(), ids=lambda c: c.__name__)
-def test_every_httpx_error_maps_to_a_gateway_error(cls: type[httpx.HTTPError]) -> None:
-    request = httpx.Request("POST", "https://user:pw@example.com/v1/x?key=secret-value")
+@pytest.mark.parametrize("cls", _all_httpx_errors(), ids=lambda c: f"{c.__module__.split('.')[0]}.{c.__name__}")
+def test_every_httpx_error_maps_to_a_gateway_error(cls: type[Exception]) -> None:
+    module = httpx2 if cls.__module__.startswith("httpx2") else httpx
+    request = module.Request("POST", "https://user:pw@example.com/v1/x?key=secret-value")
     exc = (
-        cls("boom https://user:pw@example.com/?key=secret-value", request=request)
-        if cls is not httpx.HTTPError
+        cls("boom https://user:pw@example.com/?key=secret-value", request=request)  # type: ignore[call-arg]
+        if cls is not module.HTTPError
         else cls("boom")
     )
     mapped = map_http_error(exc, request)
-    expected = APITimeoutError if issubclass(cls, httpx.TimeoutException) else APIConnectionError
+    expected = APITimeoutError if issubclass(cls, module.TimeoutException) else APIConnectionError
     assert isinstance(mapped, expected)
     assert "secret-value" not in str(mapped) and "pw@" not in str(mapped)
 

@@ -185,7 +185,7 @@ def test_a_garbage_judge_is_a_scored_failure_not_a_crash(policy: Policy) -> None
 
 
 def test_bad_arguments_fail_before_any_call(policy: Policy, servers: dict[str, LoopbackServer]) -> None:
-    from gateway.errors import PolicyError
+    from gateway.core.errors import PolicyError
     from gateway.evals import ScorerError
 
     with ModelCaller(policy) as caller:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.core.types import ChatRequest
 from gateway.evals import (
     CaseResult,
     EvalScores,
@@ -19,7 +20,6 @@ from gateway.evals import (
 )
 from gateway.policy import Policy, parse_policy
 from gateway.router import EvalScore, StatsSnapshot, plan
-from gateway.types import ChatRequest
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -144,7 +144,7 @@ def test_eval_scores_cache_per_set(store: EvalStore, policy: Policy) -> None:
 def test_the_clients_planner_reads_eval_scores(
     store: EvalStore, policy: Policy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gateway.routing import Planner
+    from gateway.core.plan import Planner
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 import redis
 
-from gateway.attempts import AttemptRecord
+from gateway.core.attempts import AttemptRecord
 from tests.servers import openai_server
 from tests.servers.http import JSONReply, LoopbackServer, Recorded, Reply, SSEReply
 

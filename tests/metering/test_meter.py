@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.attempts import AttemptRecord, Candidate
 from gateway.catalog import load_catalog
-from gateway.errors import InternalServerError
+from gateway.core.attempts import AttemptRecord, Candidate
+from gateway.core.errors import InternalServerError
+from gateway.core.types import CompletionTokensDetails, CompletionUsage, PromptTokensDetails
 from gateway.metering import (
     BufferedWriter,
     CallbackSink,
@@ -27,7 +28,6 @@ from gateway.metering import (
     count_text,
     usage_record,
 )
-from gateway.types import CompletionTokensDetails, CompletionUsage, PromptTokensDetails
 from providers.base import Target
 
 PRICE = ModelPrice(

@@ -148,7 +148,7 @@ def surfaces(
         routed.chat.completions.create(model="route:chat", messages=[{"role": "user", "content": "route"}]),
         routed.chat.completions.create(model="good", messages=[{"role": "user", "content": "direct"}]),
     ]
-    assert replies[0].gateway.model == "good"
+    assert gateway.info(replies[0]).model == "good"
     routed.close()
     assert main(["policy", "check", str(policy_path)]) in (0, 1)
     assert main(["policy", "explain", str(policy_path), "--route", "chat", "--prompt", "hello"]) == 0
@@ -180,7 +180,7 @@ def surfaces(
         "clients": "\n".join(f"{c!r} {c!s} {c.chat!r} {c.with_options(max_retries=1)!r}" for c in clients),
         "records": "\n".join(f"{r!r} {r.to_json()}" for r in memory.records),
         "policy": f"{policy!r} {policy!s} {policy.providers!r} {policy.state!r}",
-        "_plan": "\n".join(f"{r.gateway!r} {r.gateway.model_dump_json()}" for r in replies),
+        "_plan": "\n".join(f"{gateway.info(r)!r} {gateway.info(r).model_dump_json()}" for r in replies),
         "sqlite": sqlite_bytes.decode("latin-1"),
         "redis": "\n".join(redis_dump),
         "cli": capsys.readouterr().out,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.errors import PolicyError
+from gateway.core.errors import PolicyError
 from gateway.policy import parse_policy
 
 ENV = {

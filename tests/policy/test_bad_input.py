@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from gateway.errors import PolicyError
+from gateway.core.errors import PolicyError
 from gateway.policy import MAX_POLICY_BYTES, load_policy, parse_policy
 from tests.policy.conftest import ENV, errors_of, where
 

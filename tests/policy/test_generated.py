@@ -10,7 +10,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.errors import PolicyError
+from gateway.core.errors import PolicyError
 from gateway.policy import parse_policy, policy_index
 from tests.policy.conftest import ENV
 

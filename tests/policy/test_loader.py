@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from gateway.errors import PolicyError
+from gateway.core.errors import PolicyError
 from gateway.policy import load_policy, parse_policy, policy_index
 from tests.policy.conftest import ENV, errors_of, where
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from gateway.commands.policy import policy_json_schema
+from gateway.core.types import ChatRequest
 from gateway.policy import lint_policy, load_policy
 from gateway.router import StatsSnapshot, plan
-from gateway.types import ChatRequest
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 PRESETS = ["default", "cost-first", "quality-first", "local-only"]

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from gateway.errors import PolicyError
+from gateway.core.errors import PolicyError
 from gateway.policy import PolicyWatcher
 
 GOOD = "version: 1\nroutes:\n  r: {candidates: [gpt-4o]}\n"

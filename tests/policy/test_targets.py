@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.errors import PolicyError
+from gateway.core.errors import PolicyError
 from gateway.policy import parse_policy, resolve_target, resolve_target_config
 from providers.base import HostProfile, Target
 from providers.hosts import HOSTS

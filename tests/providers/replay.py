@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from gateway._sse import SSEDecoder
-from gateway.types import ChatCompletionChunk, ChatRequest
+from gateway.core.types import ChatCompletionChunk, ChatRequest
+from gateway.transports.sse import SSEDecoder
 from providers.base import ProviderModule, ServerSentEvent, Target
 
 ROOT = Path(__file__).resolve().parents[2]

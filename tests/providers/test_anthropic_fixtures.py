@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gateway.errors import (
+from gateway.core.errors import (
     APIStatusError,
     AuthenticationError,
     BadRequestError,
@@ -464,7 +464,7 @@ def test_error_event_inside_a_200_stream_raises_overloaded() -> None:
 
 
 def anthropic_request(**kwargs: Any) -> Any:
-    from gateway.types import ChatRequest
+    from gateway.core.types import ChatRequest
 
     return ChatRequest(model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hi"}], **kwargs)
 
@@ -490,7 +490,7 @@ def test_every_fixture_file_is_exercised() -> None:
 
 
 def test_stream_without_message_stop_is_incomplete() -> None:
-    from gateway.errors import APIResponseValidationError
+    from gateway.core.errors import APIResponseValidationError
 
     events = events_of(RECORDED / "messages_stream_text.response.sse")
     assert json.loads(events[-1].data)["type"] == "message_stop"

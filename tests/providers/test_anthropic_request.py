@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from gateway.errors import BadRequestError, UnsupportedParameterError
-from gateway.types import ChatRequest
+from gateway.core.errors import BadRequestError, UnsupportedParameterError
+from gateway.core.types import ChatRequest
 from providers import anthropic
 from providers.base import Target
 from tests.providers.replay import OWN, SHARED, stems

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gateway.errors import (
+from gateway.core.errors import (
     APIResponseValidationError,
     APIStatusError,
     BadRequestError,
@@ -444,7 +444,7 @@ def test_thought_summaries_are_reasoning_not_content() -> None:
 
 
 def test_stream_usage_is_known_without_a_usage_chunk() -> None:
-    from gateway.types import ChatRequest
+    from gateway.core.types import ChatRequest
 
     req = ChatRequest(model="m", messages=[{"role": "user", "content": "x"}], stream=True)
     state = gemini.new_stream(req, TARGET)

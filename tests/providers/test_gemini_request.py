@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from gateway.errors import BadRequestError, UnsupportedParameterError
-from gateway.types import ChatRequest, EmbeddingRequest
+from gateway.core.errors import BadRequestError, UnsupportedParameterError
+from gateway.core.types import ChatRequest, EmbeddingRequest
 from providers import gemini
 from providers.base import Target
 from tests.providers.replay import SHARED, stems

@@ -29,7 +29,7 @@ def test_greedy_answer_and_exact_usage(client: gateway.OpenAI) -> None:
         reply.usage is not None
         and reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
     )
-    assert reply.gateway is not None and reply.gateway.provider == "local"
+    assert gateway.info(reply) is not None and gateway.info(reply).provider == "local"
 
 
 def test_stream_equals_the_whole_reply(client: gateway.OpenAI) -> None:
@@ -96,7 +96,7 @@ def test_64_concurrent_async_requests_equal_their_sequential_answers(client: gat
         reply = client.chat.completions.create(**ask(prompt))
         expected[prompt] = (reply.choices[0].message.content, reply.usage)
 
-    async def main() -> list[tuple[str, gateway.types.ChatCompletion]]:
+    async def main() -> list[tuple[str, gateway.core.types.ChatCompletion]]:
         async with gateway.AsyncOpenAI() as async_client:
             batch = [prompts[i % len(prompts)] for i in range(64)]
             replies = await asyncio.gather(*(async_client.chat.completions.create(**ask(p)) for p in batch))

@@ -19,8 +19,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.errors import APIResponseValidationError, APIStatusError, BadRequestError
-from gateway.types import ChatRequest
+from gateway.core.errors import APIResponseValidationError, APIStatusError, BadRequestError
+from gateway.core.types import ChatRequest
 from providers import anthropic, gemini
 from providers.base import ServerSentEvent, Target
 from tests.servers import anthropic_server, gemini_server
@@ -326,7 +326,7 @@ schemas = st.recursive(
 @settings(max_examples=150, deadline=None)
 @given(schemas)
 def test_any_schema_converts_or_is_refused_by_name(schema: Any) -> None:
-    from gateway.errors import UnsupportedParameterError
+    from gateway.core.errors import UnsupportedParameterError
     from providers._gemini_schema import to_gemini_schema
 
     root = {"$defs": {"X": {"type": "string"}}, **schema} if isinstance(schema, dict) else schema

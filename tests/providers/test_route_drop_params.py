@@ -42,5 +42,5 @@ def test_dropped_parameters_are_reported(anthropic_env: LoopbackServer, tmp_path
     with gateway.OpenAI(policy=_policy(tmp_path, anthropic_env.base_url, drop=True)) as client:
         reply = client.chat.completions.create(model="route:chat", messages=MESSAGES, logit_bias={"1": 5})
     assert reply.choices[0].message.content == "Echo: hello there"
-    assert reply.gateway is not None and reply.gateway.dropped_params == ["logit_bias"]
+    assert gateway.info(reply) is not None and gateway.info(reply).dropped_params == ["logit_bias"]
     assert "logit_bias" not in anthropic_env.log[-1].json()

@@ -15,13 +15,13 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.attempts import AttemptRecord, Candidate, Plan, StreamInfo
-from gateway.errors import APIError
-from gateway.execute import Executor
-from gateway.execute_async import AsyncExecutor
+from gateway.core.attempts import AttemptRecord, Candidate, Plan, StreamInfo
+from gateway.core.errors import APIError
+from gateway.core.execute import Executor
+from gateway.core.execute_async import AsyncExecutor
+from gateway.core.types import ChatCompletionChunk, ChatRequest
 from gateway.resilience.breaker import Breakers
 from gateway.resilience.retry import RetrySettings
-from gateway.types import ChatCompletionChunk, ChatRequest
 from providers.base import Target
 from tests.servers import openai_server
 from tests.servers.faults import FastServer, FaultHandler

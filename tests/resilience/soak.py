@@ -22,12 +22,12 @@ from typing import Any
 
 import httpx
 
-from gateway.attempts import DEFAULT_FALLBACK_ON, AttemptRecord, Plan, StreamInfo
-from gateway.execute import Executor
-from gateway.execute_async import AsyncExecutor
+from gateway.core.attempts import DEFAULT_FALLBACK_ON, AttemptRecord, Plan, StreamInfo
+from gateway.core.execute import Executor
+from gateway.core.execute_async import AsyncExecutor
+from gateway.core.types import ChatRequest
 from gateway.resilience.deadline import Timeouts
 from gateway.resilience.retry import RetrySettings
-from gateway.types import ChatRequest
 from tests.resilience.conftest import FAST, Records, candidate, chat_log
 from tests.servers import openai_server
 from tests.servers.faults import FastServer, FaultHandler

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis
 
-from gateway.errors import BadRequestError, InternalServerError
+from gateway.core.errors import BadRequestError, InternalServerError
 from gateway.resilience.breaker import Breakers, BreakerSettings
 from gateway.state.memory import MemoryBackend
 from gateway.state.redis import RedisBackend
@@ -105,7 +105,7 @@ def test_open_breakers_reopen_to_the_router_after_the_cooldown(backend: Any) -> 
 
 
 def test_only_deployment_faults_count() -> None:
-    from gateway.attempts import is_deployment_fault
+    from gateway.core.attempts import is_deployment_fault
 
     assert is_deployment_fault(InternalServerError("x", body=None, status_code=503))
     assert not is_deployment_fault(BadRequestError("x", body=None, status_code=400))

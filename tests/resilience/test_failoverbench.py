@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.attempts import Plan
-from gateway.errors import (
+from gateway.core.attempts import Plan
+from gateway.core.errors import (
     AllAttemptsFailedError,
     APIConnectionError,
     BadRequestError,

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from gateway.attempts import Plan
+from gateway.core.attempts import Plan
 from gateway.resilience.hedge import HedgeSettings, TTFTWindow, hedge_affordable, hedge_delay
 from tests.resilience.conftest import ANSWER, candidate, chat_log, run_async
 from tests.servers.http import LoopbackServer
@@ -145,7 +145,7 @@ async def test_stream_hedge_failing_fast_leaves_the_primary_to_win(primary: Loop
 async def test_stream_hedge_cut_after_content_is_interrupted(
     primary: LoopbackServer, secondary: LoopbackServer
 ) -> None:
-    from gateway.errors import StreamInterruptedError
+    from gateway.core.errors import StreamInterruptedError
 
     plan = Plan(
         [candidate(primary, "fault:cut-after-3"), candidate(secondary, "gpt-4o-mini", "secondary")],

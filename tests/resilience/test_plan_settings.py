@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from gateway.attempts import Plan, error_class
-from gateway.errors import APITimeoutError, InternalServerError, make_status_error
+from gateway.core.attempts import Plan, error_class
+from gateway.core.errors import APITimeoutError, InternalServerError, make_status_error
 from tests.resilience.conftest import ANSWER, candidate, chat_log, run
 from tests.servers.http import LoopbackServer
 

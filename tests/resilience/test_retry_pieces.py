@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.errors import (
+from gateway.core.errors import (
     APIConnectionError,
     APIResponseValidationError,
     APITimeoutError,

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from gateway.attempts import Candidate, Plan
-from gateway.errors import APIStatusError, status_error_class
-from gateway.execute import Executor
+from gateway.core.attempts import Candidate, Plan
+from gateway.core.errors import APIStatusError, status_error_class
+from gateway.core.execute import Executor
 from gateway.resilience.retry import RETRYABLE_STATUSES
 from providers.base import Target
 from tests.resilience.conftest import FAST, Records, request

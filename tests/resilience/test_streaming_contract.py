@@ -6,11 +6,10 @@ import asyncio
 
 import httpx
 
-from gateway import OpenAI
-from gateway.attempts import Plan, StreamInfo
-from gateway.errors import RateLimitError
-from gateway.execute import Executor
-from gateway.execute_async import AsyncExecutor
+from gateway import OpenAI, RateLimitError
+from gateway.core.attempts import Plan, StreamInfo
+from gateway.core.execute import Executor
+from gateway.core.execute_async import AsyncExecutor
 from tests.resilience.conftest import ANSWER, FAST, Records, candidate, chat_log, request, run
 from tests.servers.http import LoopbackServer
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from gateway.core.types import ChatRequest
 from gateway.policy import Policy, parse_policy
-from gateway.types import ChatRequest
 
 WORKED_EXAMPLE = """\
 version: 1

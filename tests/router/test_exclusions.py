@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.errors import NoRouteError
+from gateway.core.errors import NoRouteError
 from gateway.router import Exclusion, ModelStats, StatsSnapshot, plan
 from tests.router.conftest import policy_with, request
 
@@ -30,7 +30,7 @@ def _excluded(result) -> list[tuple[str, str]]:
 )
 def test_missing_capability_from_the_request(worked, extra, capability) -> None:
     body = {"model": "route:support", "messages": [{"role": "user", "content": "hi"}], **extra}
-    from gateway.types import ChatRequest
+    from gateway.core.types import ChatRequest
 
     result = plan(ChatRequest(**body), "support", worked, StatsSnapshot(), prompt_tokens=10)
     assert result.exclusions == (Exclusion("local", "missing_capability", f"does not support {capability}"),)

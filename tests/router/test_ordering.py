@@ -122,7 +122,7 @@ def test_costs_are_exact_decimals(worked) -> None:
 
 
 def test_a_policy_built_in_code_and_a_copy_are_indexed(worked) -> None:
-    from gateway.errors import PolicyError
+    from gateway.core.errors import PolicyError
     from gateway.policy import Policy
 
     direct = Policy.model_validate({"version": 1, "routes": {"r": {"candidates": ["gpt-4o-mini", "gpt-4o"]}}})

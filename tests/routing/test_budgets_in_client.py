@@ -66,7 +66,7 @@ def test_budget_refuses_before_any_upstream_call(upstream: LoopbackServer, tmp_p
             model="route:chat", messages=MESSAGES, max_tokens=20, metadata={"team": "b"}
         )
     with gateway.OpenAI(policy=policy(tmp_path, upstream.base_url, extra)) as client:
-        used = client._guard.budgets.status(Subject(team="a"))[0].used
+        used = client._switchyard.runtime.guard.budgets.status(Subject(team="a"))[0].used
     usage = upstream.log[0].served_tokens
     assert used == Decimal(usage["prompt"] + usage["completion"]) * 1000 / 1_000_000
 
@@ -85,7 +85,7 @@ def test_rate_limit_refuses_with_retry_after(upstream: LoopbackServer, tmp_path:
             client.chat.completions.create(model="route:chat", messages=MESSAGES, max_tokens=5)
         with pytest.raises(gateway.RateLimitError) as info:
             client.chat.completions.create(model="route:chat", messages=MESSAGES, max_tokens=5)
-    assert int(info.value.headers["retry-after"]) >= 1
+    assert int(info.value.response.headers["retry-after"]) >= 1
     assert len(upstream.log) == 2
 
 
@@ -103,7 +103,7 @@ def test_streams_settle_their_budget(upstream: LoopbackServer, tmp_path: Path) -
             stream_options={"include_usage": True},
         )
         text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-        status = client._guard.budgets.status(Subject(team="s"))[0]
+        status = client._switchyard.runtime.guard.budgets.status(Subject(team="s"))[0]
     assert text.startswith("Echo:")
     usage = upstream.log[0].served_tokens
     assert (status.used, status.reserved) == (usage["prompt"] + usage["completion"], 0)

@@ -60,9 +60,9 @@ def test_route_picks_the_cheapest_and_says_why(servers, tmp_path: Path) -> None:
     with gateway.OpenAI(policy=policy) as client:
         reply = client.chat.completions.create(model="route:chat", messages=MESSAGES)
     assert reply.model == "upstream-a"
-    assert reply.gateway is not None
-    assert (reply.gateway.route, reply.gateway.model, reply.gateway.provider) == ("chat", "fast-a", "alpha")
-    assert reply.gateway.reason and "minimize cost" in reply.gateway.reason
+    assert gateway.info(reply) is not None
+    assert (gateway.info(reply).route, gateway.info(reply).model, gateway.info(reply).provider) == ("chat", "fast-a", "alpha")
+    assert gateway.info(reply).reason and "minimize cost" in gateway.info(reply).reason
     assert (
         a.log[-1].json()["model"] == "upstream-a"
         and a.log[-1].headers["authorization"] == "Bearer sk-route-test"
@@ -77,7 +77,7 @@ def test_route_falls_back_when_the_primary_fails(servers, tmp_path: Path) -> Non
     with gateway.OpenAI(policy=policy) as client:
         reply = client.chat.completions.create(model="route:chat", messages=MESSAGES)
     assert reply.model == "upstream-b"
-    assert [(x.model, x.outcome, x.status_code) for x in reply.gateway.attempts] == [
+    assert [(x.model, x.outcome, x.status_code) for x in gateway.info(reply).attempts] == [
         ("fast-a", "InternalServerError", 503),
         ("fast-b", "ok", 200),
     ]

@@ -44,6 +44,10 @@ def handle(rec: Recorded) -> Reply:
         return error_reply(int(model.removeprefix("error:")))
     if rec.path.endswith("/embeddings"):
         return _embeddings(body)
+    if rec.path.endswith("/responses"):
+        from tests.servers import openai_responses
+
+        return openai_responses.handle(body, _request_id(rec))
     return chat(body, request_id=_request_id(rec))
 
 

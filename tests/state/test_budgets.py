@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from gateway.budgets import Budget, Budgets, BudgetStatus, Cost, Subject, window
-from gateway.errors import BudgetExceededError, RateLimitError
+from gateway.core.errors import BudgetExceededError, RateLimitError
 
 TEAM_A = Subject(team="a", key="key-1", route="support")
 USD = Decimal

@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from gateway.budgets import Budget, Budgets, Cost, Subject
-from gateway.errors import BudgetExceededError
+from gateway.core.errors import BudgetExceededError
 from gateway.state import BackendConfig, open_backend
 
 PROCESSES = 4

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from gateway.budgets import Subject
-from gateway.errors import BudgetExceededError, RateLimitError, StateBackendError
+from gateway.core.errors import BudgetExceededError, RateLimitError, StateBackendError
 from gateway.ratelimit import RateLimit, RateLimiter
 from gateway.state.errors import RateLimitExceededError, StateBackendUnavailableError
 

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from gateway.budgets import Budget, Budgets, Cost, Subject
-from gateway.errors import BudgetExceededError, StateBackendError
+from gateway.core.errors import BudgetExceededError, StateBackendError
 from gateway.ratelimit import RateLimit, RateLimiter
 from gateway.state import BackendConfig, open_backend
 from gateway.state.errors import StateBackendUnavailableError

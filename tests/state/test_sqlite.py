@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from gateway.errors import StateBackendError
+from gateway.core.errors import StateBackendError
 from gateway.state import BackendConfig, open_backend
 from gateway.state.errors import StateCorruptError
 from gateway.state.memory import MemoryBackend

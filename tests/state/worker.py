@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from gateway.budgets import Budget, Budgets, Cost, Subject
-from gateway.errors import BudgetExceededError
+from gateway.core.errors import BudgetExceededError
 from gateway.ratelimit import RateLimit, RateLimiter
 from gateway.state import BackendConfig, open_backend
 from gateway.state.errors import RateLimitExceededError
