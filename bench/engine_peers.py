@@ -119,7 +119,7 @@ class LlamaCpp:
         return torch.tensor(self.llm.scores[len(ids) - 1], dtype=torch.float32)  # [V]
 
     def close(self) -> None:
-        self.llm.close()
+        pass  # `last_logits` comes after close(); the process exit frees the model
 
 
 def make(name: str, path: str, threads: int, max_batch: int) -> Ours | Transformers | LlamaCpp:

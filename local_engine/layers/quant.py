@@ -8,16 +8,25 @@
   back the file's own grid, so the bundled model loses nothing more than bf16 rounding of d and m.
 
 Both kernels are fast with bfloat16 activations only (float32 falls to slow reference code), so
-the quantized paths run in bfloat16. A matrix whose shape a kernel refuses keeps its dense weight.
+the quantized paths run in bfloat16. A matrix whose shape the int4 kernel refuses gets int8.
+
+The kernels read few bytes, which is what one token per sequence needs, but compute slowly: past
+about 16 rows a dense bfloat16 matmul (oneDNN) is faster, 3.5x at 128 rows. So each layer also
+keeps its weight in bfloat16, and a step's prompt rows (from `RowSplit.dense_from` on) take it,
+while decode rows always take the quantized kernel: a decoding sequence's numbers then do not
+depend on what else is in the batch (the kernels' rows are independent), and batched greedy
+output equals solo greedy output.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
     "QUANTIZATIONS",
+    "RowSplit",
     "Int4Linear",
     "Int8Linear",
     "dequantize_int4",
@@ -58,59 +67,92 @@ def dequantize_int4(q: Tensor, scales: Tensor, mins: Tensor) -> Tensor:
     return w.reshape(n, k)
 
 
-class Int8Linear(nn.Module):
-    """`y = x @ (q * scale).T + bias` with int8 weights [N, K] and per-channel scales [N]."""
+class RowSplit:
+    """Shared by a model's quantized layers: rows `[dense_from, M)` of a step are prompt tokens."""
 
-    def __init__(self, weight: Tensor, bias: Tensor | None, dtype: torch.dtype) -> None:
+    __slots__ = ("dense_from",)
+
+    def __init__(self) -> None:
+        self.dense_from = 1 << 62  # no prompt rows
+
+
+class _QuantizedLinear(nn.Module):
+    """A weight-only quantized kernel for decode rows, a dense bfloat16 weight for prompt rows."""
+
+    in_features: int
+    out_features: int
+    bias: Tensor | None
+
+    def __init__(self, weight: Tensor, bias: Tensor | None, dtype: torch.dtype,
+                 split: RowSplit | None) -> None:  # fmt: skip
         super().__init__()
-        q, scales = quantize_int8(weight)
         self.out_features, self.in_features = weight.shape
-        self.register_buffer("weight", q)  # [N, K] int8
-        self.register_buffer("scales", scales.to(dtype))  # [N]
+        self.split, self.dtype = split, dtype
+        # no split: quantized rows only, and no dense copy
+        self.register_buffer("dense", None if split is None else weight.to(dtype))  # [N, K]
         self.register_buffer("bias", None if bias is None else bias.to(dtype))
 
+    def quantized(self, flat: Tensor) -> Tensor:
+        raise NotImplementedError
+
     def forward(self, x: Tensor) -> Tensor:
-        flat = x.reshape(-1, self.in_features).to(self.scales.dtype)  # [M, K]
-        out = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scales)  # [M, N]
+        flat = x.reshape(-1, self.in_features).to(self.dtype)  # [M, K]
+        rows = flat.shape[0]
+        split = rows if self.split is None else min(self.split.dense_from, rows)
+        if split == rows:
+            out = self.quantized(flat)  # [M, N]
+        elif split == 0:
+            out = F.linear(flat, self.dense)  # type: ignore[arg-type]
+        else:
+            out = torch.cat([self.quantized(flat[:split]), F.linear(flat[split:], self.dense)])  # type: ignore[arg-type]
         if self.bias is not None:
             out = out + self.bias
         return out.to(x.dtype).view(*x.shape[:-1], self.out_features)
 
 
-class Int4Linear(nn.Module):
-    """`y = x @ W.T + bias` with W in 4-bit groups of `INT4_GROUP` (torch's packed CPU layout)."""
+class Int8Linear(_QuantizedLinear):
+    """int8 weights [N, K] with per-channel scales [N]."""
 
-    def __init__(self, weight: Tensor, bias: Tensor | None, dtype: torch.dtype) -> None:
-        super().__init__()
+    def __init__(self, weight: Tensor, bias: Tensor | None, dtype: torch.dtype,
+                 split: RowSplit | None = None) -> None:  # fmt: skip
+        super().__init__(weight, bias, dtype, split)
+        q, scales = quantize_int8(weight)
+        self.register_buffer("weight", q)  # [N, K] int8
+        self.register_buffer("scales", scales.to(dtype))  # [N]
+
+    def quantized(self, flat: Tensor) -> Tensor:
+        return torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scales)  # [M, N]
+
+
+class Int4Linear(_QuantizedLinear):
+    """4-bit weights in groups of `INT4_GROUP` inputs (torch's packed CPU layout)."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None, dtype: torch.dtype,
+                 split: RowSplit | None = None) -> None:  # fmt: skip
+        super().__init__(weight, bias, dtype, split)
         q, scales, mins = quantize_int4(weight)
-        self.out_features, self.in_features = weight.shape
         # the kernel computes (q - 8) * scale + zero, so zero = min + 8 * scale
         scales_and_zeros = torch.stack([scales.t(), (mins + 8 * scales).t()], dim=-1)  # [G, N, 2]
         packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)  # [N, K / 2] uint8
         self.register_buffer("weight", packed)
         self.register_buffer("scales_and_zeros", scales_and_zeros.to(dtype).contiguous())
-        self.register_buffer("bias", None if bias is None else bias.to(dtype))
 
     @staticmethod
     def fits(weight: Tensor) -> bool:
         n, k = weight.shape
         return n % 16 == 0 and k % INT4_GROUP == 0
 
-    def forward(self, x: Tensor) -> Tensor:
-        flat = x.reshape(-1, self.in_features).to(self.scales_and_zeros.dtype)  # [M, K]
-        out = torch.ops.aten._weight_int4pack_mm_for_cpu(
+    def quantized(self, flat: Tensor) -> Tensor:
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(
             flat, self.weight, INT4_GROUP, self.scales_and_zeros
         )  # [M, N]
-        if self.bias is not None:
-            out = out + self.bias
-        return out.to(x.dtype).view(*x.shape[:-1], self.out_features)
 
 
-def _quantized(linear: nn.Linear, quantization: str, dtype: torch.dtype) -> nn.Module:
+def _quantized(linear: nn.Linear, quantization: str, dtype: torch.dtype, split: RowSplit) -> nn.Module:
     weight = linear.weight.detach()
     if quantization == "int4" and Int4Linear.fits(weight):
-        return Int4Linear(weight, linear.bias, dtype)
-    return Int8Linear(weight, linear.bias, dtype)
+        return Int4Linear(weight, linear.bias, dtype, split)
+    return Int8Linear(weight, linear.bias, dtype, split)
 
 
 def quantize_model(model: nn.Module, quantization: str, dtype: torch.dtype) -> None:
@@ -121,12 +163,15 @@ def quantize_model(model: nn.Module, quantization: str, dtype: torch.dtype) -> N
     """
     if quantization == "none":
         return
+    split = RowSplit()
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, nn.Linear) and name != "output":
-                setattr(module, name, _quantized(child, quantization, dtype))
+                setattr(module, name, _quantized(child, quantization, dtype, split))
     head = getattr(model, "output", None)
     weight = head.weight if isinstance(head, nn.Linear) else model.tok_embeddings.weight  # type: ignore[union-attr]
+    # the head sees each sequence's last token only: no prompt rows, so no dense copy either
     model.lm_head = Int8Linear(weight.detach(), None, dtype)  # type: ignore[assignment]
+    model.row_split = split  # type: ignore[assignment]
     if isinstance(head, nn.Linear):
         model.output = None  # type: ignore[assignment]

@@ -133,6 +133,7 @@ class LlamaForCausalLM(nn.Module):
         )  # fmt: skip
         self.lm_head: nn.Module | None = None  # a quantized output head (`layers/quant.py`), if any
         self.kv_dtype: torch.dtype | None = None  # the KV cache's dtype when not the weights'
+        self.row_split: Any = None  # quantized layers' `RowSplit`: where a step's prompt rows start
         self.register_buffer("inv_freq", rope_inv_freq(config), persistent=False)  # [D / 2], always real
         self.max_len, self.block_size, self.blocks_per_slot, self.num_blocks = 0, 16, 0, 0
 
@@ -168,6 +169,9 @@ class LlamaForCausalLM(nn.Module):
             starts = positions[:, 0].tolist()
             meta = BatchMeta.build(tables, starts, [shape[1]] * shape[0], self.block_size, tokens.device)
             tokens = tokens.reshape(1, -1)  # [1, B * S]
+        if self.row_split is not None:  # decode rows come first, one token per sequence
+            first = meta.groups[0]
+            self.row_split.dense_from = first.rows if first.seqlen == 1 else 0
         freqs = meta.positions[0, :, None].to(self.inv_freq.dtype) * self.inv_freq  # [T, D / 2]
         emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [T, 1, D]
         x = self.tok_embeddings(tokens)  # x: [1, T, hidden]

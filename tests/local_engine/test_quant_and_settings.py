@@ -128,3 +128,18 @@ def test_default_batch_is_sized_from_memory() -> None:
     assert default_max_batch(100 << 20, 10 << 30) == 10  # a tenth of 10 GiB / 100 MiB each
     assert default_max_batch(100 << 20, 1 << 20) == 1  # never below one
     assert default_max_batch(1 << 20, 1 << 40) == MAX_DEFAULT_BATCH
+
+
+def test_prompt_rows_take_the_dense_weight_and_decode_rows_the_kernel() -> None:
+    from local_engine.layers.quant import RowSplit
+
+    torch.manual_seed(0)
+    split = RowSplit()
+    weight, x = torch.randn(64, 96), torch.randn(6, 96)
+    layer = Int4Linear(weight, None, torch.bfloat16, split)
+    alone = layer(x[:2])  # decode rows only: the int4 kernel
+    split.dense_from = 2  # rows 2.. are a prompt chunk
+    mixed = layer(x)
+    assert torch.equal(mixed[:2], alone)  # decode rows do not see the prompt rows
+    torch.testing.assert_close(mixed[2:], (x[2:].bfloat16() @ weight.bfloat16().t()).float())
+    _close(mixed[2:], x[2:] @ weight.t())
