@@ -16,7 +16,13 @@ with serve() as base_url:
         model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello, switchyard!"}]
     )
     print(reply.choices[0].message.content)
-    print("tokens:", reply.usage.total_tokens, "| served by:", gateway.info(reply).provider, gateway.info(reply).model)
+    print(
+        "tokens:",
+        reply.usage.total_tokens,
+        "| served by:",
+        gateway.info(reply).provider,
+        gateway.info(reply).model,
+    )
 
     print("streamed:", end="")
     for chunk in client.chat.completions.create(

@@ -27,7 +27,6 @@ openai.OpenAIError
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import cache
 from typing import Any
 
 import openai
@@ -106,7 +105,8 @@ class BudgetExceededError(RateLimitError):
 
     @property
     def budget(self) -> str | None:
-        return _field(self.body, "budget")
+        value = _field(self.body, "budget")
+        return value if isinstance(value, str) else None
 
     @property
     def retry_after_s(self) -> float | None:
@@ -158,11 +158,16 @@ def status_error(
     return cls(message, response=response, body=data)
 
 
-@cache
+_ALL_FAILED: dict[type[APIStatusError], type[APIStatusError]] = {APIStatusError: AllAttemptsFailedError}
+
+
 def _all_failed(base: type[APIStatusError]) -> type[APIStatusError]:
-    if base is APIStatusError:
-        return AllAttemptsFailedError
-    return type("AllAttemptsFailedError", (AllAttemptsFailedError, base), {"__module__": __name__})
+    """``AllAttemptsFailedError`` that is also ``base`` (made once per base class)."""
+    found = _ALL_FAILED.get(base)
+    if found is None:
+        found = type("AllAttemptsFailedError", (AllAttemptsFailedError, base), {"__module__": __name__})
+        _ALL_FAILED[base] = found
+    return found
 
 
 def _field(body: object, name: str) -> Any:

@@ -16,9 +16,9 @@ import pydantic
 from gateway.core.errors import APIResponseValidationError, APIStatusError
 from gateway.core.types import (
     ChatCompletion,
-    CompletionUsage,
     ChatCompletionChunk,
     ChatRequest,
+    CompletionUsage,
     CreateEmbeddingResponse,
     EmbeddingRequest,
 )
@@ -166,7 +166,9 @@ def _uses_o200k(model: str) -> bool:
 # --- relayed endpoints (the Responses API, served natively by OpenAI and Azure) --------------------
 
 
-def build_relay_request(body: Mapping[str, Any], target: Target, path: str, *, stream: bool) -> HTTPRequestSpec:
+def build_relay_request(
+    body: Mapping[str, Any], target: Target, path: str, *, stream: bool
+) -> HTTPRequestSpec:
     """``body`` as written, to ``path`` of the deployment, with the deployment's model and key."""
     return _spec(target, path, {**body, "model": target.model}, stream=stream)
 
@@ -192,11 +194,15 @@ def usage_from_response(data: Any) -> CompletionUsage | None:
     )
 
 
-def parse_relay_response(status: int, headers: Mapping[str, str], body: bytes, target: Target) -> CompletionUsage | None:
+def parse_relay_response(
+    status: int, headers: Mapping[str, str], body: bytes, target: Target
+) -> CompletionUsage | None:
     """Check a relayed JSON answer is an object; return its usage for metering."""
     data = decode_json(body, target.provider)
     if not isinstance(data, dict):
-        raise APIResponseValidationError(f"{target.provider}: the upstream's answer is not a JSON object", body=None)
+        raise APIResponseValidationError(
+            f"{target.provider}: the upstream's answer is not a JSON object", body=None
+        )
     return usage_from_response(data)
 
 
@@ -213,7 +219,9 @@ def relay_event_usage(event: ServerSentEvent, target: Target) -> tuple[bool, Com
         data = None
     if name == "error":
         data = decode_json(event.data, target.provider)
-        raise _error_in_body(data if isinstance(data, dict) and "error" in data else {"error": data}, {}, target)
+        raise _error_in_body(
+            data if isinstance(data, dict) and "error" in data else {"error": data}, {}, target
+        )
     if name not in RELAY_FINAL_EVENTS:
         return False, None
     if data is None:

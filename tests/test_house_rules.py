@@ -62,7 +62,7 @@ def _imports(path: Path) -> set[str]:
 
 def test_providers_import_only_types_errors_and_their_base() -> None:
     allowed_gateway = {"gateway.core.types", "gateway.core.errors"}
-    banned = {"httpx", "tenacity", "redis", "torch"}
+    banned = {"httpx", "httpx2", "openai", "redis", "torch"}
     for path in (ROOT / "providers").glob("*.py"):
         for name in _imports(path):
             top = name.split(".")[0]
@@ -73,6 +73,37 @@ def test_providers_import_only_types_errors_and_their_base() -> None:
                 assert path.name == "local.py", (
                     f"only providers/local.py may reach local_engine ({path.name})"
                 )
+
+
+# The SDK is the front door's business: the core, the dialects and the transports speak the wire
+# protocol, not the SDK (the ASGI server will reuse them). The internal error tree takes only its root.
+SDK_ALLOWED = {"gateway/__init__.py", "gateway/errors.py", "gateway/core/errors.py", "gateway/evals/calls.py"}
+
+
+def test_only_the_facades_import_the_openai_sdk() -> None:
+    for path in (ROOT / "gateway").rglob("*.py"):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith("gateway/sdk/") or rel in SDK_ALLOWED:
+            continue
+        for name in _imports(path):
+            assert name.split(".")[0] not in ("openai", "httpx", "httpx2"), f"{rel} imports {name}"
+
+
+def test_the_clients_are_the_sdks() -> None:
+    import openai
+
+    pairs = [
+        (gateway.OpenAI, openai.OpenAI),
+        (gateway.AsyncOpenAI, openai.AsyncOpenAI),
+        (gateway.AzureOpenAI, openai.AzureOpenAI),
+        (gateway.AsyncAzureOpenAI, openai.AsyncAzureOpenAI),
+    ]
+    for ours, theirs in pairs:
+        assert issubclass(ours, theirs)
+    assert gateway.RateLimitError is openai.RateLimitError
+    assert issubclass(gateway.BudgetExceededError, openai.RateLimitError)
+    assert issubclass(gateway.PolicyError, openai.OpenAIError)
+    assert gateway.types is openai.types and gateway.DefaultHttpxClient is openai.DefaultHttpxClient
 
 
 def test_local_engine_imports_nothing_of_gateway() -> None:

@@ -41,14 +41,11 @@ openai.OpenAIError`` catches them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from openai import OpenAIError as _SDKOpenAIError
 
 from gateway._redact import redact
-
-if TYPE_CHECKING:
-    import httpx
 
 __all__ = [
     "APIConnectionError",
@@ -93,13 +90,13 @@ class APIError(OpenAIError):
     """An error about an API call: carries the request and the decoded error body when there is one."""
 
     message: str
-    request: httpx.Request | None
+    request: Any | None
     body: object | None
     code: str | None
     param: str | None
     type: str | None
 
-    def __init__(self, message: str, request: httpx.Request | None = None, *, body: object | None) -> None:
+    def __init__(self, message: str, request: Any | None = None, *, body: object | None) -> None:
         # An upstream may echo the caller's key back (a 401 body): redact before anything keeps it.
         message = redact(message)
         body = _redacted(body)
@@ -119,14 +116,14 @@ class APIError(OpenAIError):
 class APIResponseValidationError(APIError):
     """The upstream answered, but not with something the protocol allows."""
 
-    response: httpx.Response | None
+    response: Any | None
     status_code: int
 
     def __init__(
         self,
         message: str,
         *,
-        response: httpx.Response | None = None,
+        response: Any | None = None,
         body: object | None = None,
         status_code: int = 200,
     ) -> None:
@@ -141,7 +138,7 @@ class APIStatusError(APIError):
     """The upstream answered with a 4xx or 5xx status."""
 
     status_code: int
-    response: httpx.Response | None
+    response: Any | None
     request_id: str | None
     headers: Mapping[str, str]
 
@@ -149,7 +146,7 @@ class APIStatusError(APIError):
         self,
         message: str,
         *,
-        response: httpx.Response | None = None,
+        response: Any | None = None,
         body: object | None,
         status_code: int | None = None,
         headers: Mapping[str, str] | None = None,
@@ -165,7 +162,7 @@ class APIStatusError(APIError):
 
     default_status = 500
 
-    def attach(self, request: httpx.Request | None, response: httpx.Response | None) -> None:
+    def attach(self, request: Any | None, response: Any | None) -> None:
         """Attach the transport's request and response (providers build errors without them)."""
         self.request = request
         self.response = response
@@ -219,12 +216,12 @@ class OverloadedError(InternalServerError):
 class APIConnectionError(APIError):
     """The request never got an HTTP answer: DNS, refused, reset, or a broken stream."""
 
-    def __init__(self, *, message: str = "Connection error.", request: httpx.Request | None = None) -> None:
+    def __init__(self, *, message: str = "Connection error.", request: Any | None = None) -> None:
         super().__init__(message, request, body=None)
 
 
 class APITimeoutError(APIConnectionError):
-    def __init__(self, request: httpx.Request | None = None, *, message: str = "Request timed out.") -> None:
+    def __init__(self, request: Any | None = None, *, message: str = "Request timed out.") -> None:
         super().__init__(message=message, request=request)
 
 
@@ -403,7 +400,7 @@ def _str_or_none(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def _has_request(response: httpx.Response) -> bool:
+def _has_request(response: Any) -> bool:
     try:
         response.request  # noqa: B018 - httpx raises RuntimeError when a response has no request
     except RuntimeError:

@@ -38,13 +38,13 @@ from gateway.core.attempts import (
 from gateway.core.errors import APIError, APITimeoutError
 from gateway.core.relay import Relayed
 from gateway.core.types import (
-    GatewayInfo,
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,
     CompletionUsage,
     CreateEmbeddingResponse,
     EmbeddingRequest,
+    GatewayInfo,
 )
 from gateway.resilience.breaker import Breakers
 from gateway.resilience.hedge import TTFTWindow
@@ -128,10 +128,14 @@ class Executor(ExecutorBase):
 
         reply, info = self._unary(plan, req, once, timeout)
         reply._gateway = info
-        return reply
+        return reply  # type: ignore[no-any-return]
 
     def _unary(
-        self, plan: Plan, req: ChatRequest | None, once: Callable[[Candidate, Any], tuple[Any, Any]], timeout: Any
+        self,
+        plan: Plan,
+        req: ChatRequest | None,
+        once: Callable[[Candidate, Any], tuple[Any, Any]],
+        timeout: Any,
     ) -> tuple[Any, GatewayInfo]:
         """The one non-streaming loop (chat, embeddings, relayed bodies): candidates, retries, fallback."""
         run = self._run(plan, req)
@@ -268,9 +272,18 @@ class Executor(ExecutorBase):
     # --- relayed bodies (a protocol the provider speaks natively) --------------------------------
 
     def relay(
-        self, plan: Plan, body: dict[str, Any], path: str, *, headers: dict[str, str], timeout: Any, req: ChatRequest | None
+        self,
+        plan: Plan,
+        body: dict[str, Any],
+        path: str,
+        *,
+        headers: dict[str, str],
+        timeout: Any,
+        req: ChatRequest | None,
     ) -> tuple[transport.RawResponse, GatewayInfo]:
-        def once(candidate: Candidate, attempt_timeout: Any) -> tuple[transport.RawResponse, CompletionUsage | None]:
+        def once(
+            candidate: Candidate, attempt_timeout: Any
+        ) -> tuple[transport.RawResponse, CompletionUsage | None]:
             target = candidate.target
             module: Any = providers.load(target.kind)
             spec = module.build_relay_request(body, target, path, stream=False)
@@ -307,7 +320,9 @@ class Executor(ExecutorBase):
                 holder.candidate = candidate
                 try:
                     attempt_timeout = run.timeout(timeout, stream=True, sync=True)
-                    yield from self._relay_once(candidate, body, path, headers, attempt_timeout, holder, relayed)
+                    yield from self._relay_once(
+                        candidate, body, path, headers, attempt_timeout, holder, relayed
+                    )
                 except APIError as exc:
                     run.finish(candidate, relayed.t0, exc, relayed.outcome(exc))
                     if relayed.delivered:
@@ -361,14 +376,16 @@ class Executor(ExecutorBase):
     def embed(
         self, req: EmbeddingRequest, plan: Plan, *, headers: dict[str, str], timeout: Any
     ) -> CreateEmbeddingResponse:
-        def once(candidate: Candidate, attempt_timeout: Any) -> tuple[CreateEmbeddingResponse, CompletionUsage]:
+        def once(
+            candidate: Candidate, attempt_timeout: Any
+        ) -> tuple[CreateEmbeddingResponse, CompletionUsage]:
             module = providers.load(candidate.target.kind)
             reply = self._embed_once(module, req, candidate, headers, attempt_timeout)
             return reply, embedding_usage(reply)
 
         reply, info = self._unary(plan, None, once, timeout)
         reply._gateway = info
-        return reply
+        return reply  # type: ignore[no-any-return]
 
     def _embed_once(
         self,

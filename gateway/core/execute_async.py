@@ -28,15 +28,16 @@ from gateway.core.attempts import (
     stream_outcome,
 )
 from gateway.core.errors import APIError, APITimeoutError
-from gateway.core.relay import Relayed
 from gateway.core.execute import ExecutorBase, embedding_usage
+from gateway.core.relay import Relayed
 from gateway.core.types import (
-    GatewayInfo,
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,
+    CompletionUsage,
     CreateEmbeddingResponse,
     EmbeddingRequest,
+    GatewayInfo,
 )
 from gateway.resilience.breaker import Breakers
 from gateway.resilience.deadline import chunk_wait
@@ -76,15 +77,19 @@ class AsyncExecutor(ExecutorBase):
     async def complete(
         self, req: ChatRequest, plan: Plan, *, headers: dict[str, str], timeout: Any
     ) -> ChatCompletion:
-        async def once(candidate: Candidate, attempt_timeout: Any) -> tuple[ChatCompletion, CompletionUsage | None]:
+        async def once(
+            candidate: Candidate, attempt_timeout: Any
+        ) -> tuple[ChatCompletion, CompletionUsage | None]:
             reply = await self._call_once(req, candidate, headers, attempt_timeout)
             return reply, reply.usage
 
         reply, info = await self._unary(plan, req, once, timeout)
         reply._gateway = info
-        return reply
+        return reply  # type: ignore[no-any-return]
 
-    async def _unary(self, plan: Plan, req: ChatRequest | None, once: Once, timeout: Any) -> tuple[Any, GatewayInfo]:
+    async def _unary(
+        self, plan: Plan, req: ChatRequest | None, once: Once, timeout: Any
+    ) -> tuple[Any, GatewayInfo]:
         """The one non-streaming loop (chat, embeddings, relayed bodies): candidates, retries, fallback, hedging."""
         run = self._run(plan, req)
         for index, candidate in enumerate(plan.candidates):
@@ -132,7 +137,9 @@ class AsyncExecutor(ExecutorBase):
             raise
         return candidate, t0, result, usage
 
-    async def _hedged(self, run: RequestRun, once: Once, candidate: Candidate, index: int, timeout: Any) -> Served:
+    async def _hedged(
+        self, run: RequestRun, once: Once, candidate: Candidate, index: int, timeout: Any
+    ) -> Served:
         """Race ``candidate`` against the next one once it is slow; the first answer wins."""
         partner = self._hedge_partner(run, index)
         if partner is None:
@@ -314,9 +321,18 @@ class AsyncExecutor(ExecutorBase):
     # --- relayed bodies (a protocol the provider speaks natively) --------------------------------
 
     async def relay(
-        self, plan: Plan, body: dict[str, Any], path: str, *, headers: dict[str, str], timeout: Any, req: ChatRequest | None
+        self,
+        plan: Plan,
+        body: dict[str, Any],
+        path: str,
+        *,
+        headers: dict[str, str],
+        timeout: Any,
+        req: ChatRequest | None,
     ) -> tuple[transport.RawResponse, GatewayInfo]:
-        async def once(candidate: Candidate, attempt_timeout: Any) -> tuple[transport.RawResponse, CompletionUsage | None]:
+        async def once(
+            candidate: Candidate, attempt_timeout: Any
+        ) -> tuple[transport.RawResponse, CompletionUsage | None]:
             target = candidate.target
             module: Any = providers.load(target.kind)
             spec = module.build_relay_request(body, target, path, stream=False)
@@ -354,7 +370,7 @@ class AsyncExecutor(ExecutorBase):
                 try:
                     attempt_timeout = run.timeout(timeout, stream=True, sync=False)
                     async with aclosing(
-                        self._relay_once(candidate, body, path, headers, attempt_timeout, holder, relayed)
+                        self._relay_once(candidate, body, path, headers, attempt_timeout, holder, relayed)  # type: ignore[type-var]
                     ) as pieces:
                         async for piece in pieces:
                             yield piece
@@ -391,7 +407,9 @@ class AsyncExecutor(ExecutorBase):
         target = candidate.target
         module: Any = providers.load(target.kind)
         spec = module.build_relay_request(body, target, path, stream=True)
-        async with transport.open_stream_async(self.http, spec, extra_headers=headers, timeout=timeout) as response:
+        async with transport.open_stream_async(
+            self.http, spec, extra_headers=headers, timeout=timeout
+        ) as response:
             if response.status_code >= 400:
                 error_body = await transport.aread_error_body(response)
                 error = module.map_error(response.status_code, response.headers, error_body, target)
@@ -414,14 +432,16 @@ class AsyncExecutor(ExecutorBase):
     async def embed(
         self, req: EmbeddingRequest, plan: Plan, *, headers: dict[str, str], timeout: Any
     ) -> CreateEmbeddingResponse:
-        async def once(candidate: Candidate, attempt_timeout: Any) -> tuple[CreateEmbeddingResponse, CompletionUsage]:
+        async def once(
+            candidate: Candidate, attempt_timeout: Any
+        ) -> tuple[CreateEmbeddingResponse, CompletionUsage]:
             module = providers.load(candidate.target.kind)
             reply = await self._embed_once(module, req, candidate, headers, attempt_timeout)
             return reply, embedding_usage(reply)
 
         reply, info = await self._unary(plan, None, once, timeout)
         reply._gateway = info
-        return reply
+        return reply  # type: ignore[no-any-return]
 
     async def _embed_once(
         self,
@@ -468,9 +488,7 @@ async def _chunks(
             yield out
 
 
-async def _pieces(
-    response: Any, run: RequestRun, attempt: StreamAttempt
-) -> AsyncGenerator[bytes, None]:
+async def _pieces(response: Any, run: RequestRun, attempt: StreamAttempt) -> AsyncGenerator[bytes, None]:
     """The body's pieces, each awaited no longer than the first-token, idle or total timeout allows."""
     async with aclosing(cast(AsyncGenerator[bytes, None], transport.aiter_bytes(response))) as source:
         iterator = source.__aiter__()

@@ -20,7 +20,13 @@ from gateway.core.types import CompletionUsage
 from providers.base import ServerSentEvent, Target
 
 PREAMBLE = frozenset(
-    {"response.created", "response.in_progress", "response.queued", "response.output_item.added", "response.content_part.added"}
+    {
+        "response.created",
+        "response.in_progress",
+        "response.queued",
+        "response.output_item.added",
+        "response.content_part.added",
+    }
 )
 
 
@@ -69,7 +75,9 @@ class Relayed:
         if closed:
             return Outcome(usage=self.usage, ttft_s=self.ttft_s, outcome="closed")
         if error is not None and self.delivered:
-            return Outcome(usage=self.usage, ttft_s=self.ttft_s, outcome="partial", estimated=self.usage is None)
+            return Outcome(
+                usage=self.usage, ttft_s=self.ttft_s, outcome="partial", estimated=self.usage is None
+            )
         return Outcome(usage=self.usage, ttft_s=self.ttft_s)
 
 

@@ -54,7 +54,9 @@ def _read(core: CoreBase, w: WireRequest, request_id: str) -> _Request:
     native = all(_native(c, w) for c in plan.candidates)
     if not native and ctx.stateful:
         provider = next(c.target.provider for c in plan.candidates if not _native(c, w))
-        dialect.chat_body_from_responses(body, stateful_ok=False, provider=provider)  # raises, naming the feature
+        dialect.chat_body_from_responses(
+            body, stateful_ok=False, provider=provider
+        )  # raises, naming the feature
     prepared = Prepared(request_id, req, plan, core.forwarded_headers(w), w.timeout, _bearer(w))
     return _Request(body, ctx, prepared, native)
 
@@ -63,7 +65,11 @@ def _native(candidate: Candidate, w: WireRequest) -> bool:
     target = candidate.target
     if target.kind != "openai":
         return False
-    return target.provider in NATIVE_PROVIDERS or target.base_url == w.base_url or bool(target.options.get("azure"))
+    return (
+        target.provider in NATIVE_PROVIDERS
+        or target.base_url == w.base_url
+        or bool(target.options.get("azure"))
+    )
 
 
 def _relayed_reply(core: CoreBase, r: _Request, raw: Any, info: Any) -> WireResponse:
@@ -146,7 +152,7 @@ def _stream(core: Core, r: _Request, admission: Any) -> WireResponse:
     if admission is not None:
         pieces = guarded_stream(pieces, admission)
     first = _first(pieces)
-    body = _relay_body(first, pieces) if r.native else _encode_stream(r, first, pieces)
+    body = _relay_body(first, pieces) if r.native else _encode_stream(r, first, pieces)  # type: ignore[arg-type]
     return WireResponse(200, core.stream_head(p, holder), stream=_finishing(core, p, holder, body, pieces))
 
 
@@ -161,7 +167,9 @@ def _relay_body(first: bytes | None, pieces: Iterator[bytes]) -> Iterator[bytes]
         yield sse_error(exc, "stream_interrupted")
 
 
-def _finishing(core: CoreBase, p: Prepared, holder: StreamInfo, body: Iterator[bytes], pieces: Any) -> Iterator[bytes]:
+def _finishing(
+    core: CoreBase, p: Prepared, holder: StreamInfo, body: Iterator[bytes], pieces: Any
+) -> Iterator[bytes]:
     try:
         yield from body
     finally:
@@ -209,7 +217,7 @@ async def _astream(core: AsyncCore, r: _Request, admission: Any) -> WireResponse
     if admission is not None:
         pieces = guarded_async_stream(pieces, admission)
     first = await _afirst(pieces)
-    body = _arelay_body(first, pieces) if r.native else _aencode_stream(r, first, pieces)
+    body = _arelay_body(first, pieces) if r.native else _aencode_stream(r, first, pieces)  # type: ignore[arg-type]
     return WireResponse(200, core.stream_head(p, holder), stream=_afinishing(core, p, holder, body, pieces))
 
 

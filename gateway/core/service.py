@@ -53,9 +53,20 @@ ROUTED = ("chat/completions", "responses", "embeddings", "models")
 # Headers the openai SDK sets itself: they go to the client's own endpoint, never to other providers.
 _SDK_HEADERS = frozenset(
     {
-        "authorization", "api-key", "openai-organization", "openai-project", "user-agent", "accept",
-        "accept-encoding", "content-type", "content-length", "host", "connection", "transfer-encoding",
-        "idempotency-key", "openai-version",
+        "authorization",
+        "api-key",
+        "openai-organization",
+        "openai-project",
+        "user-agent",
+        "accept",
+        "accept-encoding",
+        "content-type",
+        "content-length",
+        "host",
+        "connection",
+        "transfer-encoding",
+        "idempotency-key",
+        "openai-version",
     }
 )
 _HOP_BY_HOP = frozenset({"host", "content-length", "connection", "transfer-encoding", "accept-encoding"})
@@ -118,7 +129,9 @@ class CoreBase:
 
     def forwarded_headers(self, w: WireRequest) -> dict[str, str]:
         """The caller's own headers (``default_headers``, ``extra_headers``), for every provider."""
-        return {k: v for k, v in w.headers.items() if k not in _SDK_HEADERS and not k.startswith("x-stainless")}
+        return {
+            k: v for k, v in w.headers.items() if k not in _SDK_HEADERS and not k.startswith("x-stainless")
+        }
 
     def prepare_chat(self, w: WireRequest, request_id: str) -> Prepared:
         req = chat_dialect.chat_request(chat_dialect.json_object(w.body))
@@ -253,7 +266,11 @@ class Core(CoreBase):
         return WireResponse(200, self.stream_head(p, holder), stream=self._sse(p, holder, first, chunks))
 
     def _sse(
-        self, p: Prepared, holder: StreamInfo, first: ChatCompletionChunk | None, chunks: Iterator[ChatCompletionChunk]
+        self,
+        p: Prepared,
+        holder: StreamInfo,
+        first: ChatCompletionChunk | None,
+        chunks: Iterator[ChatCompletionChunk],
     ) -> Iterator[bytes]:
         try:
             if first is not None:
@@ -277,7 +294,11 @@ class Core(CoreBase):
         _require_client_key(plan, w)
         reply = self.executor.embed(req, plan, headers=self.forwarded_headers(w), timeout=w.timeout)
         info_registry.remember(request_id, reply._gateway)
-        return json_response(200, reply._raw_body or reply.model_dump_json().encode(), routing_headers(request_id, reply._gateway))
+        return json_response(
+            200,
+            reply._raw_body or reply.model_dump_json().encode(),
+            routing_headers(request_id, reply._gateway),
+        )
 
 
 class AsyncCore(CoreBase):
@@ -364,7 +385,11 @@ class AsyncCore(CoreBase):
         _require_client_key(plan, w)
         reply = await self.executor.embed(req, plan, headers=self.forwarded_headers(w), timeout=w.timeout)
         info_registry.remember(request_id, reply._gateway)
-        return json_response(200, reply._raw_body or reply.model_dump_json().encode(), routing_headers(request_id, reply._gateway))
+        return json_response(
+            200,
+            reply._raw_body or reply.model_dump_json().encode(),
+            routing_headers(request_id, reply._gateway),
+        )
 
 
 class _collecting:

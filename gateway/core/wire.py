@@ -118,7 +118,11 @@ def error_response(exc: BaseException, request_id: str) -> WireResponse:
         body = {"message": str(exc), "type": "gateway_error", "code": exc.code}
         return json_response(500, {"error": body}, [*headers, ("x-switchyard-error", "gateway")])
     log.exception("switchyard: internal error while serving a request", exc_info=exc)
-    body = {"message": f"internal gateway error ({type(exc).__name__})", "type": "gateway_error", "code": "internal"}
+    body = {
+        "message": f"internal gateway error ({type(exc).__name__})",
+        "type": "gateway_error",
+        "code": "internal",
+    }
     return json_response(500, {"error": body}, [*headers, ("x-switchyard-error", "internal")])
 
 
@@ -140,11 +144,19 @@ def _status_response(exc: APIStatusError, headers: list[tuple[str, str]]) -> Wir
         if isinstance(inner, Mapping):
             inner = {**inner, "message": exc.message}
         if isinstance(exc, BudgetExceededError):
-            inner = {**inner, "budget": exc.budget, "reset_at": exc.reset_at, "retry_after_s": exc.retry_after_s}
+            inner = {
+                **inner,
+                "budget": exc.budget,
+                "reset_at": exc.reset_at,
+                "retry_after_s": exc.retry_after_s,
+            }
     if isinstance(inner, Mapping):
         message = inner.get("message")
         # the SDK writes "Error code: N - <message>" itself
-        inner = {**inner, "message": _PREFIX.sub("", message if isinstance(message, str) and message else exc.message)}
+        inner = {
+            **inner,
+            "message": _PREFIX.sub("", message if isinstance(message, str) and message else exc.message),
+        }
     retry_after = exc.headers.get("retry-after") if exc.headers else None
     if retry_after is not None:
         headers.append(("retry-after", retry_after))
@@ -152,7 +164,9 @@ def _status_response(exc: APIStatusError, headers: list[tuple[str, str]]) -> Wir
     if request_id:
         headers.append(("x-request-id", request_id))
     payload = {"error": inner} if isinstance(inner, Mapping) and "error" not in inner else inner
-    return json_response(exc.status_code, payload if isinstance(payload, Mapping) else {"error": payload}, headers)
+    return json_response(
+        exc.status_code, payload if isinstance(payload, Mapping) else {"error": payload}, headers
+    )
 
 
 _PREFIX = re.compile(r"^Error code: \d+ - ")

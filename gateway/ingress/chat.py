@@ -41,7 +41,9 @@ def json_object(raw: bytes) -> dict[str, Any]:
 def chat_request(body: dict[str, Any]) -> ChatRequest:
     for name in ("model", "messages"):
         if name not in body:
-            raise bad_request(f"missing required parameter: {name!r}", param=name, code="missing_required_parameter")
+            raise bad_request(
+                f"missing required parameter: {name!r}", param=name, code="missing_required_parameter"
+            )
     if not isinstance(body["model"], str) or not body["model"]:
         raise bad_request("model: expected a non-empty string", param="model")
     messages = body["messages"]
@@ -62,7 +64,9 @@ def chat_request(body: dict[str, Any]) -> ChatRequest:
 def embedding_request(body: dict[str, Any]) -> EmbeddingRequest:
     for name in ("model", "input"):
         if name not in body:
-            raise bad_request(f"missing required parameter: {name!r}", param=name, code="missing_required_parameter")
+            raise bad_request(
+                f"missing required parameter: {name!r}", param=name, code="missing_required_parameter"
+            )
     try:
         return EmbeddingRequest.model_validate(body)
     except pydantic.ValidationError as exc:

@@ -114,7 +114,12 @@ def attempt_timeout(
         read = t.read_s
     if stream and sync:
         read = _smallest(read, t.first_token_s, t.stream_idle_s)
-    return {"connect": _cap(connect, left), "read": _cap(read, left), "write": _cap(write, left), "pool": _cap(pool, left)}
+    return {
+        "connect": _cap(connect, left),
+        "read": _cap(read, left),
+        "write": _cap(write, left),
+        "pool": _cap(pool, left),
+    }
 
 
 def _cap(value: float | None, left: float | None) -> float | None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import openai
 
+from gateway._redact import register_secret
 from gateway.core.attempts import NullObserver
 from gateway.core.plan import Planner
 from gateway.core.service import NO_KEY, AsyncCore, Core
@@ -54,7 +55,9 @@ def _key_kwargs(kwargs: dict[str, Any], env_var: str = "OPENAI_API_KEY") -> dict
     return kwargs
 
 
-def _build(client: Any, policy: Any, observer: Any, parent: Switchyard | None, *, asynchronous: bool) -> Switchyard:
+def _build(
+    client: Any, policy: Any, observer: Any, parent: Switchyard | None, *, asynchronous: bool
+) -> Switchyard:
     runtime, owns = None, False
     if parent is not None and policy is None and observer is None:
         policy, observer, runtime = parent.policy, parent.observer, parent.runtime
@@ -65,6 +68,9 @@ def _build(client: Any, policy: Any, observer: Any, parent: Switchyard | None, *
         from gateway.runtime import build_runtime
 
         runtime, owns = build_runtime(policy, observer), True
+    key = getattr(client, "api_key", None)
+    if isinstance(key, str) and key != NO_KEY:
+        register_secret(key)  # so that an upstream echoing it back never shows it
     http = client._client
     module = http_module(http)
     mount(http, module, asynchronous=asynchronous)
@@ -185,7 +191,12 @@ class OpenAI(_SyncFacade, openai.OpenAI):
     """
 
     def __init__(
-        self, *, policy: Any = None, observer: Any = None, _switchyard_parent: Switchyard | None = None, **kwargs: Any
+        self,
+        *,
+        policy: Any = None,
+        observer: Any = None,
+        _switchyard_parent: Switchyard | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**_key_kwargs(kwargs))
         self._switchyard = _build(self, policy, observer, _switchyard_parent, asynchronous=False)
@@ -201,7 +212,12 @@ class AsyncOpenAI(_AsyncFacade, openai.AsyncOpenAI):
     """``openai.AsyncOpenAI``, routed by Switchyard (the same extra arguments as ``OpenAI``)."""
 
     def __init__(
-        self, *, policy: Any = None, observer: Any = None, _switchyard_parent: Switchyard | None = None, **kwargs: Any
+        self,
+        *,
+        policy: Any = None,
+        observer: Any = None,
+        _switchyard_parent: Switchyard | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**_key_kwargs(kwargs))
         self._switchyard = _build(self, policy, observer, _switchyard_parent, asynchronous=True)
@@ -216,7 +232,12 @@ class AzureOpenAI(_SyncFacade, openai.AzureOpenAI):
     """``openai.AzureOpenAI``, routed by Switchyard: a deployment name is the client's own endpoint."""
 
     def __init__(
-        self, *, policy: Any = None, observer: Any = None, _switchyard_parent: Switchyard | None = None, **kwargs: Any
+        self,
+        *,
+        policy: Any = None,
+        observer: Any = None,
+        _switchyard_parent: Switchyard | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._switchyard = _build(self, policy, observer, _switchyard_parent, asynchronous=False)
@@ -231,7 +252,12 @@ class AsyncAzureOpenAI(_AsyncFacade, openai.AsyncAzureOpenAI):
     """``openai.AsyncAzureOpenAI``, routed by Switchyard."""
 
     def __init__(
-        self, *, policy: Any = None, observer: Any = None, _switchyard_parent: Switchyard | None = None, **kwargs: Any
+        self,
+        *,
+        policy: Any = None,
+        observer: Any = None,
+        _switchyard_parent: Switchyard | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._switchyard = _build(self, policy, observer, _switchyard_parent, asynchronous=True)

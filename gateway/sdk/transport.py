@@ -135,7 +135,9 @@ def _response(module: ModuleType, answer: WireResponse, request: Any) -> Any:
     if answer.stream is None:
         return module.Response(answer.status, headers=answer.headers, content=answer.body, request=request)
     stream_cls = _sync_stream(module) if isinstance(answer.stream, Iterator) else _async_stream(module)
-    return module.Response(answer.status, headers=answer.headers, stream=stream_cls(answer.stream), request=request)
+    return module.Response(
+        answer.status, headers=answer.headers, stream=stream_cls(answer.stream), request=request
+    )
 
 
 @cache

@@ -55,7 +55,12 @@ class InvalidHeaderError(BadRequestError):
 
     def __init__(self, name: str) -> None:
         message = f"header {name!r} has a value with CR, LF or NUL, which cannot be sent"
-        body = {"message": message, "type": "invalid_request_error", "param": f"headers.{name}", "code": "invalid_header"}
+        body = {
+            "message": message,
+            "type": "invalid_request_error",
+            "param": f"headers.{name}",
+            "code": "invalid_header",
+        }
         super().__init__(message, body=body, status_code=400)
 
 
@@ -79,7 +84,11 @@ class RawResponse:
 
 def http_module(client: Any) -> ModuleType:
     """``httpx2`` or ``httpx``: the package the client comes from."""
-    return sys.modules[type(client).__module__.partition(".")[0]] if _is_http_client(client) else _fallback(client)
+    return (
+        sys.modules[type(client).__module__.partition(".")[0]]
+        if _is_http_client(client)
+        else _fallback(client)
+    )
 
 
 def _is_http_client(client: Any) -> bool:
@@ -272,14 +281,16 @@ def _errors_of_response(response: Any) -> tuple[type[BaseException], ...]:
 
 
 def read_error_body(response: Any, limit: int = 1024 * 1024) -> bytes:
+    errors: tuple[type[BaseException], ...] = (BodyTooLargeError, *_errors_of_response(response))
     try:
         return _read_capped(response.iter_bytes(), limit)
-    except (BodyTooLargeError, *_errors_of_response(response)):
+    except errors:
         return b""
 
 
 async def aread_error_body(response: Any, limit: int = 1024 * 1024) -> bytes:
+    errors: tuple[type[BaseException], ...] = (BodyTooLargeError, *_errors_of_response(response))
     try:
         return await _aread_capped(response.aiter_bytes(), limit)
-    except (BodyTooLargeError, *_errors_of_response(response)):
+    except errors:
         return b""

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.errors import APIConnectionError, APITimeoutError
 from gateway._redact import redact, redact_headers
+from gateway.core.errors import APIConnectionError, APITimeoutError
 from gateway.transports.http import map_http_error
 from gateway.transports.sse import SSEDecoder
 from providers.base import ServerSentEvent
@@ -65,7 +65,9 @@ def _all_httpx_errors() -> list[type[Exception]]:
     ]
 
 
-@pytest.mark.parametrize("cls", _all_httpx_errors(), ids=lambda c: f"{c.__module__.split('.')[0]}.{c.__name__}")
+@pytest.mark.parametrize(
+    "cls", _all_httpx_errors(), ids=lambda c: f"{c.__module__.split('.')[0]}.{c.__name__}"
+)
 def test_every_httpx_error_maps_to_a_gateway_error(cls: type[Exception]) -> None:
     module = httpx2 if cls.__module__.startswith("httpx2") else httpx
     request = module.Request("POST", "https://user:pw@example.com/v1/x?key=secret-value")

@@ -61,7 +61,11 @@ def test_route_picks_the_cheapest_and_says_why(servers, tmp_path: Path) -> None:
         reply = client.chat.completions.create(model="route:chat", messages=MESSAGES)
     assert reply.model == "upstream-a"
     assert gateway.info(reply) is not None
-    assert (gateway.info(reply).route, gateway.info(reply).model, gateway.info(reply).provider) == ("chat", "fast-a", "alpha")
+    assert (gateway.info(reply).route, gateway.info(reply).model, gateway.info(reply).provider) == (
+        "chat",
+        "fast-a",
+        "alpha",
+    )
     assert gateway.info(reply).reason and "minimize cost" in gateway.info(reply).reason
     assert (
         a.log[-1].json()["model"] == "upstream-a"
