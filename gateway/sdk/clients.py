@@ -110,17 +110,26 @@ def _make_status_error(err_msg: str, *, body: object, response: Any) -> openai.A
     return status_error(sdk_class_for(response.status_code), err_msg, body=body, response=response)
 
 
-class _SyncFacade:
-    """What the blocking facades add to the SDK's class."""
+class _Hooks:
+    """The SDK hooks both kinds of facade override (the parse hook is synchronous in both)."""
 
     _switchyard: Switchyard
+
+    def _make_status_error(self, err_msg: str, *, body: object, response: Any) -> openai.APIStatusError:
+        return _make_status_error(err_msg, body=body, response=response)
+
+    def _process_response_data(self, *, data: object, cast_to: Any, response: Any) -> Any:
+        result = super()._process_response_data(data=data, cast_to=cast_to, response=response)  # type: ignore[misc]
+        remember_reply(result, response)
+        return result
+
+
+class _SyncFacade(_Hooks):
+    """What the blocking facades add to the SDK's class."""
 
     def _prepare_request(self, request: Any) -> None:
         super()._prepare_request(request)  # type: ignore[misc]
         request.extensions[CORE_EXTENSION] = self._switchyard.core
-
-    def _make_status_error(self, err_msg: str, *, body: object, response: Any) -> openai.APIStatusError:
-        return _make_status_error(err_msg, body=body, response=response)
 
     def _process_response(self, **kwargs: Any) -> Any:
         result = super()._process_response(**kwargs)  # type: ignore[misc]
@@ -145,15 +154,12 @@ class _SyncFacade:
             state.close()
 
 
-class _AsyncFacade:
-    _switchyard: Switchyard
+class _AsyncFacade(_Hooks):
+    """What the asyncio facades add to the SDK's class."""
 
     async def _prepare_request(self, request: Any) -> None:
         await super()._prepare_request(request)  # type: ignore[misc]
         request.extensions[CORE_EXTENSION] = self._switchyard.core
-
-    def _make_status_error(self, err_msg: str, *, body: object, response: Any) -> openai.APIStatusError:
-        return _make_status_error(err_msg, body=body, response=response)
 
     async def _process_response(self, **kwargs: Any) -> Any:
         result = await super()._process_response(**kwargs)  # type: ignore[misc]

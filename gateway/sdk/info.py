@@ -34,7 +34,10 @@ def remember_reply(reply: Any, response: Any) -> None:
 
 def info(obj: Any) -> GatewayInfo | None:
     """The routing information of ``obj`` (see the module docstring for what ``obj`` may be)."""
-    request_id, headers = _find(obj, depth=0)
+    request_id = _id_of(obj, 0)
+    headers = _headers_of(obj, 0)
+    if request_id is None and headers is not None:
+        request_id = headers.get(_ID)
     if request_id is None:
         return None
     found = registry.recall(request_id)
@@ -43,24 +46,38 @@ def info(obj: Any) -> GatewayInfo | None:
     return _from_headers(headers) if headers is not None else None
 
 
-def _find(obj: Any, depth: int) -> tuple[str | None, Any]:
+_INNER = ("response", "http_response", "_raw_stream", "_response", "_stream")
+
+
+def _id_of(obj: Any, depth: int) -> str | None:
     if obj is None or depth > 4:
-        return None, None
-    request_id = getattr(obj, "_switchyard_id", None)
-    if isinstance(request_id, str):
-        return request_id, None
-    headers = getattr(obj, "headers", None)
-    if headers is not None and hasattr(headers, "get") and not callable(headers):
-        value = headers.get(_ID)
-        if value:
-            return value, headers
-    for name in ("response", "http_response", "_raw_stream", "_response", "_stream"):
+        return None
+    found = getattr(obj, "_switchyard_id", None)
+    if isinstance(found, str):
+        return found
+    for name in _INNER:
         inner = getattr(obj, name, None)
         if inner is not None and inner is not obj:
-            found = _find(inner, depth + 1)
-            if found[0] is not None:
+            found = _id_of(inner, depth + 1)
+            if found is not None:
                 return found
-    return None, None
+    return None
+
+
+def _headers_of(obj: Any, depth: int) -> Any:
+    """The first ``x-switchyard-id``-carrying headers reachable from ``obj``."""
+    if obj is None or depth > 4:
+        return None
+    headers = getattr(obj, "headers", None)
+    if headers is not None and not callable(headers) and hasattr(headers, "get") and headers.get(_ID):
+        return headers
+    for name in _INNER:
+        inner = getattr(obj, name, None)
+        if inner is not None and inner is not obj:
+            found = _headers_of(inner, depth + 1)
+            if found is not None:
+                return found
+    return None
 
 
 def _from_headers(headers: Any) -> GatewayInfo | None:

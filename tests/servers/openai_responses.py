@@ -29,7 +29,11 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
                 content = "".join(p.get("text", "") for p in content)
             messages.append({"role": item["role"], "content": content})
         elif kind == "function_call":
-            call = {"id": item["call_id"], "type": "function", "function": {"name": item["name"], "arguments": item["arguments"]}}
+            call = {
+                "id": item["call_id"],
+                "type": "function",
+                "function": {"name": item["name"], "arguments": item["arguments"]},
+            }
             messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif kind == "function_call_output":
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]})
@@ -46,13 +50,17 @@ def _format(body: dict[str, Any]) -> dict[str, Any] | None:
 def _tools(body: dict[str, Any]) -> list[dict[str, Any]] | None:
     tools = [t for t in body.get("tools") or [] if t.get("type") == "function"]
     return [
-        {"type": "function", "function": {"name": t["name"], "parameters": t.get("parameters") or {}}} for t in tools
+        {"type": "function", "function": {"name": t["name"], "parameters": t.get("parameters") or {}}}
+        for t in tools
     ] or None
 
 
 def handle(body: dict[str, Any], request_id: str) -> Reply:
     ans = brain.answer(
-        _messages(body), tools=_tools(body), response_format=_format(body), max_tokens=body.get("max_output_tokens")
+        _messages(body),
+        tools=_tools(body),
+        response_format=_format(body),
+        max_tokens=body.get("max_output_tokens"),
     )
     rid = "resp_" + hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
     usage = {
@@ -65,10 +73,25 @@ def handle(body: dict[str, Any], request_id: str) -> Reply:
     output: list[dict[str, Any]] = []
     if ans.text is not None:
         part = {"type": "output_text", "text": ans.text, "annotations": [], "logprobs": []}
-        output.append({"type": "message", "id": f"msg_{rid[5:]}", "role": "assistant", "status": "completed", "content": [part]})
+        output.append(
+            {
+                "type": "message",
+                "id": f"msg_{rid[5:]}",
+                "role": "assistant",
+                "status": "completed",
+                "content": [part],
+            }
+        )
     for call in ans.tool_calls:
         output.append(
-            {"type": "function_call", "id": f"fc_{call.id}", "call_id": call.id, "name": call.name, "arguments": call.arguments, "status": "completed"}
+            {
+                "type": "function_call",
+                "id": f"fc_{call.id}",
+                "call_id": call.id,
+                "name": call.name,
+                "arguments": call.arguments,
+                "status": "completed",
+            }
         )
     response = {
         "id": rid,
@@ -108,19 +131,65 @@ def _events(response: dict[str, Any], ans: brain.Answer) -> list[bytes]:
             opened["content"] = []
             events.append({"type": "response.output_item.added", "output_index": index, "item": opened})
             part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-            events.append({"type": "response.content_part.added", "item_id": item["id"], "output_index": index, "content_index": 0, "part": part})
+            events.append(
+                {
+                    "type": "response.content_part.added",
+                    "item_id": item["id"],
+                    "output_index": index,
+                    "content_index": 0,
+                    "part": part,
+                }
+            )
             for word in ans.words:
                 events.append(
-                    {"type": "response.output_text.delta", "item_id": item["id"], "output_index": index, "content_index": 0, "delta": word, "logprobs": []}
+                    {
+                        "type": "response.output_text.delta",
+                        "item_id": item["id"],
+                        "output_index": index,
+                        "content_index": 0,
+                        "delta": word,
+                        "logprobs": [],
+                    }
                 )
             text = item["content"][0]["text"]
-            events.append({"type": "response.output_text.done", "item_id": item["id"], "output_index": index, "content_index": 0, "text": text, "logprobs": []})
-            events.append({"type": "response.content_part.done", "item_id": item["id"], "output_index": index, "content_index": 0, "part": item["content"][0]})
+            events.append(
+                {
+                    "type": "response.output_text.done",
+                    "item_id": item["id"],
+                    "output_index": index,
+                    "content_index": 0,
+                    "text": text,
+                    "logprobs": [],
+                }
+            )
+            events.append(
+                {
+                    "type": "response.content_part.done",
+                    "item_id": item["id"],
+                    "output_index": index,
+                    "content_index": 0,
+                    "part": item["content"][0],
+                }
+            )
         else:
             opened["arguments"] = ""
             events.append({"type": "response.output_item.added", "output_index": index, "item": opened})
-            events.append({"type": "response.function_call_arguments.delta", "item_id": item["id"], "output_index": index, "delta": item["arguments"]})
-            events.append({"type": "response.function_call_arguments.done", "item_id": item["id"], "output_index": index, "arguments": item["arguments"]})
+            events.append(
+                {
+                    "type": "response.function_call_arguments.delta",
+                    "item_id": item["id"],
+                    "output_index": index,
+                    "delta": item["arguments"],
+                }
+            )
+            events.append(
+                {
+                    "type": "response.function_call_arguments.done",
+                    "item_id": item["id"],
+                    "output_index": index,
+                    "arguments": item["arguments"],
+                }
+            )
         events.append({"type": "response.output_item.done", "output_index": index, "item": item})
     events.append({"type": "response.completed", "response": response})
     pieces = []

@@ -36,6 +36,11 @@ ERROR_TYPES = {
 def handle(rec: Recorded) -> Reply:
     if rec.path.endswith("/models") and rec.method == "GET":
         return JSONReply(body={"object": "list", "data": [_model("gpt-4o-mini"), _model("gpt-4o")]})
+    if "/models/" in rec.path and rec.method == "GET":
+        name = rec.path.rsplit("/", 1)[1]
+        if name in ("gpt-4o-mini", "gpt-4o"):
+            return JSONReply(body=_model(name))
+        return error_reply(404)
     body = rec.json() or {}
     model = str(body.get("model", ""))
     if model.startswith("fixture:"):
@@ -48,6 +53,8 @@ def handle(rec: Recorded) -> Reply:
         from tests.servers import openai_responses
 
         return openai_responses.handle(body, _request_id(rec))
+    if not rec.path.endswith("/chat/completions"):
+        return error_reply(404)
     return chat(body, request_id=_request_id(rec))
 
 
