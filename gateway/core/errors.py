@@ -170,8 +170,9 @@ class APIStatusError(APIError):
             # The response's headers, plus what the provider derived from the body (Gemini's
             # RetryInfo becomes retry-after) where the response says nothing.
             derived = {k: v for k, v in self.headers.items() if k.lower() not in response.headers}
-            self.headers = response.headers.copy()
-            self.headers.update(derived)
+            merged: Any = response.headers.copy()
+            merged.update(derived)
+            self.headers = merged
             self.request_id = response.headers.get("x-request-id") or response.headers.get("request-id")
 
 
