@@ -32,15 +32,15 @@ from typing import Any
 
 import httpx
 
-from gateway.attempts import Candidate, Plan, StreamInfo
-from gateway.execute import Executor
-from gateway.execute_async import AsyncExecutor
+from gateway.core.attempts import Candidate, Plan, StreamInfo
+from gateway.core.execute import Executor
+from gateway.core.execute_async import AsyncExecutor
+from gateway.core.types import ChatRequest
 from gateway.resilience.breaker import Breakers
 from gateway.resilience.deadline import Timeouts
 from gateway.resilience.hedge import HedgeSettings
 from gateway.resilience.retry import RetrySettings
 from gateway.state.memory import MemoryBackend
-from gateway.types import ChatRequest
 from providers.base import Target
 
 ROOT = Path(__file__).resolve().parents[1]

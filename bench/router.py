@@ -15,9 +15,9 @@ import sys
 import time
 from collections.abc import Callable
 
+from gateway.core.types import ChatRequest
 from gateway.policy import Policy, parse_policy
 from gateway.router import ModelStats, StatsSnapshot, plan
-from gateway.types import ChatRequest
 
 CANDIDATES = [
     "openai/gpt-4o", "openai/gpt-4o-mini", "openai/gpt-4.1", "openai/gpt-4.1-mini", "openai/gpt-4.1-nano",
