@@ -1,3 +1,4 @@
+# dropin: unordered
 import asyncio
 import os
 
