@@ -10,9 +10,9 @@ are then compared as a sorted list.
 
 from __future__ import annotations
 
+import json
 import os
 import re
-import json
 import subprocess
 import sys
 from pathlib import Path
