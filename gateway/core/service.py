@@ -21,13 +21,13 @@ import asyncio
 import contextvars
 import itertools
 import os
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.core import info as info_registry
 from gateway.core.attempts import AttemptRecord, Plan, StreamInfo
-from gateway.core.errors import APIError, AuthenticationError, NotFoundError
+from gateway.core.errors import APIError, AuthenticationError
 from gateway.core.plan import Planner, estimate_prompt_tokens
 from gateway.core.types import ChatCompletion, ChatCompletionChunk, ChatRequest, GatewayInfo
 from gateway.core.wire import (
@@ -459,4 +459,4 @@ def _model_entry(name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 0, "owned_by": "switchyard"}
 
 
-_ = (Callable, NotFoundError)  # re-exported names kept for the type checker's view of the module
+
