@@ -3,6 +3,8 @@
 Run it in its own process (``python -m bench.upstream PORT``) so that its CPU does not count
 against the client under test. It answers any POST: JSON, or SSE when the body asks ``"stream": true``
 (``CHUNKS`` content chunks, then a usage chunk when ``include_usage`` is asked, then ``[DONE]``).
+A path ending in ``/responses`` gets a Responses API ``Response`` object instead, or its event
+sequence (``response.created`` … ``CHUNKS`` ``response.output_text.delta`` … ``response.completed``).
 """
 
 from __future__ import annotations
@@ -55,6 +57,81 @@ USAGE_EVENT = _chunk(
 DONE = b"data: [DONE]\n\n"
 
 
+_RESPONSE = {
+    "id": "resp_bench",
+    "object": "response",
+    "created_at": 1_700_000_000,
+    "status": "completed",
+    "model": "gpt-4o-mini",
+    "output": [
+        {
+            "type": "message",
+            "id": "msg_bench",
+            "role": "assistant",
+            "status": "completed",
+            "content": [
+                {
+                    "type": "output_text",
+                    "text": "".join(f" w{i}" for i in range(CHUNKS)),
+                    "annotations": [],
+                    "logprobs": [],
+                }
+            ],
+        }
+    ],
+    "parallel_tool_calls": True,
+    "tool_choice": "auto",
+    "tools": [],
+    "usage": {
+        "input_tokens": 12,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": CHUNKS,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 12 + CHUNKS,
+    },
+    "error": None,
+    "incomplete_details": None,
+    "instructions": None,
+    "metadata": {},
+    "temperature": 1.0,
+    "top_p": 1.0,
+    "text": {"format": {"type": "text"}},
+}
+RESPONSE_BODY = json.dumps(_RESPONSE).encode()
+
+
+def _response_events() -> list[bytes]:
+    message = _RESPONSE["output"][0]  # type: ignore[index]
+    part = message["content"][0]
+    started = {**_RESPONSE, "status": "in_progress", "output": [], "usage": None}
+    where = {"item_id": "msg_bench", "output_index": 0, "content_index": 0}
+    events: list[dict[str, object]] = [
+        {"type": "response.created", "response": started},
+        {"type": "response.in_progress", "response": started},
+        {
+            "type": "response.output_item.added",
+            "output_index": 0,
+            "item": {**message, "status": "in_progress", "content": []},
+        },
+        {"type": "response.content_part.added", **where, "part": {**part, "text": ""}},
+        *(
+            {"type": "response.output_text.delta", **where, "delta": f" w{i}", "logprobs": []}
+            for i in range(CHUNKS)
+        ),
+        {"type": "response.output_text.done", **where, "text": part["text"], "logprobs": []},
+        {"type": "response.content_part.done", **where, "part": part},
+        {"type": "response.output_item.done", "output_index": 0, "item": message},
+        {"type": "response.completed", "response": _RESPONSE},
+    ]
+    return [
+        f"event: {event['type']}\ndata: {json.dumps({**event, 'sequence_number': n})}\n\n".encode()
+        for n, event in enumerate(events)
+    ]
+
+
+RESPONSE_EVENTS = _response_events()
+
+
 def _chunked(data: bytes) -> bytes:
     return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
@@ -68,20 +145,25 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 if line[:15].lower() == b"content-length:":
                     length = int(line[15:])
             body = await reader.readexactly(length) if length else b""
+            responses = head.split(b" ", 2)[1].split(b"?")[0].rstrip(b"/").endswith(b"/responses")
             if b'"stream":true' in body or b'"stream": true' in body:
                 writer.write(
                     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n"
                     b"x-request-id: req_bench\r\n\r\n"
                 )
-                events = SSE_EVENTS + ([USAGE_EVENT] if b"include_usage" in body else []) + [DONE]
+                if responses:
+                    events = RESPONSE_EVENTS
+                else:
+                    events = SSE_EVENTS + ([USAGE_EVENT] if b"include_usage" in body else []) + [DONE]
                 for event in events:
                     writer.write(_chunked(event))
                 writer.write(b"0\r\n\r\n")
             else:
+                answer = RESPONSE_BODY if responses else JSON_BODY
                 writer.write(
                     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-request-id: req_bench\r\n"
-                    + f"content-length: {len(JSON_BODY)}\r\n\r\n".encode()
-                    + JSON_BODY
+                    + f"content-length: {len(answer)}\r\n\r\n".encode()
+                    + answer
                 )
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
