@@ -10,8 +10,10 @@ behaviour (two retries with the SDK's backoff, the client's httpx timeout, no he
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -357,20 +359,80 @@ class Outcome:
     outcome: str | None = None  # forced: "partial", "closed" or "cancelled"
 
 
+@dataclass(frozen=True, slots=True)
+class StreamMetering:
+    """How the core meters a stream, set for the stream's attempts in ``STREAM_METERING``.
+
+    The core asks every upstream for the stream's usage (``stream_options.include_usage``); when the
+    caller did not ask for it, its attempts keep the usage chunk (``choices: []``) and the chunks'
+    ``usage: null`` fields from the caller, who sees the stream the SDK would see without the gateway.
+
+    Attributes:
+        caller_wants_usage: The caller asked for ``stream_options.include_usage`` itself.
+        prompt_tokens: The prompt's size as a candidate's tokenizer counts it: the prompt of a stream
+            whose upstream never reported usage (cut, or closed by the caller), marked estimated.
+    """
+
+    caller_wants_usage: bool
+    prompt_tokens: Callable[[Candidate], int]
+
+
+STREAM_METERING: ContextVar[StreamMetering | None] = ContextVar("switchyard_stream_metering", default=None)
+
+
 def stream_outcome(attempt: StreamAttempt, error: BaseException | None, *, closed: bool = False) -> Outcome:
-    """The fields of a streaming attempt's record: ``partial`` when it failed after content was delivered."""
+    """The fields of a streaming attempt's record: ``partial`` when it failed after content was delivered.
+
+    A metered stream (``STREAM_METERING``) that got an answer but never its usage (cut, closed early,
+    or an upstream that ignores ``include_usage``) is counted: the prompt by the candidate's
+    tokenizer, the completion from the text that arrived; the usage is marked estimated.
+    """
     forced = None
     if closed:
         forced = "closed"
     elif error is not None and attempt.delivered:
         forced = "partial"
+    text = "".join(attempt.text)
+    usage, estimated = attempt.usage, attempt.usage is None and bool(attempt.text)
+    if usage is None and attempt.metering is not None and attempt.received:
+        usage, estimated = _estimated_usage(attempt.metering, attempt.candidate, text), True
     return Outcome(
-        usage=attempt.usage,
+        usage=usage,
         ttft_s=attempt.ttft_s,
-        streamed_text="".join(attempt.text),
-        estimated=attempt.usage is None and bool(attempt.text),
+        streamed_text=text,
+        estimated=estimated,
         outcome=forced,
     )
+
+
+def _estimated_usage(metering: StreamMetering, candidate: Candidate, text: str) -> CompletionUsage:
+    from gateway.metering.tokens import count_text
+
+    prompt = metering.prompt_tokens(candidate)
+    completion = count_text(text, candidate.name).tokens if text else 0
+    return CompletionUsage(
+        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+    )
+
+
+_NULL_USAGE = re.compile(rb'(,\s*"usage"\s*:\s*null(?=\s*[,}]))|("usage"\s*:\s*null\s*,\s*)')
+
+
+def without_usage(chunk: ChatCompletionChunk) -> ChatCompletionChunk:
+    """``chunk`` as the caller sees it when only the gateway asked for usage: no ``usage`` field."""
+    if "usage" not in chunk.model_fields_set:
+        return chunk
+    raw = chunk._raw_body
+    if chunk.usage is None and raw is not None:
+        stripped, count = _NULL_USAGE.subn(b"", raw, count=1)
+        if count:
+            chunk._raw_body = stripped
+            chunk.model_fields_set.discard("usage")
+            return chunk
+    copy = chunk.model_copy(update={"usage": None})
+    copy.model_fields_set.discard("usage")
+    copy._raw_body = None
+    return copy
 
 
 def interrupted(provider: str, delivered: int, cause: BaseException) -> StreamInterruptedError:
@@ -399,6 +461,8 @@ class StreamAttempt:
         "content_chunks",
         "delivered",
         "held",
+        "metering",
+        "received",
         "t0",
         "text",
         "ttft_s",
@@ -415,6 +479,8 @@ class StreamAttempt:
         self.ttft_s: float | None = None
         self.usage: CompletionUsage | None = None
         self.text: list[str] = []
+        self.metering = STREAM_METERING.get()
+        self.received = 0  # chunks that arrived from upstream: it answered, so the prompt was read
 
     @property
     def has_content(self) -> bool:
@@ -422,8 +488,13 @@ class StreamAttempt:
         return self.ttft_s is not None
 
     def offer(self, chunk: ChatCompletionChunk) -> Iterator[ChatCompletionChunk]:
+        self.received += 1
         if chunk.usage is not None:
             self.usage = chunk.usage
+        if self.metering is not None and not self.metering.caller_wants_usage:
+            if chunk.usage is not None and not chunk.choices:
+                return  # the usage chunk only the gateway asked for
+            chunk = without_usage(chunk)
         substantive = is_substantive(chunk)
         if substantive and self.ttft_s is None:
             self.ttft_s = time.perf_counter() - self.t0

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.core import info as info_registry
-from gateway.core.attempts import AttemptRecord, Plan, StreamInfo
+from gateway.core.attempts import STREAM_METERING, AttemptRecord, Plan, StreamInfo, StreamMetering
 from gateway.core.errors import APIError, AuthenticationError
 from gateway.core.plan import Planner, estimate_prompt_tokens
 from gateway.core.types import ChatCompletion, ChatCompletionChunk, ChatRequest, GatewayInfo
@@ -159,6 +159,16 @@ class CoreBase:
         p.plan = plan
         return admission
 
+    def meter_stream(self, p: Prepared) -> StreamMetering | None:
+        """With a policy, every stream is metered: ask its upstream for usage, count what it never said."""
+        if self.runtime is None:
+            return None  # no meter: the upstream gets exactly the caller's request
+        from gateway.metering.streams import ask_for_usage, stream_metering
+
+        metering = stream_metering(p.req)
+        ask_for_usage(p.req)
+        return metering
+
     # --- writing ---------------------------------------------------------------------------------
 
     def reply(self, p: Prepared, reply: ChatCompletion) -> WireResponse:
@@ -257,12 +267,17 @@ class Core(CoreBase):
 
     def _stream(self, p: Prepared, admission: Any) -> WireResponse:
         holder = StreamInfo()
+        metering = self.meter_stream(p)
         chunks = self.executor.stream(p.req, p.plan, headers=p.headers, timeout=p.timeout, holder=holder)
         if admission is not None:
             from gateway.core.annotate import guarded_stream
 
             chunks = guarded_stream(chunks, admission)
-        first = _first(chunks)  # an error before any content is the answer's status
+        token = STREAM_METERING.set(metering)  # read by the attempts, which start in _first
+        try:
+            first = _first(chunks)  # an error before any content is the answer's status
+        finally:
+            STREAM_METERING.reset(token)
         return WireResponse(200, self.stream_head(p, holder), stream=self._sse(p, holder, first, chunks))
 
     def _sse(
@@ -348,12 +363,17 @@ class AsyncCore(CoreBase):
 
     async def _stream(self, p: Prepared, admission: Any) -> WireResponse:
         holder = StreamInfo()
+        metering = self.meter_stream(p)
         chunks = self.executor.stream(p.req, p.plan, headers=p.headers, timeout=p.timeout, holder=holder)
         if admission is not None:
             from gateway.core.annotate import guarded_async_stream
 
             chunks = guarded_async_stream(chunks, admission)
-        first = await _afirst(chunks)
+        token = STREAM_METERING.set(metering)  # read by the attempts, which start in _afirst
+        try:
+            first = await _afirst(chunks)
+        finally:
+            STREAM_METERING.reset(token)
         return WireResponse(200, self.stream_head(p, holder), stream=self._sse(p, holder, first, chunks))
 
     async def _sse(
@@ -457,6 +477,3 @@ def _upstream_request_id(response: Any) -> str | None:
 
 def _model_entry(name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 0, "owned_by": "switchyard"}
-
-
-
