@@ -9,6 +9,14 @@ tokens, and ``Admission.release`` drops it when nothing was consumed. A budget w
 A policy's budgets count one allowance for all the requests they match (``match: {team: search}``
 is the search team's budget; no ``match`` is a global budget). The state backend is the policy's
 ``state`` section (memory by default); budgets fail closed and rate limits follow ``fail_open``.
+
+A model without a price (neither the policy nor the catalog names one) counts as the worst, as
+``switchyard policy check`` says: it is reserved and charged at the dearest input and output prices
+that the policy and the catalog know (``Guard.ceiling``), never at $0. Its usage records keep cost
+``null``: metering does not invent a price, budgets do not let it through for free.
+
+A stream whose upstream never reported usage (cut, or closed by the caller) is charged its
+estimated usage (``gateway.metering.streams``), like every other attempt that consumed tokens.
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ if TYPE_CHECKING:
 
 _MILLION = Decimal(1_000_000)
 DEFAULT_WORST_OUTPUT = 4096  # when neither the request nor the catalog bounds the output
+# USD per 1M (input, output) for an unpriced model when no model at all has a price.
+UNPRICED_CEILING = (Decimal(150), Decimal(600))
 
 
 @dataclass(slots=True)
@@ -89,6 +99,7 @@ class Guard:
         self.limiter = RateLimiter(backend, limits, fail_open=policy.state.fail_open) if limits else None
         self._cheaper = any(b.on_exceed == "cheaper" for b in policy.budgets.values())
         self._specs: dict[str, ModelSpec] = {}
+        self._ceiling: tuple[Decimal, Decimal] | None = None
         self._lock = threading.Lock()
 
     def admit(
@@ -125,32 +136,50 @@ class Guard:
             if max_output is not None
             else (spec.max_output if spec and spec.max_output else DEFAULT_WORST_OUTPUT)
         )
-        if spec is None or spec.input_price is None or spec.output_price is None:
-            return Cost(usd=Decimal(0), tokens=prompt_tokens + output)
-        usd = (prompt_tokens * spec.input_price + output * spec.output_price) / _MILLION
+        price_in, _, price_out = self._prices(spec)
+        usd = (prompt_tokens * price_in + output * price_out) / _MILLION
         return Cost(usd=usd, tokens=prompt_tokens + output)
 
     def actual_cost(self, attempts: Sequence[AttemptRecord]) -> tuple[Decimal, int]:
-        """What every attempt that consumed tokens cost, in USD and tokens."""
+        """What every attempt that consumed tokens cost, in USD and tokens (an unpriced model at the ceiling)."""
         usd, tokens = Decimal(0), 0
         for record in attempts:
             usage = record.usage
             if usage is None:
                 continue
             tokens += usage.total_tokens
-            spec = self._spec(record.candidate.name)
-            if spec is None or spec.input_price is None or spec.output_price is None:
-                continue
+            price_in, price_cached, price_out = self._prices(self._spec(record.candidate.name))
             cached = (usage.prompt_tokens_details.cached_tokens or 0) if usage.prompt_tokens_details else 0
-            cached_price = (
-                spec.cached_input_price if spec.cached_input_price is not None else spec.input_price
-            )
+            cached = min(max(cached, 0), usage.prompt_tokens)
             usd += (
-                (usage.prompt_tokens - cached) * spec.input_price
-                + cached * cached_price
-                + usage.completion_tokens * spec.output_price
+                (usage.prompt_tokens - cached) * price_in
+                + cached * price_cached
+                + usage.completion_tokens * price_out
             ) / _MILLION
         return usd, tokens
+
+    def _prices(self, spec: ModelSpec | None) -> tuple[Decimal, Decimal, Decimal]:
+        """(input, cached input, output) USD per 1M tokens; the ceiling's for an unpriced model."""
+        if spec is None or spec.input_price is None or spec.output_price is None:
+            ceiling_in, ceiling_out = self.ceiling()
+            return ceiling_in, ceiling_in, ceiling_out
+        cached = spec.cached_input_price if spec.cached_input_price is not None else spec.input_price
+        return spec.input_price, cached, spec.output_price
+
+    def ceiling(self) -> tuple[Decimal, Decimal]:
+        """The dearest input and output prices the policy and the catalog know: an unpriced model's."""
+        if self._ceiling is None:
+            from gateway.catalog import load_catalog
+            from gateway.policy import policy_index
+
+            specs = [*load_catalog().models.values(), *policy_index(self.policy).models.values()]
+            inputs = [s.input_price for s in specs if s.input_price is not None]
+            outputs = [s.output_price for s in specs if s.output_price is not None]
+            self._ceiling = (
+                max(inputs, default=UNPRICED_CEILING[0]),
+                max(outputs, default=UNPRICED_CEILING[1]),
+            )
+        return self._ceiling
 
     def _spec(self, model: str) -> ModelSpec | None:
         with self._lock:

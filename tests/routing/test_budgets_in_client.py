@@ -107,3 +107,37 @@ def test_streams_settle_their_budget(upstream: LoopbackServer, tmp_path: Path) -
     assert text.startswith("Echo:")
     usage = upstream.log[0].served_tokens
     assert (status.used, status.reserved) == (usage["prompt"] + usage["completion"], 0)
+
+
+def test_an_unpriced_model_counts_as_the_dearest_price_not_zero(
+    upstream: LoopbackServer, tmp_path: Path
+) -> None:
+    from gateway.budgets import Subject
+
+    path = tmp_path / "unpriced.yaml"
+    path.write_text(
+        f"""
+version: 1
+providers:
+  up: {{kind: openai, base_url: "{upstream.base_url}", api_key: "${{BUDGET_TEST_KEY}}"}}
+models:
+  mystery: {{provider: up, model: mystery-upstream, max_output: 100}}
+  pricey: {{provider: up, model: pricey-upstream, price: {{input: 1000, output: 2000}}, max_output: 100}}
+state: {{backend: memory}}
+budgets: {{all: {{window: day, limit_usd: 1}}}}
+"""
+    )
+    with gateway.OpenAI(policy=path) as client:
+        guard = client._switchyard.runtime.guard
+        ceiling_in, ceiling_out = guard.ceiling()
+        assert ceiling_in >= 1000 and ceiling_out >= 2000
+        client.chat.completions.create(model="mystery", messages=MESSAGES, max_tokens=20)
+        stream = client.chat.completions.create(
+            model="mystery", messages=MESSAGES, max_tokens=20, stream=True
+        )
+        for _ in stream:
+            pass
+        [status] = guard.budgets.status(Subject())
+    served = [rec.served_tokens for rec in upstream.log]
+    expected = sum(Decimal(s["prompt"]) * ceiling_in + Decimal(s["completion"]) * ceiling_out for s in served)
+    assert status.used == expected / 1_000_000 > 0
