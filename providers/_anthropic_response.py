@@ -18,7 +18,7 @@ from gateway.core.types import (
     Function,
 )
 from providers._translate import arguments_json, arr, count, obj, opt_str, text, total_usage
-from providers.base import Target, error_from_json_body
+from providers.base import Target, error_from_json_body, loads
 
 __all__ = ["ERROR_STATUS", "completion", "error_of", "event_error", "finish_reason", "usage_of"]
 
@@ -141,7 +141,7 @@ def _with_request_id(headers: Mapping[str, str], body: bytes) -> Mapping[str, st
     if any(name.lower() in ("request-id", "x-request-id") for name in headers):
         return headers
     try:
-        parsed = json.loads(body)
+        parsed = loads(body)
     except ValueError:
         return headers
     request_id = parsed.get("request_id") if isinstance(parsed, dict) else None

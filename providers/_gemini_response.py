@@ -21,7 +21,7 @@ from gateway.core.types import (
 )
 from providers._gemini_request import SIGNATURE_MARK
 from providers._translate import Malformed, arguments_json, arr, count, obj, opt_str, text, total_usage
-from providers.base import Target, error_from_json_body
+from providers.base import Target, error_from_json_body, loads
 
 __all__ = [
     "CandidateView",
@@ -202,7 +202,7 @@ def _with_retry_after(headers: Mapping[str, str], body: bytes) -> Mapping[str, s
     if any(name.lower() == "retry-after" for name in headers):
         return headers
     try:
-        parsed = json.loads(body)
+        parsed = loads(body)
     except ValueError:
         return headers
     error = parsed.get("error") if isinstance(parsed, dict) else None

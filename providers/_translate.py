@@ -179,7 +179,7 @@ def json_arguments(arguments: Any, where: str) -> Any:
         return {}
     try:
         return json.loads(arguments)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         raise invalid_request(
             f"{where}.function.arguments: not valid JSON; tool call arguments must be a JSON object",
             param=f"{where}.function.arguments",

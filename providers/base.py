@@ -44,6 +44,7 @@ __all__ = [
     "Target",
     "decode_json",
     "error_from_json_body",
+    "loads",
 ]
 
 
@@ -149,15 +150,34 @@ class ProviderModule(Protocol):
     ) -> CreateEmbeddingResponse: ...
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def loads(body: bytes | str) -> Any:
+    """``json.loads`` for upstream bytes: every way it can fail is a ``ValueError``.
+
+    Deep nesting (``RecursionError``), invalid UTF-8 (``UnicodeDecodeError``), integers past
+    Python's digit limit and ``NaN``/``Infinity`` (which strict JSON does not have, and which would
+    poison token counts and prices) all become ``ValueError``, so callers handle one class.
+    """
+    try:
+        return json.loads(body, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("the JSON nests too deeply") from None
+    except (OverflowError, UnicodeDecodeError) as exc:
+        raise ValueError(str(exc)) from None
+
+
 def decode_json(body: bytes | str, provider: str) -> Any:
     """Decode a JSON body, raising ``APIResponseValidationError`` naming the provider when it is not JSON."""
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return loads(body)
+    except ValueError as exc:
         preview = body[:200] if isinstance(body, str) else body[:200].decode("utf-8", "replace")
         raise APIResponseValidationError(
             f"{provider}: the upstream returned a body that is not valid JSON ({exc}): {preview!r}", body=None
-        ) from exc
+        ) from None
 
 
 def error_from_json_body(status: int, headers: Mapping[str, str], body: bytes) -> APIStatusError:
@@ -166,7 +186,7 @@ def error_from_json_body(status: int, headers: Mapping[str, str], body: bytes) -
     message = f"Error code: {status}"
     parsed: Any = text or None
     try:
-        parsed = json.loads(text)
+        parsed = loads(text)
     except ValueError:
         return make_status_error(status, message, body=parsed, headers=headers)
     inner = parsed.get("error", parsed) if isinstance(parsed, dict) else parsed

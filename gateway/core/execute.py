@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import providers
@@ -35,7 +36,7 @@ from gateway.core.attempts import (
     interrupted,
     stream_outcome,
 )
-from gateway.core.errors import APIError, APITimeoutError
+from gateway.core.errors import APIConnectionError, APIError, APITimeoutError
 from gateway.core.relay import Relayed
 from gateway.core.types import (
     ChatCompletion,
@@ -256,12 +257,13 @@ class Executor(ExecutorBase):
             state = module.new_stream(req, target)
             decoder = SSEDecoder()
             watch = _Watch.of(run, attempt)
-            for piece in transport.iter_bytes(response):
-                if watch is not None:
-                    watch.check(attempt)
-                for event in decoder.feed(piece):
-                    for chunk in module.parse_stream_event(event, state):
-                        yield from attempt.offer(chunk)
+            with _deadline_guard(response, run):
+                for piece in transport.iter_bytes(response):
+                    if watch is not None:
+                        watch.check(attempt)
+                    for event in decoder.feed(piece):
+                        for chunk in module.parse_stream_event(event, state):
+                            yield from attempt.offer(chunk)
             for event in decoder.flush():
                 for chunk in module.parse_stream_event(event, state):
                     yield from attempt.offer(chunk)
@@ -321,7 +323,7 @@ class Executor(ExecutorBase):
                 try:
                     attempt_timeout = run.timeout(timeout, stream=True, sync=True)
                     yield from self._relay_once(
-                        candidate, body, path, headers, attempt_timeout, holder, relayed
+                        candidate, body, path, headers, attempt_timeout, holder, relayed, run
                     )
                 except APIError as exc:
                     run.finish(candidate, relayed.t0, exc, relayed.outcome(exc))
@@ -352,6 +354,7 @@ class Executor(ExecutorBase):
         timeout: Any,
         holder: StreamInfo,
         relayed: Relayed,
+        run: RequestRun | None = None,
     ) -> Iterator[bytes]:
         target = candidate.target
         module: Any = providers.load(target.kind)
@@ -364,9 +367,10 @@ class Executor(ExecutorBase):
                 raise error
             holder.http_response = response
             decoder = SSEDecoder()
-            for piece in transport.iter_bytes(response):
-                for event in decoder.feed(piece):
-                    yield from relayed.take(event, module, target)
+            with _deadline_guard(response, run):
+                for piece in transport.iter_bytes(response):
+                    for event in decoder.feed(piece):
+                        yield from relayed.take(event, module, target)
             for event in decoder.flush():
                 yield from relayed.take(event, module, target)
         yield from relayed.end(target)
@@ -411,6 +415,25 @@ def embedding_usage(reply: CreateEmbeddingResponse) -> CompletionUsage:
     return CompletionUsage(
         prompt_tokens=reply.usage.prompt_tokens, completion_tokens=0, total_tokens=reply.usage.total_tokens
     )
+
+
+@contextmanager
+def _deadline_guard(response: Any, run: RequestRun | None) -> Iterator[None]:
+    """Shut the socket at the total deadline (a blocking read cannot be shortened once started),
+    and report the read that this ends as the timeout it is."""
+    deadline = run.deadline if run is not None else None
+    if deadline is None or deadline.expires_at is None:
+        yield
+        return
+    handle = transport.WATCHDOG.arm(response, deadline.expires_at, deadline.clock)
+    try:
+        yield
+    except APIConnectionError as exc:
+        if isinstance(exc, APITimeoutError) or not deadline.expired():
+            raise
+        raise APITimeoutError(message="Request timed out: the total deadline passed mid-stream.") from exc
+    finally:
+        transport.WATCHDOG.disarm(handle)
 
 
 class _Watch:

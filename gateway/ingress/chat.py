@@ -17,7 +17,15 @@ import pydantic
 from gateway.core.errors import BadRequestError
 from gateway.core.types import ChatCompletion, ChatCompletionChunk, ChatRequest, EmbeddingRequest
 
-__all__ = ["chat_request", "embedding_request", "json_object", "reply_bytes", "chunk_bytes", "bad_request"]
+__all__ = [
+    "GATEWAY_READS",
+    "chat_request",
+    "embedding_request",
+    "json_object",
+    "reply_bytes",
+    "chunk_bytes",
+    "bad_request",
+]
 
 
 def bad_request(message: str, param: str | None = None, code: str = "invalid_request") -> BadRequestError:
@@ -50,15 +58,54 @@ def chat_request(body: dict[str, Any]) -> ChatRequest:
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         raise bad_request("messages: expected a list of message objects", param="messages")
     try:
-        return ChatRequest.model_validate(body)
+        req = ChatRequest.model_validate(body)
     except pydantic.ValidationError as exc:
-        error = exc.errors()[0]
+        errors = exc.errors()
+        for error in errors:
+            field = ".".join(str(p) for p in error["loc"])
+            if field.startswith("messages") or str(error["loc"][0]) in GATEWAY_READS:
+                message = error["msg"].removeprefix("Value error, ")
+                raise bad_request(f"{field}: {message}", param=field) from None
+        error = errors[0]
         field = ".".join(str(p) for p in error["loc"])
-        if field.startswith("messages"):
-            raise bad_request(f"{field}: {error['msg'].removeprefix('Value error, ')}", param=field) from None
         req = ChatRequest.model_construct(**body)
         req._invalid = f"{field}: {error['msg']}"
-        return req
+    _check_counts(req)
+    return req
+
+
+# Fields the gateway itself reads (budgets, metering, routing, the streaming contract): a value of
+# the wrong type is a 400 naming the field, as OpenAI answers, rather than a crash in a budget check.
+GATEWAY_READS = frozenset(
+    {
+        "model",
+        "stream",
+        "stream_options",
+        "max_tokens",
+        "max_completion_tokens",
+        "n",
+        "tools",
+        "tool_choice",
+        "response_format",
+        "modalities",
+        "user",
+        "metadata",
+        "logprobs",
+        "top_logprobs",
+    }
+)
+
+# OpenAI's own bounds: beyond them an estimate (tokens x price) would overflow or go negative.
+_COUNT_BOUNDS = {"max_tokens": (0, 2**31 - 1), "max_completion_tokens": (0, 2**31 - 1), "n": (1, 128)}
+
+
+def _check_counts(req: ChatRequest) -> None:
+    for name, (low, high) in _COUNT_BOUNDS.items():
+        value = getattr(req, name)
+        if value is not None and not low <= value <= high:
+            raise bad_request(
+                f"{name}: expected an integer between {low} and {high}, got {value}", param=name
+            )
 
 
 def embedding_request(body: dict[str, Any]) -> EmbeddingRequest:

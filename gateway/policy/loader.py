@@ -140,8 +140,60 @@ def parse_policy(
     data = expand_env(data, (), os.environ if env is None else env, smap, problems)
     policy = _validate(data, smap, problems)
     if problems or policy is None:
-        raise combine(filename, problems)
+        raise combine(filename, _without_env_values(problems, data, smap))
     return policy
+
+
+def _without_env_values(problems: list[PolicyError], data: Any, smap: SourceMap) -> list[PolicyError]:
+    """The problems with every value that came from ``${VAR}`` cut out of their messages.
+
+    Any field may take ``${VAR}``, and a check that quotes the value it judges (an unknown model, a
+    bad URL) would otherwise echo what may be a secret written into the wrong field.
+    """
+    values = sorted(
+        {v for v in (_at(data, path) for path in smap.from_env) if isinstance(v, str) and len(v) >= 4},
+        key=len,
+        reverse=True,
+    )
+    if not values:
+        return problems
+    out = []
+    for problem in problems:
+        message = problem.message
+        for value in values:
+            message = message.replace(value, "<value from the environment>")
+        if message == problem.message:
+            out.append(problem)
+            continue
+        message = message.removeprefix(_prefix(problem))
+        out.append(
+            PolicyError(
+                message,
+                code=problem.code,
+                file=problem.file,
+                line=problem.line,
+                column=problem.column,
+                field_path=problem.field_path,
+            )
+        )
+    return out
+
+
+def _prefix(problem: PolicyError) -> str:
+    """What ``PolicyError`` put before its message (the location), so it is not written twice."""
+    where = problem.file or "<policy>"
+    if problem.line is not None:
+        where += f":{problem.line}" + (f":{problem.column}" if problem.column is not None else "")
+    return where + (f" at {problem.field_path}" if problem.field_path else "") + ": "
+
+
+def _at(data: Any, path: Path) -> Any:
+    for part in path:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
 
 
 def _validate(data: dict[str, Any], smap: SourceMap, problems: list[PolicyError]) -> Policy | None:

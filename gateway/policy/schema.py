@@ -116,11 +116,30 @@ class Retry(_Section):
 
 
 class Timeouts(_Section):
-    connect_s: float = Field(default=5.0, gt=0)
-    read_s: float = Field(default=600.0, gt=0)
-    first_token_s: float | None = Field(default=None, gt=0)
-    stream_idle_s: float | None = Field(default=None, gt=0)
-    total_s: float | None = Field(default=None, gt=0)
+    """A route's timeouts in seconds. The defaults respect ``total_s``: with ``total_s: 3`` and no
+    ``connect_s``, connecting may take the whole 3 s (not the default 5); a ``connect_s`` written
+    longer than ``total_s`` is refused here, at load time, since no attempt could use it."""
+
+    connect_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    read_s: float = Field(default=600.0, gt=0, allow_inf_nan=False)
+    first_token_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    stream_idle_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    total_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _within_total(self) -> Timeouts:
+        total = self.total_s
+        if total is None:
+            return self
+        if "connect_s" in self.model_fields_set and self.connect_s > total:
+            raise ValueError(
+                f"connect_s ({self.connect_s}) is longer than total_s ({total}): no attempt could "
+                "wait that long; lower connect_s or raise total_s"
+            )
+        for name in ("connect_s", "read_s"):
+            if name not in self.model_fields_set and getattr(self, name) > total:
+                object.__setattr__(self, name, total)  # frozen model: a default lowered once, at load
+        return self
 
 
 class Hedge(_Section):

@@ -23,7 +23,10 @@ Requests carry the extension ``switchyard: "upstream"``, which Switchyard's moun
 
 from __future__ import annotations
 
+import socket
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -294,3 +297,59 @@ async def aread_error_body(response: Any, limit: int = 1024 * 1024) -> bytes:
         return await _aread_capped(response.aiter_bytes(), limit)
     except errors:
         return b""
+
+
+class Watchdog:
+    """Shuts a blocking stream's socket at a deadline, so a read in progress ends on time.
+
+    A blocking read cannot have its timeout changed once it has started (httpcore reads the body
+    with the timeout it had when the body began), so a stream that trickles and then stalls would
+    otherwise overrun the total deadline by a whole read timeout. One daemon thread, started on
+    first use, serves every stream; ``disarm`` must be called when the stream ends.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._armed: dict[int, tuple[float, Any]] = {}
+        self._next = 0
+        self._thread: threading.Thread | None = None
+
+    def arm(self, response: Any, at: float, clock: Any = time.monotonic) -> int:
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        with self._cond:
+            self._next += 1
+            if sock is not None:
+                self._armed[self._next] = (at - clock() + time.monotonic(), sock)
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._loop, name="switchyard-watchdog", daemon=True
+                    )
+                    self._thread.start()
+                self._cond.notify()
+            return self._next
+
+    def disarm(self, handle: int) -> None:
+        with self._cond:
+            self._armed.pop(handle, None)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                due = [h for h, (at, _) in self._armed.items() if at <= now]
+                for handle in due:
+                    _, sock = self._armed.pop(handle)
+                    _shut(sock)
+                soonest = min((at for at, _ in self._armed.values()), default=None)
+                self._cond.wait(None if soonest is None else max(0.0, soonest - now))
+
+
+def _shut(sock: Any) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # already closed by its owner: nothing left to interrupt
+        return
+
+
+WATCHDOG = Watchdog()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from gateway.core.errors import PolicyError
 from gateway.policy import LintWarning, lint_policy, parse_policy
 from tests.policy.conftest import ENV
 
@@ -65,15 +68,37 @@ routes:
     candidates: [gpt-4o]
     fallback: {max_attempts: -1}
     retry: {max_retries: -2, initial_delay_s: 10, max_delay_s: 1}
-    timeouts: {connect_s: 10, total_s: 2, first_token_s: 5}
+    timeouts: {total_s: 2, first_token_s: 5}
 """
     assert _lint(text) == [
         ("lint.impossible-resilience", "routes.r.fallback.max_attempts", 5, 30),
         ("lint.impossible-resilience", "routes.r.retry.max_retries", 6, 26),
         ("lint.impossible-resilience", "routes.r.retry.initial_delay_s", 6, 47),
-        ("lint.impossible-resilience", "routes.r.timeouts.total_s", 7, 40),
-        ("lint.impossible-resilience", "routes.r.timeouts.first_token_s", 7, 58),
+        ("lint.impossible-resilience", "routes.r.timeouts.first_token_s", 7, 43),
     ]
+
+
+def test_timeouts_respect_the_deadline_at_load_time() -> None:
+    """``total_s: 3`` alone serves (connect and read default within it); a longer connect_s is located."""
+    policy = parse_policy(
+        "version: 1\nroutes:\n  r:\n    candidates: [gpt-4o]\n    timeouts: {total_s: 3}\n", env=ENV
+    )
+    timeouts = policy.routes["r"].timeouts
+    assert (timeouts.connect_s, timeouts.read_s, timeouts.total_s) == (3.0, 3.0, 3.0)
+    text = "version: 1\nroutes:\n  r:\n    candidates: [gpt-4o]\n    timeouts: {connect_s: 10, total_s: 2}\n"
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(text, filename="p.yaml", env=ENV)
+    assert (caught.value.line, caught.value.field_path) == (5, "routes.r.timeouts")
+    assert "connect_s (10.0) is longer than total_s (2.0)" in caught.value.message
+
+
+def test_an_env_value_in_a_plain_field_is_not_echoed() -> None:
+    text = "version: 1\nroutes:\n  r:\n    candidates: ['${LEAKED}']\n"
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(text, filename="p.yaml", env={**ENV, "LEAKED": "sk-live-hunter2"})
+    assert caught.value.code == "policy.unknown-model"
+    assert "hunter2" not in str(caught.value) and "hunter2" not in repr(caught.value)
+    assert "<value from the environment>" in str(caught.value)
 
 
 def test_warning_text_and_a_clean_policy() -> None:

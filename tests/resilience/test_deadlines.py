@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from gateway.core.attempts import Plan
@@ -105,3 +107,32 @@ def test_a_deadline_already_over_raises_a_timeout(mode: str, primary: LoopbackSe
     assert run_.admit(run_.plan.candidates[0], first=True) is None
     assert isinstance(run_.error(), APITimeoutError)
     assert chat_log(primary) == [] and mode in ("sync", "async")
+
+
+class _TrickleThenStall:
+    """A stream whose pieces come 120 ms apart, then stop (socket open): the slow-loris shape."""
+
+    def __call__(self, rec: Any) -> Any:
+        from tests.servers.http import SSEReply, sse_pieces
+
+        words = [
+            {
+                "id": "c",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": "m",
+                "choices": [{"index": 0, "delta": {"content": f"w{i} "}, "finish_reason": None}],
+            }
+            for i in range(20)
+        ]
+        return SSEReply(pieces=sse_pieces(words), delay_s=0.12, stall_after=3, stall_s=5.0)
+
+
+@pytest.mark.parametrize("buffer", [0, 8])
+def test_a_stream_that_trickles_then_stalls_ends_at_the_deadline(mode: str, buffer: int) -> None:
+    """A stall that begins late must not get a whole read timeout past the deadline (sync included)."""
+    with LoopbackServer(_TrickleThenStall()) as server:
+        plan = Plan([candidate(server, "m")], timeouts=Timeouts(total_s=D), buffer_tokens=buffer)
+        result = run(mode, plan, stream=True)
+    assert result.error is not None
+    assert D - 0.01 <= result.elapsed <= D + SLACK, result.elapsed
