@@ -66,8 +66,8 @@ def _spec(target: Target, path: str, body: dict[str, Any], *, stream: bool) -> H
             headers["Authorization"] = f"Bearer {target.api_key}"
         else:
             headers[target.profile.auth_header] = target.api_key
-    if stream:
-        headers.setdefault("Accept", "text/event-stream")
+    if stream and not any(name.lower() == "accept" for name in headers):
+        headers["Accept"] = "text/event-stream"
     return HTTPRequestSpec("POST", f"{base}/{path}", headers, json=body, params=params, stream=stream)
 
 

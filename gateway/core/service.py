@@ -41,6 +41,7 @@ from gateway.core.wire import (
 )
 from gateway.ingress import chat as chat_dialect
 from gateway.targets import ClientConfig
+from gateway.transports.http import check_headers
 
 __all__ = ["AsyncCore", "Core", "CoreBase", "NO_KEY", "routed_path"]
 
@@ -178,6 +179,9 @@ class CoreBase:
         upstream_id = _upstream_request_id(reply._http_response)
         if upstream_id:
             headers.append(("x-request-id", upstream_id))
+        capture = getattr(self.runtime, "capture", None)
+        if capture is not None:  # the route's capture: section (gateway/capture)
+            capture.record(p.request_id, p.plan.route, p.req, reply, upstream_id)
         return json_response(200, chat_dialect.reply_bytes(reply), headers)
 
     def annotate(self, reply: Any, p: Prepared) -> GatewayInfo | None:
@@ -235,6 +239,7 @@ class Core(CoreBase):
         """The answer, or ``None`` when the request is not the core's (pass it through)."""
         request_id = new_request_id()
         try:
+            check_headers(w.headers)  # before any attempt: nothing is sent, retried or metered
             if w.path.startswith("models"):
                 return self.models(w, request_id)
             if w.method != "POST":
@@ -326,6 +331,7 @@ class AsyncCore(CoreBase):
     async def handle(self, w: WireRequest) -> WireResponse | None:
         request_id = new_request_id()
         try:
+            check_headers(w.headers)
             if w.path.startswith("models"):
                 return self.models(w, request_id)
             if w.method != "POST":

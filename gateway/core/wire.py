@@ -169,7 +169,7 @@ def _status_response(exc: APIStatusError, headers: list[tuple[str, str]]) -> Wir
     )
 
 
-_PREFIX = re.compile(r"^Error code: \d+ - ")
+_PREFIX = re.compile(r"^Error code: \d+(?: - |$)")
 
 
 def _is_gateway_own(exc: APIStatusError) -> bool:

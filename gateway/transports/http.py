@@ -6,8 +6,8 @@ packages share one API, so this module works with whichever module the client co
 (``http_module``). Parsing and framing are that client's (h11 via httpcore/httpcore2); what this
 module adds is what a gateway owes its callers:
 
-- header values with CR, LF or NUL are refused before anything is sent (``InvalidHeaderError``,
-  a 400 naming the header, never its value);
+- headers h11 could not send (control characters such as CR, LF or NUL, non-ASCII) are refused
+  before anything is sent (``InvalidHeaderError``, a 400 naming the header, never its value);
 - response bodies and single SSE events are capped (``Limits``), so a hostile upstream costs
   bounded memory (a gzip bomb is counted after decompression);
 - every exception of the HTTP package becomes ``APITimeoutError`` or ``APIConnectionError``
@@ -24,6 +24,7 @@ Requests carry the extension ``switchyard: "upstream"``, which Switchyard's moun
 from __future__ import annotations
 
 import socket
+import re
 import sys
 import threading
 import time
@@ -54,10 +55,12 @@ DEFAULT_LIMITS = Limits()
 
 
 class InvalidHeaderError(BadRequestError):
-    """A header name or value that cannot be sent (CR, LF or NUL): refused before any call."""
+    """A header that HTTP/1.1 cannot carry (a control character such as CR, LF or NUL, or a character
+    outside ASCII): refused before any call. The message names the header, never its value."""
 
-    def __init__(self, name: str) -> None:
-        message = f"header {name!r} has a value with CR, LF or NUL, which cannot be sent"
+    def __init__(self, name: str, *, in_name: bool = False) -> None:
+        where = "name" if in_name else "value"
+        message = f"header {name!r} has a {where} with a control or non-ASCII character, which cannot be sent"
         body = {
             "message": message,
             "type": "invalid_request_error",
@@ -128,14 +131,17 @@ def _errors(client: Any) -> tuple[type[BaseException], ...]:
     return (module.HTTPError, module.StreamError, module.InvalidURL)
 
 
+# What h11 sends: a name is an RFC 9110 token; a value is visible ASCII, with spaces and tabs inside.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VALUE = re.compile(r"[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*|")
+
+
 def check_headers(headers: Mapping[str, str]) -> None:
     for name, value in headers.items():
-        if _bad(name) or _bad(value):
-            raise InvalidHeaderError(name if not _bad(name) else name.encode("unicode_escape").decode())
-
-
-def _bad(text: str) -> bool:
-    return "\r" in text or "\n" in text or "\0" in text
+        if not _TOKEN.fullmatch(name):
+            raise InvalidHeaderError(name.encode("ascii", "backslashreplace").decode(), in_name=True)
+        if not _VALUE.fullmatch(value.strip(" \t")):
+            raise InvalidHeaderError(name)
 
 
 def build_request(client: Any, spec: HTTPRequestSpec, extra_headers: Mapping[str, str], timeout: Any) -> Any:
@@ -174,16 +180,17 @@ def send(
     *,
     extra_headers: Mapping[str, str] = {},
     timeout: Any,
-    limits: Limits = DEFAULT_LIMITS,
+    limits: Limits | None = None,
 ) -> RawResponse:
     request = build_request(client, spec, extra_headers, timeout)
     errors = _errors(client)
+    cap = (limits or DEFAULT_LIMITS).max_body_bytes
     try:
         response = client.send(request, stream=True)
     except errors as exc:
         raise map_http_error(exc, request) from exc
     try:
-        body = _read_capped(response.iter_bytes(), limits.max_body_bytes)
+        body = _read_capped(response.iter_bytes(), cap)
     except errors as exc:
         raise map_http_error(exc, request) from exc
     finally:
@@ -197,16 +204,17 @@ async def send_async(
     *,
     extra_headers: Mapping[str, str] = {},
     timeout: Any,
-    limits: Limits = DEFAULT_LIMITS,
+    limits: Limits | None = None,
 ) -> RawResponse:
     request = build_request(client, spec, extra_headers, timeout)
     errors = _errors(client)
+    cap = (limits or DEFAULT_LIMITS).max_body_bytes
     try:
         response = await client.send(request, stream=True)
     except errors as exc:
         raise map_http_error(exc, request) from exc
     try:
-        body = await _aread_capped(response.aiter_bytes(), limits.max_body_bytes)
+        body = await _aread_capped(response.aiter_bytes(), cap)
     except errors as exc:
         raise map_http_error(exc, request) from exc
     finally:

@@ -14,7 +14,11 @@ class SSEDecoder:
     """Decodes one body. ``max_event_bytes`` caps one event (its lines and data together): a hostile
     upstream's endless event raises ``BodyTooLargeError`` instead of growing without bound."""
 
-    def __init__(self, max_event_bytes: int = 8 * 1024 * 1024) -> None:
+    def __init__(self, max_event_bytes: int | None = None) -> None:
+        if max_event_bytes is None:
+            from gateway.transports.http import DEFAULT_LIMITS
+
+            max_event_bytes = DEFAULT_LIMITS.max_event_bytes
         self._max = max_event_bytes
         self._size = 0
         self._buffer = b""

@@ -430,7 +430,9 @@ def test_a_connection_closed_after_a_reply_costs_no_hidden_attempt() -> None:
                     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
                 except openai.APIConnectionError:
                     pass  # the close raced the next request: one typed error, still one attempt
-        assert len(observer.records) == len(upstream.requests) == 3
+        # never a hidden re-send: the server sees at most what was recorded (a request written to a
+        # socket the server had already closed is an attempt it never read)
+        assert len(observer.records) == 3 and len(upstream.requests) <= 3
 
 
 def test_the_responses_relay_does_not_resend_a_dropped_request() -> None:
@@ -510,17 +512,9 @@ def test_the_responses_relay_refuses_oversized_answers_and_falls_back(healthy, t
         assert len(upstream.requests) == 4 and len(healthy.log) == 2
 
 
-# --- known gaps ------------------------------------------------------------------------------------
+# --- what h11 would refuse is refused first ------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: header values with control characters other than CR/LF/NUL (VT, \\x01...) pass "
-        "check_headers, h11 then refuses them while sending: the caller gets APIConnectionError "
-        "quoting the value, after max_retries attempts the observer counts although nothing was sent"
-    ),
-)
 def test_a_header_value_h11_cannot_send_is_refused_like_an_injection() -> None:
     observer = Attempts()
     with RawServer(ok) as upstream:
