@@ -23,8 +23,8 @@ Requests carry the extension ``switchyard: "upstream"``, which Switchyard's moun
 
 from __future__ import annotations
 
-import socket
 import re
+import socket
 import sys
 import threading
 import time
