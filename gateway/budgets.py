@@ -261,7 +261,7 @@ class Budgets:
             )
             if not result.granted:
                 self._drop(taken, rid, now)
-                raise _exceeded(budget, hold.window_end, now)
+                raise _exceeded(budget, hold.window_end, now, result.used, result.reserved, worst_case)
             taken.append(hold)
 
     def _drop(self, holds: Sequence[_Hold], rid: str, now: float) -> None:
@@ -320,16 +320,41 @@ class Budgets:
         await asyncio.to_thread(self.release, reservation)
 
 
-def _exceeded(budget: Budget, reset_at: float, now: float) -> BudgetExceededError:
+def _exceeded(
+    budget: Budget, reset_at: float, now: float, used: int, reserved: int, worst_case: Cost
+) -> BudgetExceededError:
+    """The refusal, with its figures in the budget's unit (also in the 429 body).
+
+    ``retry_after_s`` (and the ``Retry-After`` header) only when waiting can help: the request's
+    worst case fits an empty window. One that never fits gets none, and says so.
+    """
     when = datetime.fromtimestamp(reset_at, tz=UTC).isoformat()
-    limit = f"${budget.limit}" if budget.unit == "usd" else f"{budget.limit} tokens"
-    return BudgetExceededError(
-        f"budget {budget.name!r} ({limit} per {budget.period}, per {budget.scope}) has no room for this "
-        f"request's worst-case cost; it resets at {when}",
+
+    def fmt(value: Decimal | int) -> str:
+        return f"${value}" if budget.unit == "usd" else f"{value} tokens"
+
+    limit, spent = _from_units(budget, budget.limit_units()), _from_units(budget, used)
+    held, needed = _from_units(budget, reserved), _from_units(budget, budget.units(worst_case))
+    fits_later = budget.units(worst_case) <= budget.limit_units()
+    advice = f"it resets at {when}" if fits_later else "it can never fit: lower max_tokens or raise the limit"
+    error = BudgetExceededError(
+        f"budget {budget.name!r} ({fmt(limit)} per {budget.period}, per {budget.scope}) has no room for this "
+        f"request's worst-case cost {fmt(needed)}: {fmt(spent)} spent and {fmt(held)} reserved in this "
+        f"window; {advice}",
         budget=budget.name,
         reset_at=reset_at,
-        retry_after_s=max(0.0, reset_at - now),
+        retry_after_s=max(0.0, reset_at - now) if fits_later else None,
     )
+    if isinstance(error.body, dict):
+        error.body.update(
+            unit=budget.unit,
+            window=budget.period,
+            limit=str(limit),
+            spent=str(spent),
+            reserved=str(held),
+            requested=str(needed),
+        )
+    return error
 
 
 def _from_units(budget: Budget, amount: int) -> Decimal | int:

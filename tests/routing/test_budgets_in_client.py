@@ -141,3 +141,30 @@ budgets: {{all: {{window: day, limit_usd: 1}}}}
     served = [rec.served_tokens for rec in upstream.log]
     expected = sum(Decimal(s["prompt"]) * ceiling_in + Decimal(s["completion"]) * ceiling_out for s in served)
     assert status.used == expected / 1_000_000 > 0
+
+
+def test_budget_refusal_names_its_figures_and_retry_after_only_when_waiting_helps(
+    upstream: LoopbackServer, tmp_path: Path
+) -> None:
+    extra = "budgets: {all: {window: day, limit_usd: 0.05}}"
+    with gateway.OpenAI(policy=policy(tmp_path, upstream.base_url, extra), max_retries=0) as client:
+        client.chat.completions.create(model="pricey", messages=MESSAGES, max_tokens=20)
+        with pytest.raises(gateway.BudgetExceededError) as later:
+            client.chat.completions.create(model="pricey", messages=MESSAGES, max_tokens=35)
+        with pytest.raises(gateway.BudgetExceededError) as never:
+            client.chat.completions.create(model="pricey", messages=MESSAGES, max_tokens=100000)
+    body = later.value.body
+    assert isinstance(body, dict)
+    assert {k: body[k] for k in ("budget", "unit", "window", "limit", "reserved")} == {
+        "budget": "all",
+        "unit": "usd",
+        "window": "day",
+        "limit": "0.05",
+        "reserved": "0",
+    }
+    assert Decimal(body["spent"]) > 0 and Decimal(body["requested"]) > Decimal("0.05") - Decimal(
+        body["spent"]
+    )
+    assert later.value.response.headers.get("retry-after") is not None
+    assert never.value.response.headers.get("retry-after") is None
+    assert "never fit" in never.value.message
