@@ -38,12 +38,15 @@ class Runtime:
     breakers: Breakers
 
     eval_store: StateBackend | None = None  # the default eval file, when it is not ``backend``
+    capture: Any = None  # gateway.capture.Capture, when a route has a ``capture:`` section
 
     def close(self) -> None:
         self.meter.close()
         self.backend.close()
         if self.eval_store is not None:
             self.eval_store.close()
+        if self.capture is not None:
+            self.capture.close()
 
 
 def build_runtime(policy: Any, user_observer: Observer | None) -> Runtime:
@@ -68,7 +71,12 @@ def build_runtime(policy: Any, user_observer: Observer | None) -> Runtime:
     scores = eval_backend(current, backend)
     evals = EvalScores(EvalStore(scores))  # a route's quality: its eval scores
     extra = scores if scores is not backend else None
-    return Runtime(source, ObserverGroup(*observers), stats, meter, backend, guard, evals, breakers, extra)
+    runtime = Runtime(source, ObserverGroup(*observers), stats, meter, backend, guard, evals, breakers, extra)
+    if any(route.capture is not None for route in current.routes.values()):
+        from gateway.capture import Capture
+
+        runtime.capture = Capture(source)
+    return runtime
 
 
 def eval_backend(policy: Policy, backend: StateBackend) -> StateBackend:

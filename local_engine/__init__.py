@@ -98,6 +98,7 @@ def load_engine(
     kv_blocks: int | None = None,
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
     prefix_caching: bool = True,
+    adapters: Iterable[str | os.PathLike[str]] = (),
 ) -> AsyncEngine:
     """Load a model and start its engine thread.
 
@@ -118,6 +119,8 @@ def load_engine(
         kv_blocks: KV cache blocks; default enough for `max_batch` sequences of `max_model_len`.
         prefill_chunk: tokens computed per step (decodes first, then prompt chunks).
         prefix_caching: share full prompt blocks between requests with the same prefix.
+        adapters: LoRA adapter folders (PEFT layout, `local_engine/adapters.py`) merged into the
+            weights at load time, in order.
 
     The resolved settings are on `engine.settings` (an `EngineSettings`).
 
@@ -135,5 +138,5 @@ def load_engine(
     from local_engine.engine.async_engine import AsyncEngine
     from local_engine.engine.llm_engine import LLMEngine
 
-    engine = LLMEngine.from_settings(path, settings, roots)
+    engine = LLMEngine.from_settings(path, settings, roots, adapters=tuple(adapters))
     return AsyncEngine(engine, threads=engine.settings.threads)

@@ -70,13 +70,18 @@ def _load(model: str, options: dict[str, Any]) -> AsyncEngine:
         ) from exc
     try:
         path: Any
-        if model == EMBEDDED_MODEL:
+        base, *adapters = model.split("+")  # local/<base>+<adapter>: LoRA adapters merged at load
+        if base == EMBEDDED_MODEL:
             path = local_engine.default_model_path()
         else:
             roots = options.get("model_roots") or os.environ.get("SWITCHYARD_MODEL_ROOTS", "").split(
                 os.pathsep
             )
-            path = local_engine.resolve_model_path(model, [r for r in roots if r])
+            path = local_engine.resolve_model_path(base, [r for r in roots if r])
+        if adapters:  # merged adapters are served unquantized, the precision they were trained in
+            return local_engine.load_engine(
+                path, threads=options.get("threads"), adapters=adapters, quantization="none"
+            )
         return local_engine.load_engine(path, threads=options.get("threads"))
     except local_engine.EngineError as exc:
         raise BadRequestError(

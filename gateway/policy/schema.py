@@ -13,6 +13,8 @@ from typing import Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
+from gateway.capture.config import CaptureConfig
+
 __all__ = [
     "BUILTIN_DEFAULT_WEIGHTS",
     "Budget",
@@ -178,6 +180,7 @@ class Route(_Section):
     buffer_tokens: int = Field(default=0, ge=0)
     drop_unsupported_params: bool = False
     eval_set: str | None = None
+    capture: CaptureConfig | None = None  # keep replies as a dataset (gateway/capture)
 
     @model_validator(mode="after")
     def _one_objective(self) -> Route:

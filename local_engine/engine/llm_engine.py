@@ -111,7 +111,8 @@ class LLMEngine:
 
     @classmethod
     def from_settings(cls, path: str | os.PathLike[str] | None, settings: EngineSettings,
-                      roots: Iterable[str | os.PathLike[str]] | None = None) -> LLMEngine:  # fmt: skip
+                      roots: Iterable[str | os.PathLike[str]] | None = None,
+                      adapters: Sequence[str | os.PathLike[str]] = ()) -> LLMEngine:  # fmt: skip
         """Load a model with `settings` (resolved here: see `EngineSettings.resolved`).
 
         `kv_blocks` (default: enough for `max_batch` full-length sequences) is raised to at least
@@ -119,6 +120,10 @@ class LLMEngine:
         """
         settings = settings.resolved()
         checkpoint = load_checkpoint(path if path is not None else default_model_path(), roots)
+        if adapters:  # LoRA adapters merged into the weights before the model is built (adapters.py)
+            from local_engine.adapters import merge_adapters
+
+            merge_adapters(checkpoint, adapters)
         try:
             tokenizer = Tokenizer.from_gguf_metadata(checkpoint.tokenizer_metadata)
         except (ValueError, TypeError, KeyError) as exc:

@@ -1,0 +1,92 @@
+"""Capture end to end through the real client and core: a loopback upstream, a policy with a
+``capture:`` section, redaction, feedback by reply, and the export the tuner reads."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway import OpenAI
+from gateway.capture import CaptureConfig, DatasetStore, Redaction, Redactor, UnknownExampleError, feedback
+from gateway.cli import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+from loopback_upstream import serve  # noqa: E402
+
+
+def _policy(tmp_path: Path, base_url: str, extra: str = "") -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        f"""version: 1
+providers:
+  up: {{kind: openai, base_url: "{base_url}", api_key: "sk-upstream-test-0123456789"}}
+models:
+  teacher: {{provider: up, model: teacher}}
+routes:
+  support:
+    candidates: [teacher]
+    capture:
+      sample_rate: 1.0
+      fields: [prompt, completion, metadata]
+      redact: {{patterns: ["ACME-\\\\d{{6}}"]}}
+      store: "{tmp_path}/captures.sqlite"{extra}
+"""
+    )
+    return path
+
+
+def test_redactor_builtin_detectors_patterns_and_env_keys() -> None:
+    redact = Redactor.from_config(Redaction(patterns=[r"ACME-\d{6}"]), environ={"X_API_KEY": "s3cr3t-value-xyz"})
+    text = (
+        "mail bob.smith@example.co.uk key sk-proj-abcdefghijklmnopqrstuvwx card 4111 1111 1111 1111 "
+        "not-a-card 1234 5678 9012 3456 ticket ACME-123456 env s3cr3t-value-xyz Bearer abcdefghijklmnop1234"
+    )
+    assert redact(text) == (
+        "mail [REDACTED:email] key [REDACTED:api_key] card [REDACTED:card_number] "
+        "not-a-card 1234 5678 9012 3456 ticket [REDACTED:pattern] env [REDACTED:secret] [REDACTED:api_key]"
+    )
+
+
+def test_bad_capture_config_names_the_field() -> None:
+    with pytest.raises(ValueError, match="patterns\\[0\\] is not a regular expression"):
+        CaptureConfig(redact={"patterns": ["("]})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="sample_rate"):
+        CaptureConfig(sample_rate=2)
+
+
+def test_capture_feedback_and_export(tmp_path: Path) -> None:
+    with serve("teacher") as base_url:
+        policy = _policy(tmp_path, base_url)
+        client = OpenAI(policy=str(policy), api_key="sk-client-key-0123456789abcdef")
+        replies = []
+        for i, content in enumerate(["hello alice@example.com", "card 4111-1111-1111-1111", "hello alice@example.com"]):
+            replies.append(
+                client.chat.completions.create(
+                    model="route:support", messages=[{"role": "user", "content": content}], metadata={"n": str(i)}
+                )
+            )
+        client.close()
+    store = DatasetStore(tmp_path / "captures.sqlite")
+    examples = list(store.examples("support"))
+    assert [e.messages for e in examples] == [
+        [{"role": "user", "content": "hello [REDACTED:email]"}],
+        [{"role": "user", "content": "card [REDACTED:card_number]"}],
+        [{"role": "user", "content": "hello [REDACTED:email]"}],
+    ]
+    assert examples[0].completion == "[teacher] Echo: hello [REDACTED:email]"
+    dump = (tmp_path / "captures.sqlite").read_bytes()
+    assert b"sk-client-key" not in dump and b"sk-upstream-test" not in dump and b"alice@" not in dump
+    updated = feedback(replies[1], score=0.9, label="good", store=tmp_path / "captures.sqlite")
+    assert (updated.score, updated.label) == (0.9, "good")
+    with pytest.raises(UnknownExampleError):
+        feedback("sy-nothing", score=1.0, store=tmp_path / "captures.sqlite")
+    out = tmp_path / "export"
+    assert main(["data", "export", "support", "--policy", str(policy), "--out", str(out), "--min-examples", "1"]) == 0
+    rows = [json.loads(line) for f in ("train.jsonl", "validation.jsonl") for line in (out / f).read_text().splitlines()]
+    assert len(rows) == 2  # the duplicate is left out
+    assert all(row["messages"][-1]["role"] == "assistant" for row in rows)
+    assert main(["data", "export", "support", "--policy", str(policy), "--out", str(out), "--min-score", "0.5"]) == 2
+    store.close()
