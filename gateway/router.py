@@ -11,37 +11,53 @@ How a plan is made:
    plus the route's ``requires``), when ``prompt_tokens`` + the requested max output + the route's
    ``buffer_tokens`` exceed its context window (or the requested output its ``max_output``), when
    its breaker is open, when it is over budget, when the route is ``data: local_only`` and it is
-   not tagged ``local``, and when its estimates break ``min_quality``, ``max_latency_ms`` or
-   ``max_cost_usd``.
-2. **Estimate.** quality = the eval score if given, else the prior (``DEFAULT_QUALITY`` if none);
-   latency = ttft + output_tokens / tokens_per_s, from live stats once a model has
-   ``MIN_LIVE_SAMPLES`` samples, from the catalog's priors before; cost (``Decimal``) =
-   (prompt_tokens x input price + output_tokens x output price) / 1e6, where output_tokens is the
-   request's max output, else the route's ``expected_output_tokens``.
-3. **Normalise** each dimension over the surviving candidates, min-max: the best gets 1, the
-   worst 0, and a dimension where all are equal gives everyone 1 (it cannot discriminate). A
-   candidate with no price scores 0 on cost.
-4. **Rank.** total = (wq*quality + ws*speed + wc*cost) / (wq + ws + wc); descending, ties broken
-   by the declared candidate order. ``minimize: cost|latency`` ranks by that estimate alone.
-   Among equal scores, ``balance: least_busy`` puts the fewest ``in_flight`` first, and
-   ``balance: weighted`` draws an order from ``balance_weights`` with ``rng`` (declared order
-   when no ``rng`` is given). With ``explore > 0`` and an ``rng``, that share of plans moves a
-   random runner-up to the front.
+   not tagged ``local``, and when its estimates break ``min_quality``, ``max_ttft_s``,
+   ``max_latency_ms`` or ``max_cost_usd``.
+2. **Estimate**, per candidate and in units, never relative to the other candidates: quality
+   (0..1) = the eval score if given, else the prior (``DEFAULT_QUALITY`` if none); ttft (s) and
+   tokens/s = the live estimates blended with the catalog's priors, ``(w x live + PRIOR_WEIGHT x
+   prior) / (w + PRIOR_WEIGHT)`` where ``w`` is the live estimate's effective (decayed) sample
+   count, so a stale estimate drifts back to the prior; a decayed failure rate ``p`` scales ttft by
+   ``1 / (1 - p)`` (the expected extra tries); latency = ttft + output_tokens / tokens_per_s;
+   cost (USD, ``Decimal``) = (prompt_tokens x input price + output_tokens x output price) / 1e6,
+   where output_tokens is the request's max output, else the route's ``expected_output_tokens``.
+3. **Utility**, in USD per 1,000 requests, from the route's exchange rates (``utility:``)::
+
+       U = quality_usd_per_1k x 100 x quality - 1000 x cost - ttft_usd_per_1k x ttft
+           - latency_usd_per_1k x latency
+
+   ``quality_usd_per_1k`` is what one quality point (0.01) is worth over 1,000 requests; the two
+   time rates are what one second costs over 1,000 requests. A candidate with an unknown price
+   ranks last. Highest U first; equal U is broken by ``tie_break`` (cost, quality or latency,
+   then the other two), then by declared order, so a candidate no better on any axis never
+   displaces one that is. ``minimize: cost`` is U = -cost (ties: quality); ``minimize: latency``
+   is U = -latency (ties: cost). Legacy ``weights: {quality, speed, cost}`` map to rates:
+   quality_usd_per_1k = ``LEGACY_USD_PER_QUALITY_POINT`` x quality / cost and
+   latency_usd_per_1k = ``LEGACY_USD_PER_LATENCY_S`` x speed / cost (cost 0: dollars do not
+   count), ties in declared order, as they always were. The built-in default, ``Utility()``, is $2 per quality point
+   and $1 per second of latency per 1k requests: the old default weights 0.5/0.25/0.25.
+4. **Explore or balance the head.** With ``explore > 0`` and an ``rng``, that share of plans moves
+   a runner-up to the front, drawn with probability proportional to ``1 / (1 + samples)``: the
+   stalest, least-known candidates are probed most, and no more than ``explore`` of the traffic
+   goes to a candidate the utility ranks lower. Otherwise ``balance: weighted`` draws the head from
+   ``balance_weights`` (a candidate not listed gets 0; no weights given: uniform; no ``rng``: the
+   heaviest), and ``balance: least_busy`` puts the candidate with the fewest ``in_flight`` first
+   (the best by utility among equals). The rest stay in utility order, as fallbacks.
 
 Worked example (tested exactly in ``tests/router/test_worked_example.py``): a route with
-``weights: {quality: 0.5, speed: 0.3, cost: 0.2}``, 1,000 prompt tokens and 500 expected output
-tokens, over three models::
+``utility: {quality_usd_per_1k: 2.5, latency_usd_per_1k: 1.5}`` (what the legacy
+``weights: {quality: 0.5, speed: 0.3, cost: 0.2}`` maps to), 1,000 prompt tokens and 500 expected
+output tokens, over three models::
 
-    model  quality  ttft  tok/s  $in/1M  $out/1M | latency  cost       | q     speed   cost | total
-    big    0.9      0.5   100    2.50    10.00   | 5.5 s    0.0075     | 1     0.9241  0    | 0.7772
-    small  0.7      0.3   125    0.15     0.60   | 4.3 s    0.00045    | 0.7143 1      0.94 | 0.8451
-    local  0.2      0.1    25    0        0       | 20.1 s   0          | 0     0       1    | 0.2
+    model  quality  ttft  tok/s  $in/1M  $out/1M | latency  $/request | U, $/1k requests
+    big    0.9      0.5   100    2.50    10.00   | 5.5 s    0.0075    | 225 - 7.5 - 8.25 = 209.25
+    small  0.7      0.3   125    0.15     0.60   | 4.3 s    0.00045   | 175 - 0.45 - 6.45 = 168.10
+    local  0.2      0.1    25    0        0       | 20.1 s   0         | 50 - 0 - 30.15 = 19.85
 
-    speed(big) = (20.1 - 5.5) / (20.1 - 4.3) = 0.92405; cost(small) = (0.0075 - 0.00045) / 0.0075
-    total(small) = 0.5 * 0.71429 + 0.3 * 1 + 0.2 * 0.94 = 0.84514  ->  plan: small, big, local
+    plan: big, small, local. Twenty quality points are worth $50 per 1k requests here; big costs
+    $7.05 more per 1k and is 1.2 s slower ($1.80): big wins by $41.15 per 1k requests.
 
-The same request with ``tools`` excludes ``local`` (``missing_capability``), and the normalisation
-then runs over ``big`` and ``small`` only.
+Adding or removing a candidate changes no other candidate's U.
 """
 
 from __future__ import annotations
@@ -58,11 +74,13 @@ from gateway.core.errors import NoRouteError
 from gateway.core.types import ChatRequest
 from gateway.policy.located import did_you_mean
 from gateway.policy.references import model_names, policy_index, resolve_model_name
-from gateway.policy.schema import Policy, Route
+from gateway.policy.schema import Policy, Route, Utility
 
 __all__ = [
     "DEFAULT_QUALITY",
-    "MIN_LIVE_SAMPLES",
+    "LEGACY_USD_PER_LATENCY_S",
+    "LEGACY_USD_PER_QUALITY_POINT",
+    "PRIOR_WEIGHT",
     "Candidate",
     "EvalScore",
     "Exclusion",
@@ -71,18 +89,29 @@ __all__ = [
     "Plan",
     "StatsSnapshot",
     "plan",
+    "route_rates",
+    "utility_per_1k",
 ]
 
-MIN_LIVE_SAMPLES = 5  # below this, a model's catalog priors stand in for its live latency
+PRIOR_WEIGHT = 2.0  # the catalog's latency priors count as this many live observations
+LEGACY_USD_PER_QUALITY_POINT = 1.0  # legacy ``weights``: quality/cost = 1 means $1 per point per 1k
+LEGACY_USD_PER_LATENCY_S = 1.0  # legacy ``weights``: speed/cost = 1 means $1 per second per 1k
 DEFAULT_QUALITY = 0.5  # a model with neither an eval score nor a prior
 _PER_TOKEN = Decimal(1) / Decimal(1_000_000)  # prices are per million tokens
 _IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
 _INF = float("inf")
+_DEFAULT_UTILITY = Utility()
 
 
 @dataclass(frozen=True, slots=True)
 class ModelStats:
-    """Live statistics of one model, already smoothed (EWMA) by whoever observes calls."""
+    """Live statistics of one model, already smoothed and decayed by whoever observes calls.
+
+    ``weight`` is the effective number of observations behind the estimates after decay (old
+    observations count less); ``None`` means ``samples``. ``failure_rate`` is the decayed share of
+    attempts that failed or timed out (their durations already entered ``ttft_s`` as censored
+    observations).
+    """
 
     ttft_s: float | None = None
     tokens_per_s: float | None = None
@@ -90,6 +119,8 @@ class ModelStats:
     in_flight: int = 0
     breaker_open: bool = False
     breaker_reason: str | None = None
+    weight: float | None = None
+    failure_rate: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,32 +162,31 @@ class Exclusion:
 
 
 class Candidate(NamedTuple):
-    """One model to try, with its estimates, normalised scores and total.
+    """One model to try, with its estimates in their units and its utility.
 
     A ``NamedTuple`` rather than the frozen dataclass used elsewhere: ``plan()`` builds one per
-    surviving candidate on every request, and a tuple is built about five times faster (0.4 µs
-    against 1.9 µs for these eleven fields), which keeps a 10-candidate plan well under its 50 µs.
+    surviving candidate on every request, and a tuple is built about five times faster, which keeps
+    a 10-candidate plan well under its 50 µs.
     """
 
     model: str
     provider: str
     upstream: str
-    quality: float
-    latency_s: float
-    cost_usd: Decimal | None
-    quality_score: float
-    speed_score: float
-    cost_score: float
-    total: float
-    basis: str  # "weights", "minimize cost", "minimize latency" or "explore"
+    quality: float  # expected quality, 0..1 (eval score, else prior)
+    ttft_s: float  # expected time to first token, seconds
+    latency_s: float  # expected total latency, seconds
+    cost_usd: Decimal | None  # expected cost of this request, USD
+    utility: float  # value minus cost of 1,000 such requests, USD (see route_rates)
+    samples: float  # effective live observations behind the latency estimate
+    basis: str  # "utility", "weights", "minimize cost", "minimize latency", "balance …" or "explore"
 
     @property
     def reason(self) -> str:
         """Why it is here, in one line."""
-        cost = "unknown cost" if self.cost_usd is None else f"${self.cost_usd:.6f}"
+        cost = "unknown cost" if self.cost_usd is None else f"${self.cost_usd:.6f}/request"
         return (
-            f"{self.basis}: total {self.total:.3f} (quality {self.quality_score:.2f}, speed {self.speed_score:.2f}, "
-            f"cost {self.cost_score:.2f}; est. quality {self.quality:.2f}, {self.latency_s:.2f}s, {cost})"
+            f"{self.basis}: utility ${self.utility:.2f}/1k requests (quality {self.quality:.2f}, "
+            f"ttft {self.ttft_s:.2f}s, latency {self.latency_s:.2f}s, {cost})"
         )
 
 
@@ -221,19 +251,32 @@ def _resolve_route(policy: Policy, route_name: str) -> tuple[str, Route, Sequenc
     raise NoRouteError(f"unknown route or model {route_name!r}{hint}")
 
 
+def _blend(prior: float, live: float | None, weight: float) -> float:
+    return (
+        prior
+        if live is None or weight <= 0
+        else (weight * live + PRIOR_WEIGHT * prior) / (weight + PRIOR_WEIGHT)
+    )
+
+
 def _latency(
     spec: ModelSpec, live: ModelStats | None, load: LocalEngineLoad | None, output_tokens: int
-) -> float:
-    ttft, tps = spec.ttft_s, spec.tokens_per_s
-    if live is not None and live.samples >= MIN_LIVE_SAMPLES:
-        ttft = live.ttft_s if live.ttft_s is not None else ttft
-        tps = live.tokens_per_s if live.tokens_per_s is not None else tps
+) -> tuple[float, float, float]:
+    """Expected (ttft, total latency, effective samples): live estimates blended with the priors."""
+    ttft, tps, weight = spec.ttft_s, spec.tokens_per_s, 0.0
+    if live is not None:
+        weight = live.samples if live.weight is None else live.weight
+        ttft = _blend(ttft, live.ttft_s, weight)
+        tps = _blend(tps, live.tokens_per_s, weight)
+        if live.failure_rate > 0:
+            # A failed attempt costs about a ttft before the fallback: the expected extra tries.
+            ttft *= 1 + min(live.failure_rate, 0.95) / (1 - min(live.failure_rate, 0.95))
     if load is not None and "local" in spec.tags:
         # Queued requests wait their turn; running ones share the engine's decode throughput.
         ttft *= 1 + load.queue_depth
         if load.tokens_per_s:
             tps = load.tokens_per_s / (load.running + 1)
-    return ttft + output_tokens / tps
+    return ttft, ttft + output_tokens / tps, weight
 
 
 def _filter(
@@ -261,9 +304,13 @@ def _filter(
     return None
 
 
-def _constraint(route: Route, quality: float, latency: float, cost: Decimal | None) -> tuple[str, str] | None:
+def _constraint(
+    route: Route, quality: float, ttft: float, latency: float, cost: Decimal | None
+) -> tuple[str, str] | None:
     if route.min_quality is not None and quality < route.min_quality:
         return "min_quality", f"quality {quality:.2f} is below min_quality {route.min_quality}"
+    if route.max_ttft_s is not None and ttft > route.max_ttft_s:
+        return "max_ttft", f"estimated ttft {ttft:.2f}s exceeds max_ttft_s {route.max_ttft_s:g}"
     if route.max_latency_ms is not None and latency * 1000 > route.max_latency_ms:
         return (
             "max_latency",
@@ -275,78 +322,111 @@ def _constraint(route: Route, quality: float, latency: float, cost: Decimal | No
     return None
 
 
-# declared index, spec, quality, latency, cost (exact), cost (float, for normalising)
-_Row = tuple[int, ModelSpec, float, float, Decimal | None, float | None]
-_Ranked = tuple[float, int, Candidate]  # rank key (lower first), declared index, candidate
+class _Rates(NamedTuple):
+    """A route's objective as exchange rates into dollars per 1,000 requests (see the docstring)."""
+
+    quality: float  # USD per quality point (0.01 of the 0..1 scale)
+    ttft: float  # USD per second of time to first token
+    latency: float  # USD per second of total latency
+    cost: float  # how many dollars a dollar of expected cost counts for (1, or 0 when ignored)
+    tie_break: str  # "cost", "quality", "latency" or "order"
+    basis: str
 
 
-def _scores(rows: list[_Row], route: Route) -> list[_Ranked]:
-    qualities = [row[2] for row in rows]
-    latencies = [row[3] for row in rows]
-    costs = [row[5] for row in rows if row[5] is not None]
-    q_lo, q_span = min(qualities), max(qualities) - min(qualities)
-    l_hi, l_span = max(latencies), max(latencies) - min(latencies)
-    c_hi, c_span = (max(costs), max(costs) - min(costs)) if costs else (0.0, 0.0)
-    weights = route.effective_weights
-    wq, ws, wc = weights.quality, weights.speed, weights.cost
-    w_sum = wq + ws + wc
-    minimize = route.minimize
-    basis = f"minimize {minimize}" if minimize else "weights"
-    out: list[_Ranked] = []
-    for i, spec, quality, latency, cost, cost_f in rows:
-        qs = (quality - q_lo) / q_span if q_span else 1.0
-        ss = (l_hi - latency) / l_span if l_span else 1.0
-        cs = 0.0 if cost_f is None else ((c_hi - cost_f) / c_span if c_span else 1.0)
-        if minimize == "cost":
-            total, key = cs, (_INF if cost_f is None else cost_f)
-        elif minimize == "latency":
-            total, key = ss, latency
-        else:
-            total = (wq * qs + ws * ss + wc * cs) / w_sum if w_sum else 0.0
-            key = -int(total * 1e9 + 0.5)  # equal to 9 places is a tie: declared order decides
-        candidate = Candidate(
-            spec.name, spec.provider, spec.upstream, quality, latency, cost, qs, ss, cs, total, basis
+def route_rates(route: Route) -> _Rates:
+    """The exchange rates a route's objective stands for; legacy ``weights`` map as the docstring says."""
+    if route.minimize == "cost":
+        return _Rates(0.0, 0.0, 0.0, 1.0, "quality", "minimize cost")
+    if route.minimize == "latency":
+        return _Rates(0.0, 0.0, 1.0, 0.0, "cost", "minimize latency")
+    if route.weights is not None:
+        w = route.weights
+        if w.quality + w.speed + w.cost == 0:
+            return _Rates(0.0, 0.0, 0.0, 0.0, "order", "weights")
+        scale = w.cost if w.cost > 0 else 1.0
+        cost = 1.0 if w.cost > 0 else 0.0
+        return _Rates(
+            LEGACY_USD_PER_QUALITY_POINT * w.quality / scale,
+            0.0,
+            LEGACY_USD_PER_LATENCY_S * w.speed / scale,
+            cost,
+            "order",  # as before: the declared order breaks ties
+            "weights",
         )
-        out.append((key, i, candidate))
-    return out
+    u = route.utility if route.utility is not None else _DEFAULT_UTILITY
+    return _Rates(u.quality_usd_per_1k, u.ttft_usd_per_1k, u.latency_usd_per_1k, 1.0, u.tie_break, "utility")
+
+
+def utility_per_1k(
+    rates: _Rates, quality: float, ttft_s: float, latency_s: float, cost_usd: float | None
+) -> float:
+    """Value minus expected cost of 1,000 requests, in USD; ``-inf`` when a cost that counts is unknown."""
+    if cost_usd is None:
+        if rates.cost:
+            return -_INF
+        cost_usd = 0.0
+    return (
+        rates.quality * 100.0 * quality
+        - rates.cost * 1000.0 * cost_usd
+        - rates.ttft * ttft_s
+        - rates.latency * latency_s
+    )
+
+
+# declared index, spec, quality, ttft, latency, cost (exact), cost (float), effective live samples
+_Row = tuple[int, ModelSpec, float, float, float, Decimal | None, float | None, float]
+
+
+def _rank(rows: list[_Row], rates: _Rates) -> list[Candidate]:
+    keyed: list[tuple[tuple[float, ...], Candidate]] = []
+    tie = rates.tie_break
+    for i, spec, quality, ttft, latency, cost, cost_f, samples in rows:
+        value = utility_per_1k(rates, quality, ttft, latency, cost_f)
+        c_key = _INF if cost_f is None else cost_f
+        if tie == "cost":
+            tail: tuple[float, ...] = (c_key, -quality, latency)
+        elif tie == "quality":
+            tail = (-quality, c_key, latency)
+        elif tie == "latency":
+            tail = (latency, c_key, -quality)
+        else:
+            tail = ()
+        candidate = Candidate(
+            spec.name, spec.provider, spec.upstream, quality, ttft, latency, cost, value, samples, rates.basis
+        )
+        keyed.append(((-value, *tail, float(i)), candidate))
+    keyed.sort(key=lambda pair: pair[0])  # the declared index is last and unique: never a tie
+    return [candidate for _, candidate in keyed]
 
 
 def _balance(
-    group: list[Candidate], route: Route, stats: StatsSnapshot, rng: random.Random | None
+    ordered: list[Candidate], route: Route, stats: StatsSnapshot, rng: random.Random | None
 ) -> list[Candidate]:
-    if len(group) < 2:
-        return group
+    """Choose the head by ``balance``; the rest keep the objective's order as fallbacks."""
     if route.balance == "least_busy":
-        busy = {c.model: (stats.models[c.model].in_flight if c.model in stats.models else 0) for c in group}
-        return sorted(group, key=lambda c: busy[c.model])  # stable: declared order among equals
-    if route.balance == "weighted" and rng is not None:
-        pool = list(group)
-        ordered: list[Candidate] = []
-        while pool:
-            weights = [route.balance_weights.get(c.model, 1.0) for c in pool]
-            pick = rng.choices(range(len(pool)), weights=weights)[0] if sum(weights) > 0 else 0
-            ordered.append(pool.pop(pick))
+        busy = [(stats.models[c.model].in_flight if c.model in stats.models else 0) for c in ordered]
+        head = busy.index(min(busy))  # the first among equals: the best by the objective
+    else:
+        given = route.balance_weights
+        weights = [given.get(c.model, 0.0 if given else 1.0) for c in ordered]
+        if sum(weights) <= 0:
+            return ordered
+        if rng is None:
+            head = weights.index(max(weights))
+        else:
+            head = rng.choices(range(len(ordered)), weights=weights)[0]
+    if head == 0:
         return ordered
-    return group
+    chosen = ordered.pop(head)
+    return [chosen._replace(basis=f"balance {route.balance}"), *ordered]
 
 
-def _order(
-    ranked: list[_Ranked], route: Route, stats: StatsSnapshot, rng: random.Random | None
-) -> list[Candidate]:
-    ranked.sort()  # (key, declared index): the index is unique, so candidates are never compared
-    if route.balance is None:
-        return [candidate for _, _, candidate in ranked]
-    ordered: list[Candidate] = []
-    group: list[Candidate] = []
-    group_key: float | None = None
-    for key, _, candidate in ranked:
-        if key != group_key and group:
-            ordered.extend(_balance(group, route, stats, rng))
-            group = []
-        group_key = key
-        group.append(candidate)
-    ordered.extend(_balance(group, route, stats, rng))
-    return ordered
+def _explore(ordered: list[Candidate], rng: random.Random) -> list[Candidate]:
+    """Move a runner-up to the front, drawn by uncertainty: ``1 / (1 + effective samples)``."""
+    weights = [1.0 / (1.0 + c.samples) for c in ordered[1:]]
+    pick = 1 + rng.choices(range(len(weights)), weights=weights)[0]
+    chosen = ordered.pop(pick)
+    return [chosen._replace(basis="explore"), *ordered]
 
 
 def plan(
@@ -380,7 +460,7 @@ def plan(
     Example:
         >>> from gateway.policy import parse_policy
         >>> from gateway.core.types import ChatRequest
-        >>> policy = parse_policy("version: 1\\nroutes: {chat: {candidates: [gpt-4o-mini, gpt-4o]}}")
+        >>> policy = parse_policy("version: 1\\nroutes: {chat: {candidates: [gpt-4o-mini, gpt-4o], minimize: cost}}")
         >>> request = ChatRequest(model="route:chat", messages=[{"role": "user", "content": "hi"}])
         >>> [c.model for c in plan(request, "chat", policy, StatsSnapshot(), prompt_tokens=10).candidates]
         ['openai/gpt-4o-mini', 'openai/gpt-4o']
@@ -394,7 +474,10 @@ def plan(
     # Decimal x Decimal is cheaper than int x Decimal; this loop runs per candidate per request.
     prompt_d, output_d = Decimal(prompt_tokens), Decimal(output_tokens)
     constrained = (
-        route.min_quality is not None or route.max_latency_ms is not None or route.max_cost_usd is not None
+        route.min_quality is not None
+        or route.max_latency_ms is not None
+        or route.max_cost_usd is not None
+        or route.max_ttft_s is not None
     )
     live_stats, load = stats.models, stats.local_engine
     rows: list[_Row] = []
@@ -407,7 +490,7 @@ def plan(
             quality = score.score if score is not None else spec.quality
             if quality is None:
                 quality = DEFAULT_QUALITY
-            latency = _latency(spec, live, load, output_tokens)
+            ttft, latency, samples = _latency(spec, live, load, output_tokens)
             cost, cost_f = None, None
             if spec.input_price is not None and spec.output_price is not None:
                 cost = (prompt_d * spec.input_price + output_d * spec.output_price) * _PER_TOKEN
@@ -417,12 +500,15 @@ def plan(
                     if per_token is None
                     else prompt_tokens * per_token[0] + output_tokens * per_token[1]
                 )
-            excluded = _constraint(route, quality, latency, cost) if constrained else None
+            excluded = _constraint(route, quality, ttft, latency, cost) if constrained else None
             if excluded is None:
-                rows.append((i, spec, quality, latency, cost, cost_f))
+                rows.append((i, spec, quality, ttft, latency, cost, cost_f, samples))
                 continue
         exclusions.append(Exclusion(spec.name, excluded[0], excluded[1]))
-    ordered = _order(_scores(rows, route), route, stats, rng) if rows else []
-    if route.explore and rng is not None and len(ordered) > 1 and rng.random() < route.explore:
-        ordered.insert(0, ordered.pop(rng.randrange(1, len(ordered)))._replace(basis="explore"))
+    ordered = _rank(rows, route_rates(route)) if rows else []
+    if len(ordered) > 1:
+        if route.explore and rng is not None and rng.random() < route.explore:
+            ordered = _explore(ordered, rng)
+        elif route.balance is not None:
+            ordered = _balance(ordered, route, stats, rng)
     return Plan(name, tuple(ordered), tuple(exclusions), route, prompt_tokens, output_tokens)

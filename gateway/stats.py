@@ -1,76 +1,153 @@
-"""Live per-model statistics for the router: time to first token and output speed, smoothed.
+"""Live per-model statistics for the router: counted, decayed estimates with censored failures.
 
-``LiveStats`` is an observer: every finished attempt updates exponentially weighted averages
-(``ALPHA``) of its model's time to first token (for a non-streamed reply, its whole latency) and of
-its output tokens per second. ``snapshot()`` hands the router an immutable ``StatsSnapshot``.
-Per-process by design: latency is what this process sees of a deployment.
+``LiveStats`` is an observer: every finished attempt updates its model's estimates of time to
+first token (for a non-streamed reply, its whole latency), output tokens per second and failure
+rate. Each estimate is a decayed mean: before a new observation is folded in, the weight of
+everything seen so far is halved every ``half_life_s`` (and capped at ``MAX_WEIGHT``), so
+
+    mean <- (w x mean + x) / (w + 1),    w <- min(w x 0.5 ** (dt / half_life_s), MAX_WEIGHT) + 1
+
+and ``snapshot()`` reports the weight decayed to now. The router blends a low weight with the
+catalog's priors, so an estimate nobody has refreshed drifts back to the prior: a deployment that
+was slow during an outage looks like its prior again a few half-lives later, wins traffic again,
+and fresh observations take over (exploration probes it sooner; see ``gateway/router.py``).
+
+A failure or timeout after ``d`` seconds without a first token is a censored observation: the
+true ttft is longer than ``d``. Under an exponential model its expected value is ``d + mean``, and
+that is what enters the ttft estimate; the failure also enters the failure rate. A bad request
+(``BadRequestError`` and its kind: the caller's fault) says nothing about the deployment and is
+ignored. Time comes from the injected ``clock``.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.core.attempts import AttemptRecord
 from gateway.router import LocalEngineLoad, ModelStats, StatsSnapshot
 
-ALPHA = 0.2
+__all__ = ["DEFAULT_HALF_LIFE_S", "MAX_WEIGHT", "LiveStats"]
+
+DEFAULT_HALF_LIFE_S = 10.0
+MAX_WEIGHT = 20.0  # however long an estimate has run, a new observation moves it by at least 1/21
+_CALLER_FAULTS = frozenset(
+    {
+        "BadRequestError",
+        "UnprocessableEntityError",
+        "NotFoundError",
+        "ContextLengthError",
+        "skipped",
+        "cancelled",
+    }
+)
+_SERVED = frozenset({"ok", "partial", "closed"})
+
+
+@dataclass(slots=True)
+class _Mean:
+    value: float | None = None
+    weight: float = 0.0
+    at: float = 0.0
+
+    def decayed(self, now: float, half_life_s: float) -> float:
+        return float(self.weight * 0.5 ** (max(0.0, now - self.at) / half_life_s))
+
+    def observe(self, x: float, now: float, half_life_s: float) -> None:
+        w = min(self.decayed(now, half_life_s), MAX_WEIGHT)
+        self.value = x if self.value is None else (w * self.value + x) / (w + 1)
+        self.weight, self.at = w + 1, now
 
 
 @dataclass(slots=True)
 class _Running:
-    ttft_s: float | None = None
-    tokens_per_s: float | None = None
+    ttft: _Mean
+    speed: _Mean
+    failures: _Mean
     samples: int = 0
 
 
-def _ewma(old: float | None, new: float) -> float:
-    return new if old is None else old + ALPHA * (new - old)
-
-
 class LiveStats:
+    """The observer that keeps live estimates per model and hands the router snapshots.
+
+    Example:
+        >>> stats = LiveStats(clock=lambda: 0.0)
+        >>> stats.snapshot().models
+        {}
+    """
+
     def __init__(
         self,
         *,
         breakers: Callable[[], dict[str, str]] | None = None,
         over_budget: Callable[[], frozenset[str]] | None = None,
         local_load: Callable[[], LocalEngineLoad | None] | None = None,
+        in_flight: Callable[[], dict[str, int]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        half_life_s: float = DEFAULT_HALF_LIFE_S,
     ) -> None:
+        if not half_life_s > 0:
+            raise ValueError(f"LiveStats.half_life_s must be positive, got {half_life_s!r}")
         self._lock = threading.Lock()
         self._models: dict[str, _Running] = {}
         self._breakers = breakers
         self._over_budget = over_budget
         self._local_load = local_load
+        self._in_flight = in_flight
+        self.clock = clock
+        self.half_life_s = half_life_s
 
     def attempt_finished(self, record: AttemptRecord) -> None:
-        if record.outcome != "ok":
+        outcome = record.outcome
+        if outcome in _CALLER_FAULTS:
             return
+        now, half = self.clock(), self.half_life_s
+        with self._lock:
+            running = self._models.get(record.candidate.name)
+            if running is None:
+                running = self._models[record.candidate.name] = _Running(_Mean(), _Mean(), _Mean())
+            running.samples += 1
+            if outcome == "ok" or (outcome in _SERVED and record.ttft_s is not None):
+                self._observe_ok(running, record, now)
+                running.failures.observe(0.0, now, half)
+                return
+            running.failures.observe(1.0, now, half)
+            if record.ttft_s is None:  # no first token after duration_s: censored
+                mean = running.ttft.value if running.ttft.value is not None else record.duration_s
+                running.ttft.observe(record.duration_s + mean, now, half)
+
+    def _observe_ok(self, running: _Running, record: AttemptRecord, now: float) -> None:
         ttft = record.ttft_s if record.ttft_s is not None else record.duration_s
+        running.ttft.observe(ttft, now, self.half_life_s)
         completion = record.usage.completion_tokens if record.usage is not None else 0
         decode_s = record.duration_s - (record.ttft_s or 0.0)
-        with self._lock:
-            running = self._models.setdefault(record.candidate.name, _Running())
-            running.ttft_s = _ewma(running.ttft_s, ttft)
-            if record.ttft_s is not None and completion > 1 and decode_s > 0:
-                running.tokens_per_s = _ewma(running.tokens_per_s, completion / decode_s)
-            running.samples += 1
+        if record.ttft_s is not None and completion > 1 and decode_s > 0:
+            running.speed.observe(completion / decode_s, now, self.half_life_s)
 
     def snapshot(self) -> StatsSnapshot:
         breakers = self._breakers() if self._breakers else {}
+        busy = self._in_flight() if self._in_flight else {}
+        now, half = self.clock(), self.half_life_s
         with self._lock:
             models = {
                 name: ModelStats(
-                    ttft_s=r.ttft_s,
-                    tokens_per_s=r.tokens_per_s,
+                    ttft_s=r.ttft.value,
+                    tokens_per_s=r.speed.value,
                     samples=r.samples,
+                    in_flight=busy.get(name, 0),
                     breaker_open=name in breakers,
                     breaker_reason=breakers.get(name),
+                    weight=r.ttft.decayed(now, half),
+                    failure_rate=r.failures.value or 0.0,
                 )
                 for name, r in self._models.items()
             }
         for name, reason in breakers.items():
             models.setdefault(name, ModelStats(breaker_open=True, breaker_reason=reason))
+        for name, count in busy.items():
+            models.setdefault(name, ModelStats(in_flight=count))
         return StatsSnapshot(
             models=models,
             over_budget=self._over_budget() if self._over_budget else frozenset(),

@@ -167,30 +167,56 @@ def _count_prompt(request: Any) -> int:
 
 
 def format_plan(result: Any) -> str:
-    """The plan as a plain-text table: ranked candidates, then exclusions."""
-    settings = result.settings
-    if settings.minimize:
-        objective = f"minimize {settings.minimize}"
-    else:
-        w = settings.effective_weights
-        objective = f"weights quality {w.quality:g}, speed {w.speed:g}, cost {w.cost:g}"
+    """The plan as a plain-text table: each candidate's estimates in their units, why the winner won."""
+    from gateway.router import route_rates
+
+    rates = route_rates(result.settings)
+    objective = (
+        f"{rates.basis}: ${rates.quality:g} per quality point, ${rates.ttft:g} per second of ttft, "
+        f"${rates.latency:g} per second of latency, cost x{rates.cost:g} (per 1k requests; ties: {rates.tie_break})"
+    )
     lines = [
-        f"route {result.route}: {objective}; prompt {result.prompt_tokens} tokens, output {result.output_tokens} tokens",
+        f"route {result.route}: {objective}",
+        f"prompt {result.prompt_tokens} tokens, output {result.output_tokens} tokens",
         "",
-        f"{'#':>2}  {'model':<40} {'quality':>7} {'speed':>6} {'cost':>6} {'total':>6}  {'est. latency':>12}  est. cost",
+        f"{'#':>2}  {'model':<36} {'quality':>7} {'ttft':>8} {'latency':>9} {'$/request':>11} "
+        f"{'samples':>7} {'U $/1k':>10}  basis",
     ]
     for rank, c in enumerate(result.candidates, start=1):
-        cost = "unknown" if c.cost_usd is None else f"${c.cost_usd:.6f}"
+        cost = "unknown" if c.cost_usd is None else f"{c.cost_usd:.6f}"
         lines.append(
-            f"{rank:>2}  {c.model:<40} {c.quality_score:>7.3f} {c.speed_score:>6.3f} {c.cost_score:>6.3f} "
-            f"{c.total:>6.3f}  {c.latency_s:>10.2f} s  {cost}"
+            f"{rank:>2}  {c.model:<36} {c.quality:>7.3f} {c.ttft_s:>7.2f}s {c.latency_s:>8.2f}s {cost:>11} "
+            f"{c.samples:>7.1f} {c.utility:>10.2f}  {c.basis}"
         )
     if not result.candidates:
         lines.append("    (no candidate survived)")
+    elif len(result.candidates) > 1:
+        lines += ["", _why(result.candidates[0], result.candidates[1], rates)]
     if result.exclusions:
         lines += ["", "excluded:"]
-        lines += [f"    {e.model:<40} {e.code:<20} {e.message}" for e in result.exclusions]
+        lines += [f"    {e.model:<36} {e.code:<20} {e.message}" for e in result.exclusions]
     return "\n".join(lines) + "\n"
+
+
+def _why(first: Any, second: Any, rates: Any) -> str:
+    """The winner's margin over the runner-up, term by term, in USD per 1k requests."""
+    if first.basis not in ("utility", "weights", "minimize cost", "minimize latency"):
+        return f"{first.model} is first by {first.basis}; by utility {second.model} would lead"
+    cost_1 = float(first.cost_usd) if first.cost_usd is not None else 0.0
+    cost_2 = float(second.cost_usd) if second.cost_usd is not None else 0.0
+    terms = {
+        "quality": rates.quality * 100 * (first.quality - second.quality),
+        "cost": -rates.cost * 1000 * (cost_1 - cost_2),
+        "ttft": -rates.ttft * (first.ttft_s - second.ttft_s),
+        "latency": -rates.latency * (first.latency_s - second.latency_s),
+    }
+    parts = ", ".join(f"{name} {value:+.2f}" for name, value in terms.items() if value)
+    margin = first.utility - second.utility
+    if margin == 0:
+        return f"why {first.model}: ties {second.model} on utility; the tie-break ({rates.tie_break}) decides"
+    return (
+        f"why {first.model}: ${margin:.2f} per 1k requests over {second.model} ({parts or 'no term differs'})"
+    )
 
 
 def policy_json_schema() -> dict[str, Any]:

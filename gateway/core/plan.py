@@ -8,6 +8,7 @@ knows is served as the policy configures its provider.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -35,8 +36,11 @@ class Planner:
         *,
         stats: Callable[[], StatsSnapshot] | None = None,
         evals: Callable[[str | None], Mapping[str, EvalScore] | None] | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.config = config
+        # Exploration and ``balance: weighted`` draw from this; seed it for reproducible plans.
+        self.rng = rng if rng is not None else random.Random()
         self._policy = policy
         self._stats = stats
         self._evals = evals
@@ -82,7 +86,7 @@ class Planner:
         snapshot = self._stats() if self._stats else router.StatsSnapshot()
         evals = self._evals(route.eval_set) if self._evals else None
         routed = router.plan(
-            req, name, policy, snapshot, prompt_tokens=estimate_prompt_tokens(req), evals=evals
+            req, name, policy, snapshot, prompt_tokens=estimate_prompt_tokens(req), evals=evals, rng=self.rng
         )
         routed.require()
         return plan_for_route(policy, name, routed, self._policy_target)

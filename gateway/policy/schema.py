@@ -17,6 +17,7 @@ from gateway.capture.config import CaptureConfig
 
 __all__ = [
     "BUILTIN_DEFAULT_WEIGHTS",
+    "BreakerPolicy",
     "Budget",
     "Capability",
     "Fallback",
@@ -35,6 +36,7 @@ __all__ = [
     "StateConfig",
     "Telemetry",
     "Timeouts",
+    "Utility",
     "Weights",
 ]
 
@@ -78,6 +80,17 @@ class ModelCapabilities(_Section):
     streaming: bool | None = None
 
 
+class BreakerPolicy(_Section):
+    """A deployment's circuit breaker (see ``gateway/resilience/breaker.py``)."""
+
+    window_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    min_calls: int = Field(default=10, ge=1)
+    error_rate: float = Field(default=0.5, gt=0, le=1)
+    cooldown_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    cooldown_factor: float = Field(default=2.0, ge=1, allow_inf_nan=False)
+    max_cooldown_s: float = Field(default=600.0, gt=0, allow_inf_nan=False)
+
+
 class ModelEntry(_Section):
     """A model: every field overrides the catalog entry of the same name, if there is one."""
 
@@ -91,6 +104,7 @@ class ModelEntry(_Section):
     quality: float | None = Field(default=None, ge=0, le=1, description="prior quality, 0..1")
     ttft_s: float | None = Field(default=None, gt=0, description="prior time to first token")
     tokens_per_s: float | None = Field(default=None, gt=0, description="prior output speed")
+    breaker: BreakerPolicy | None = None
 
 
 class Weights(_Section):
@@ -100,6 +114,17 @@ class Weights(_Section):
 
 
 BUILTIN_DEFAULT_WEIGHTS = Weights(quality=0.5, speed=0.25, cost=0.25)
+
+
+class Utility(_Section):
+    """Exchange rates into dollars: what a route is willing to pay, per 1,000 requests, for one
+    quality point (0.01 on the 0..1 scale) and against one second of time to first token or of
+    total latency. The router maximises value minus expected cost, per candidate, on its own."""
+
+    quality_usd_per_1k: float = Field(default=2.0, ge=0, allow_inf_nan=False)
+    ttft_usd_per_1k: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    latency_usd_per_1k: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    tie_break: Literal["cost", "quality", "latency"] = "cost"
 
 
 def _default_fallback_on() -> list[FallbackTrigger]:
@@ -163,9 +188,11 @@ class Route(_Section):
 
     candidates: list[str] = Field(min_length=1)
     weights: Weights | None = None
+    utility: Utility | None = None
     minimize: Literal["cost", "latency"] | None = None
     min_quality: float | None = Field(default=None, ge=0, le=1)
     max_latency_ms: float | None = Field(default=None, gt=0)
+    max_ttft_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     max_cost_usd: Decimal | None = Field(default=None, ge=0)
     requires: list[Capability] = Field(default_factory=list)
     data: Literal["any", "local_only"] = "any"
@@ -184,8 +211,8 @@ class Route(_Section):
 
     @model_validator(mode="after")
     def _one_objective(self) -> Route:
-        if self.weights is not None and self.minimize is not None:
-            raise ValueError("a route takes 'weights' or 'minimize', not both")
+        if sum(x is not None for x in (self.weights, self.utility, self.minimize)) > 1:
+            raise ValueError("a route takes one objective of 'utility', 'weights' or 'minimize', not both")
         return self
 
     @property

@@ -60,14 +60,18 @@ def test_explain_prints_the_plan(tmp_path, capsys) -> None:
     args = ["policy", "explain", str(path), "--route", "support", "--prompt", "hi", "--prompt-tokens", "1000"]
     assert main([*args, "--tools"]) == 0
     assert capsys.readouterr().out.splitlines() == [
-        "route support: weights quality 0.5, speed 0.3, cost 0.2; prompt 1000 tokens, output 500 tokens",
+        "route support: weights: $2.5 per quality point, $0 per second of ttft, $1.5 per second of latency, "
+        "cost x1 (per 1k requests; ties: order)",
+        "prompt 1000 tokens, output 500 tokens",
         "",
-        " #  model                                    quality  speed   cost  total  est. latency  est. cost",
-        " 1  big                                        1.000  0.000  0.000  0.500        5.50 s  $0.007500",
-        " 2  small                                      0.000  1.000  1.000  0.500        4.30 s  $0.000450",
+        " #  model                                quality     ttft   latency   $/request samples     U $/1k  basis",
+        " 1  big                                    0.900    0.50s     5.50s    0.007500     0.0     209.25  weights",
+        " 2  small                                  0.700    0.30s     4.30s    0.000450     0.0     168.10  weights",
+        "",
+        "why big: $41.15 per 1k requests over small (quality +50.00, cost -7.05, latency -1.80)",
         "",
         "excluded:",
-        "    local                                    missing_capability   does not support tools",
+        "    local                                missing_capability   does not support tools",
     ]
 
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from gateway.router import MIN_LIVE_SAMPLES, EvalScore, LocalEngineLoad, ModelStats, StatsSnapshot, plan
+from gateway.router import PRIOR_WEIGHT, EvalScore, LocalEngineLoad, ModelStats, StatsSnapshot, plan
 from tests.router.conftest import policy_with, request
 
 TWINS = "  twin-a: {provider: openai, price: {input: 1, output: 1}, quality: 0.5}\n" \
@@ -36,21 +36,29 @@ def test_zero_weights_keep_the_declared_order() -> None:
     assert _order(policy) == ["local", "big", "small"]
 
 
-def test_least_busy_among_equals() -> None:
+def test_least_busy_puts_the_fewest_in_flight_first() -> None:
     policy = policy_with("    candidates: [twin-a, twin-b, twin-c, big]\n    balance: least_busy\n", TWINS)
-    stats = StatsSnapshot(models={"twin-a": ModelStats(in_flight=4), "twin-b": ModelStats(in_flight=1)})
-    # big scores differently, so it is ranked on its own; the twins are ordered by in_flight.
-    assert [m for m in _order(policy, stats) if m.startswith("twin")] == ["twin-c", "twin-b", "twin-a"]
+    stats = StatsSnapshot(
+        models={
+            n: ModelStats(in_flight=k) for n, k in {"twin-a": 4, "twin-b": 1, "twin-c": 2, "big": 3}.items()
+        }
+    )
+    order = _order(policy, stats)
+    assert order[0] == "twin-b"
+    result = plan(request(), "r", policy, stats, prompt_tokens=1000)
+    assert result.candidates[0].basis == "balance least_busy"
+    assert _order(policy) == _order(policy_with("    candidates: [twin-a, twin-b, twin-c, big]\n", TWINS))
 
 
-def test_weighted_balance_follows_the_weights() -> None:
+def test_weighted_balance_splits_by_weight() -> None:
     policy = policy_with(
-        "    candidates: [twin-a, twin-b]\n    balance: weighted\n    balance_weights: {twin-a: 3, twin-b: 1}\n",
+        "    candidates: [twin-a, twin-b, big]\n    balance: weighted\n    balance_weights: {twin-a: 3, twin-b: 1}\n",
         TWINS,
     )
-    assert _order(policy) == ["twin-a", "twin-b"]  # no rng: deterministic
+    assert _order(policy)[0] == "twin-a"  # no rng: the heaviest
     rng = random.Random(7)
     firsts = Counter(_order(policy, rng=rng)[0] for _ in range(4000))
+    assert set(firsts) == {"twin-a", "twin-b"}  # big has no weight: it is never the head
     assert 0.72 < firsts["twin-a"] / 4000 < 0.78
 
 
@@ -74,28 +82,55 @@ def test_minimize_respects_constraints() -> None:
 def test_exploration_moves_a_runner_up_first() -> None:
     policy = policy_with("    candidates: [big, small, local]\n    explore: 1.0\n")
     result = plan(request(), "r", policy, StatsSnapshot(), prompt_tokens=1000, rng=random.Random(1))
-    assert result.candidates[0].basis == "explore" and result.candidates[0].model != "small"
-    assert _order(policy) == ["small", "big", "local"]  # no rng: no exploration
+    assert result.candidates[0].basis == "explore" and result.candidates[0].model != "big"
+    assert _order(policy) == ["big", "small", "local"]  # no rng: no exploration
     assert _order(policy_with("    candidates: [big, small, local]\n"), rng=random.Random(1)) == [
-        "small",
         "big",
+        "small",
         "local",
     ]
 
 
-def test_live_stats_replace_priors_after_enough_samples(worked) -> None:
-    slow = ModelStats(ttft_s=30.0, tokens_per_s=10.0, samples=MIN_LIVE_SAMPLES - 1)
-    assert _order(worked, StatsSnapshot(models={"small": slow}), route="support")[0] == "small"
-    slow = ModelStats(ttft_s=30.0, tokens_per_s=10.0, samples=MIN_LIVE_SAMPLES)
-    result = plan(request(), "support", worked, StatsSnapshot(models={"small": slow}), prompt_tokens=1000)
-    assert [c.model for c in result.candidates] == ["big", "small", "local"]
-    assert result.candidates[1].latency_s == 30.0 + 500 / 10.0
+def test_exploration_is_bounded_and_prefers_the_least_known() -> None:
+    policy = policy_with("    candidates: [big, small, local]\n    explore: 0.1\n")
+    known = StatsSnapshot(models={"small": ModelStats(ttft_s=0.3, tokens_per_s=125, samples=40, weight=19.0)})
+    rng = random.Random(3)
+    firsts = Counter(_order(policy, known, rng=rng)[0] for _ in range(5000))
+    assert firsts["big"] / 5000 > 0.88  # at most the 10 % share leaves the best
+    assert firsts["local"] > 5 * firsts["small"]  # local has no observations, small has 19
+
+
+def test_live_stats_blend_with_priors_by_weight(worked) -> None:
+    slow = ModelStats(ttft_s=30.0, tokens_per_s=10.0, samples=1, weight=0.1)
+    assert _order(worked, StatsSnapshot(models={"big": slow}), route="support")[0] == "big"  # stale: prior
+    slow = ModelStats(ttft_s=30.0, tokens_per_s=10.0, samples=20, weight=18.0)
+    result = plan(request(), "support", worked, StatsSnapshot(models={"big": slow}), prompt_tokens=1000)
+    assert [c.model for c in result.candidates] == ["small", "big", "local"]
+    ttft = (18 * 30 + PRIOR_WEIGHT * 0.5) / (18 + PRIOR_WEIGHT)
+    tps = (18 * 10 + PRIOR_WEIGHT * 100) / (18 + PRIOR_WEIGHT)
+    assert result.candidates[1].ttft_s == pytest.approx(ttft)
+    assert result.candidates[1].latency_s == pytest.approx(ttft + 500 / tps)
+
+
+def test_failure_rate_lengthens_the_expected_ttft(worked) -> None:
+    flaky = ModelStats(ttft_s=0.5, samples=10, weight=10.0, failure_rate=0.5)
+    result = plan(request(), "support", worked, StatsSnapshot(models={"big": flaky}), prompt_tokens=1000)
+    big = next(c for c in result.candidates if c.model == "big")
+    assert big.ttft_s == pytest.approx(0.5 * 2)
+
+
+def test_max_ttft_is_a_constraint() -> None:
+    policy = policy_with("    candidates: [big, small, local]\n    max_ttft_s: 0.4\n")
+    result = plan(request(), "r", policy, StatsSnapshot(), prompt_tokens=1000)
+    assert [c.model for c in result.candidates] == ["small", "local"]
+    assert [(e.model, e.code) for e in result.exclusions] == [("big", "max_ttft")]
 
 
 def test_eval_scores_replace_quality_priors(worked) -> None:
-    evals = {"local": EvalScore(score=0.95, samples=200)}
+    # 0.99 x $250 - 20.1 s x $1.5 = $217.35 per 1k requests, above big's $209.25
+    evals = {"local": EvalScore(score=0.99, samples=200)}
     result = plan(request(), "support", worked, StatsSnapshot(), prompt_tokens=1000, evals=evals)
-    assert result.candidates[0].model == "local" and result.candidates[0].quality == 0.95
+    assert result.candidates[0].model == "local" and result.candidates[0].quality == 0.99
 
 
 def test_local_engine_load_slows_local_models(worked) -> None:
@@ -126,10 +161,10 @@ def test_a_policy_built_in_code_and_a_copy_are_indexed(worked) -> None:
     from gateway.policy import Policy
 
     direct = Policy.model_validate({"version": 1, "routes": {"r": {"candidates": ["gpt-4o-mini", "gpt-4o"]}}})
-    assert _order(direct) == ["openai/gpt-4o-mini", "openai/gpt-4o"]
+    assert sorted(_order(direct)) == ["openai/gpt-4o", "openai/gpt-4o-mini"]
     routes = {**worked.routes, "r": direct.routes["r"]}
     copy = worked.model_copy(update={"routes": routes})
-    assert _order(copy) == ["openai/gpt-4o-mini", "openai/gpt-4o"]
+    assert sorted(_order(copy)) == ["openai/gpt-4o", "openai/gpt-4o-mini"]
     broken = Policy.model_validate({"version": 1, "routes": {"r": {"candidates": ["gpt4o"]}}})
     with pytest.raises(PolicyError) as info:
         _order(broken)
