@@ -47,18 +47,36 @@ EMBEDDED_MODEL = "smollm2-135m-instruct"
 DEFAULT_MAX_TOKENS = 512
 _TOOL_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
 
-_engines: dict[str, AsyncEngine] = {}
+_engines: dict[tuple[str, tuple[tuple[str, Any], ...]], AsyncEngine] = {}
 _lock = threading.Lock()
 
 
 def engine_for(model: str, options: dict[str, Any] | None = None) -> AsyncEngine:
-    """The engine serving ``model``, loaded once per process."""
+    """The engine serving ``model`` with these engine settings, loaded once per process."""
+    options = options or {}
+    key = (
+        model,
+        tuple((k, options[k]) for k in ("model_roots", *ENGINE_SETTINGS) if options.get(k) is not None),
+    )
     with _lock:
-        engine = _engines.get(model)
+        engine = _engines.get(key)
         if engine is None:
-            engine = _load(model, options or {})
-            _engines[model] = engine
+            engine = _load(model, options)
+            _engines[key] = engine
         return engine
+
+
+# The engine settings a policy's local provider may set in its ``options`` (checked by the engine).
+ENGINE_SETTINGS = (
+    "device",
+    "dtype",
+    "quantization",
+    "max_batch",
+    "max_model_len",
+    "kv_blocks",
+    "threads",
+    "prefill_chunk",
+)
 
 
 def _load(model: str, options: dict[str, Any]) -> AsyncEngine:
@@ -78,11 +96,22 @@ def _load(model: str, options: dict[str, Any]) -> AsyncEngine:
                 os.pathsep
             )
             path = local_engine.resolve_model_path(base, [r for r in roots if r])
+        settings = {k: options[k] for k in ENGINE_SETTINGS if options.get(k) is not None}
         if adapters:  # merged adapters are served unquantized, the precision they were trained in
-            return local_engine.load_engine(
-                path, threads=options.get("threads"), adapters=adapters, quantization="none"
-            )
-        return local_engine.load_engine(path, threads=options.get("threads"))
+            settings["quantization"] = "none"
+            return local_engine.load_engine(path, adapters=adapters, **settings)
+        return local_engine.load_engine(path, **settings)
+    except local_engine.SettingsError as exc:
+        raise BadRequestError(
+            f"local: cannot serve model {model!r}: {exc}",
+            body={
+                "message": str(exc),
+                "type": "invalid_request_error",
+                "param": f"options.{exc.setting}",
+                "code": "invalid_engine_setting",
+            },
+            status_code=400,
+        ) from exc
     except local_engine.EngineError as exc:
         raise BadRequestError(
             f"local: cannot serve model {model!r}: {exc}",
@@ -98,7 +127,7 @@ def _load(model: str, options: dict[str, Any]) -> AsyncEngine:
 
 def engine_load() -> Any:
     """The embedded engine's load (queue depth, running, tokens/s) if it is loaded, else ``None``."""
-    engine = _engines.get(EMBEDDED_MODEL)
+    engine = next((e for (name, _), e in _engines.items() if name == EMBEDDED_MODEL), None)
     return engine.stats() if engine is not None else None
 
 

@@ -116,3 +116,32 @@ def test_import_gateway_does_not_load_torch_until_a_local_call() -> None:
         ).stdout.strip()
         == "False"
     )
+
+
+def test_engine_settings_come_from_the_policy(tmp_path: object) -> None:
+    from pathlib import Path
+
+    policy = Path(str(tmp_path)) / "local.yaml"
+    policy.write_text(
+        """
+version: 1
+providers:
+  edge: {kind: local, options: {dtype: float32, max_batch: 3, max_model_len: 512}}
+  broken: {kind: local, options: {dtype: float7}}
+models:
+  small: {provider: edge, model: smollm2-135m-instruct}
+  bad: {provider: broken, model: smollm2-135m-instruct}
+"""
+    )
+    from providers import local
+
+    with gateway.OpenAI(policy=policy) as client:
+        reply = client.chat.completions.create(model="small", messages=FRANCE, temperature=0, max_tokens=24)
+        assert reply.choices[0].message.content == "The capital of France is Paris."
+        engine = local.engine_for(
+            "smollm2-135m-instruct", {"dtype": "float32", "max_batch": 3, "max_model_len": 512}
+        )
+        assert (engine.settings.max_batch, engine.settings.max_model_len) == (3, 512)
+        with pytest.raises(gateway.BadRequestError) as info:
+            client.chat.completions.create(model="bad", messages=FRANCE, max_tokens=4)
+        assert info.value.param == "options.dtype" and "dtype" in info.value.message
