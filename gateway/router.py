@@ -268,9 +268,11 @@ def _latency(
         weight = live.samples if live.weight is None else live.weight
         ttft = _blend(ttft, live.ttft_s, weight)
         tps = _blend(tps, live.tokens_per_s, weight)
-        if live.failure_rate > 0:
+        if live.failure_rate > 0 and weight > 0:
             # A failed attempt costs about a ttft before the fallback: the expected extra tries.
-            ttft *= 1 + min(live.failure_rate, 0.95) / (1 - min(live.failure_rate, 0.95))
+            # The rate is blended toward 0 like the estimates, so a stale failure rate fades too.
+            rate = min(live.failure_rate * weight / (weight + PRIOR_WEIGHT), 0.95)
+            ttft *= 1 + rate / (1 - rate)
     if load is not None and "local" in spec.tags:
         # Queued requests wait their turn; running ones share the engine's decode throughput.
         ttft *= 1 + load.queue_depth

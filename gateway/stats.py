@@ -13,7 +13,8 @@ was slow during an outage looks like its prior again a few half-lives later, win
 and fresh observations take over (exploration probes it sooner; see ``gateway/router.py``).
 
 A failure or timeout after ``d`` seconds without a first token is a censored observation: the
-true ttft is longer than ``d``. Under an exponential model its expected value is ``d + mean``, and
+true ttft is longer than ``d``. Under an exponential model its expected value is ``d + mean``
+(the mean capped at ``d``), and
 that is what enters the ttft estimate; the failure also enters the failure rate. A bad request
 (``BadRequestError`` and its kind: the caller's fault) says nothing about the deployment and is
 ignored. Time comes from the injected ``clock``.
@@ -31,7 +32,7 @@ from gateway.router import LocalEngineLoad, ModelStats, StatsSnapshot
 
 __all__ = ["DEFAULT_HALF_LIFE_S", "MAX_WEIGHT", "LiveStats"]
 
-DEFAULT_HALF_LIFE_S = 10.0
+DEFAULT_HALF_LIFE_S = 5.0
 MAX_WEIGHT = 20.0  # however long an estimate has run, a new observation moves it by at least 1/21
 _CALLER_FAULTS = frozenset(
     {
@@ -116,7 +117,9 @@ class LiveStats:
             running.failures.observe(1.0, now, half)
             if record.ttft_s is None:  # no first token after duration_s: censored
                 mean = running.ttft.value if running.ttft.value is not None else record.duration_s
-                running.ttft.observe(record.duration_s + mean, now, half)
+                # d + mean, the exponential model's E[ttft | ttft > d], with the mean capped at d so
+                # a run of timeouts cannot ratchet the estimate up without bound.
+                running.ttft.observe(record.duration_s + min(mean, record.duration_s), now, half)
 
     def _observe_ok(self, running: _Running, record: AttemptRecord, now: float) -> None:
         ttft = record.ttft_s if record.ttft_s is not None else record.duration_s
