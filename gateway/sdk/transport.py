@@ -32,8 +32,7 @@ CORE_EXTENSION = "switchyard_core"
 
 def wire_request(request: Any, path: str) -> WireRequest:
     url = request.url
-    full = str(url.copy_with(query=None, fragment=None))
-    trimmed = full.rstrip("/")
+    trimmed = str(url).partition("?")[0].partition("#")[0].rstrip("/")
     base = trimmed[: len(trimmed) - len(path)]
     return WireRequest(
         method=request.method,

@@ -138,10 +138,18 @@ _VALUE = re.compile(r"[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*|")
 
 def check_headers(headers: Mapping[str, str]) -> None:
     for name, value in headers.items():
+        # the common case, without a regex: printable ASCII (tabs and spaces take the full check)
+        if name.isascii() and value.isascii() and name.isalnum() or _is_token(name):
+            if value.isprintable() and value.isascii() and value == value.strip():
+                continue
         if not _TOKEN.fullmatch(name):
             raise InvalidHeaderError(name.encode("ascii", "backslashreplace").decode(), in_name=True)
         if not _VALUE.fullmatch(value.strip(" \t")):
             raise InvalidHeaderError(name)
+
+
+def _is_token(name: str) -> bool:
+    return name.isascii() and name.replace("-", "").replace("_", "").isalnum()
 
 
 def build_request(client: Any, spec: HTTPRequestSpec, extra_headers: Mapping[str, str], timeout: Any) -> Any:
