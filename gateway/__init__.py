@@ -69,6 +69,13 @@ AsyncClient = AsyncOpenAI
 _NOT_ROUTED = frozenset({"chat", "completions", "embeddings", "responses", "models", "api_key", "base_url"})
 
 
+def feedback(reply_or_id: _Any, *, score: float | None = None, label: str | None = None, **options: _Any) -> _Any:
+    """Attach a user's score (0..1) or label to a captured reply (see ``gateway.capture.feedback``)."""
+    from gateway.capture import feedback as attach
+
+    return attach(reply_or_id, score=score, label=label, **options)
+
+
 def __getattr__(name: str) -> _Any:
     """Every other name of the ``openai`` module, so that ``import gateway as openai`` keeps working."""
     if name in _NOT_ROUTED:
@@ -119,6 +126,7 @@ __all__ = [
     "UnprocessableEntityError",
     "UnsupportedParameterError",
     "__version__",
+    "feedback",
     "info",
     "not_given",
     "omit",
