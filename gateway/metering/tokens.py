@@ -16,12 +16,18 @@ After a call, the provider's reported usage is authoritative; these counts are f
   one, the ``cl100k_base`` count, approximate.
 - **Other OpenAI-compatible models** (Llama on Groq, …): the ``cl100k_base`` count, approximate.
 - **Character estimate** (tiktoken unavailable): ``ceil(chars / 4)`` plus the chat overhead.
+- **Bounded**: one count hands a tokenizer at most ``EXACT_CHARS`` (64 KiB) characters, across all
+  the pieces of a chat. The rest is estimated at the ratio the tokenized part measured (characters
+  per token; ``CHARS_PER_TOKEN`` when fewer than ``MIN_RATIO_CHARS`` were tokenized), and the count
+  is marked approximate with ``estimated_chars`` set. BPE on one long run of letters costs far more
+  than linear time (a 20 MB run of ``x`` took 57 s with ``cl100k_base``); capped, a 20 MB prompt or
+  streamed reply costs one pass over its length, once per count (docs/resilience.md).
 
 tiktoken is imported on first use, never by ``import gateway``; encoders are cached per process.
 
 Example:
     >>> count_chat([{"role": "user", "content": "Hello there"}], "gpt-3.5-turbo")
-    TokenCount(tokens=9, approximate=False, method='cl100k_base')
+    TokenCount(tokens=9, approximate=False, method='cl100k_base', estimated_chars=0)
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ IMAGE_TOKENS = 85  # a low-detail image, OpenAI's documented base; high detail d
 ANTHROPIC_FACTOR = 1.2
 ESTIMATE_TOKENS_PER_MESSAGE = 4
 CHARS_PER_TOKEN = 4
+EXACT_CHARS = 64 * 1024  # the most characters one count hands a tokenizer (about 10 ms, worst case)
+MIN_RATIO_CHARS = 1024  # fewer tokenized characters than this give no ratio worth extrapolating
 
 # The cookbook's constants for tool definitions (identical for gpt-4o, gpt-4o-mini, gpt-4, gpt-3.5).
 _FUNC_INIT, _PROP_INIT, _PROP_KEY, _ENUM_INIT, _ENUM_ITEM, _FUNC_END = 7, 3, 3, -3, 3, 12
@@ -70,11 +78,13 @@ class TokenCount:
         tokens: The number of tokens.
         approximate: ``True`` unless the model's own tokenizer counted exactly.
         method: The encoding or estimate used (``o200k_base``, ``cl100k_base``, ``chars/4``, …).
+        estimated_chars: Characters past the ``EXACT_CHARS`` cap, estimated rather than tokenized.
     """
 
     tokens: int
     approximate: bool
     method: str
+    estimated_chars: int = 0
 
 
 class _Encoder(Protocol):
@@ -193,6 +203,8 @@ class _Counter:
         family = _family(model)
         self.family = family
         self.scale = 1.0
+        self.budget = EXACT_CHARS  # characters this count may still hand the tokenizer
+        self.exact_chars = self.exact_tokens = self.estimated_chars = 0
         self._fn: Callable[[str], int]
         if count_fn is not None:
             self._fn, self.method, self.approximate = count_fn, "local-tokenizer", False
@@ -211,10 +223,35 @@ class _Counter:
             self.method, self.scale = "anthropic-estimate", ANTHROPIC_FACTOR
 
     def __call__(self, text: str) -> int:
-        return self._fn(text) if text else 0
+        if not text:
+            return 0
+        if self._fn is _chars:
+            return _chars(text)
+        if len(text) <= self.budget:  # the common case: exact, and cheap to check
+            self.budget -= len(text)
+            tokens = self._fn(text)
+            self.exact_chars, self.exact_tokens = self.exact_chars + len(text), self.exact_tokens + tokens
+            return tokens
+        return self._bounded(text)
+
+    def _bounded(self, text: str) -> int:
+        """Tokenize what the budget allows of ``text`` and estimate the rest by the measured ratio."""
+        head, rest = text[: self.budget], len(text) - self.budget
+        tokens = self._fn(head) if head else 0
+        self.budget = 0
+        self.exact_chars, self.exact_tokens = self.exact_chars + len(head), self.exact_tokens + tokens
+        self.estimated_chars += rest
+        if self.exact_chars >= MIN_RATIO_CHARS and self.exact_tokens:
+            return tokens + math.ceil(rest * self.exact_tokens / self.exact_chars)
+        return tokens + math.ceil(rest / CHARS_PER_TOKEN)
 
     def result(self, tokens: int, *, approximate: bool = False) -> TokenCount:
-        return TokenCount(math.ceil(tokens * self.scale), self.approximate or approximate, self.method)
+        return TokenCount(
+            math.ceil(tokens * self.scale),
+            self.approximate or approximate or self.estimated_chars > 0,
+            self.method,
+            self.estimated_chars,
+        )
 
 
 def _chars(text: str) -> int:
@@ -234,7 +271,7 @@ def count_text(text: str, model: str, *, count_fn: CountFn | None = None) -> Tok
 
     Example:
         >>> count_text("hello world", "gpt-4")
-        TokenCount(tokens=2, approximate=False, method='cl100k_base')
+        TokenCount(tokens=2, approximate=False, method='cl100k_base', estimated_chars=0)
     """
     counter = _Counter(model, count_fn)
     return counter.result(counter(text))

@@ -236,3 +236,50 @@ def test_a_slow_download_does_not_hold_the_first_count(monkeypatch: pytest.Monke
     finally:
         release.set()
         tokens_module.clear_cache()
+
+
+class SpyTokenizer:
+    """A local tokenizer (a token per 4 characters) that remembers how many characters it was handed."""
+
+    def __init__(self) -> None:
+        self.chars = 0
+
+    def __call__(self, text: str) -> int:
+        self.chars += len(text)
+        return len(text) // 4
+
+
+HUGE = 20 * 1024 * 1024
+CAP = tokens_module.EXACT_CHARS
+
+
+def test_a_huge_text_hands_the_tokenizer_at_most_the_cap() -> None:
+    spy = SpyTokenizer()
+    count = count_text("word " * (HUGE // 5), "local/m", count_fn=spy)
+    assert spy.chars == CAP
+    # The rest is estimated at the ratio the tokenized prefix measured.
+    assert count == TokenCount(HUGE // 4, True, "local-tokenizer", HUGE - CAP)
+
+
+def test_the_cap_holds_across_the_pieces_of_a_chat() -> None:
+    spy = SpyTokenizer()
+    messages = [{"role": "user", "content": "x" * CAP}, {"role": "assistant", "content": "y" * CAP}] * 50
+    count = count_chat(messages, "local/m", count_fn=spy)
+    assert spy.chars == CAP
+    chars = sum(len(message["role"]) + len(message["content"]) for message in messages)
+    assert count.approximate and count.estimated_chars == chars - CAP
+    assert count.tokens == pytest.approx(chars / 4 + 3 * len(messages) + 3, rel=1e-3)
+
+
+def test_text_under_the_cap_is_counted_exactly() -> None:
+    spy = SpyTokenizer()
+    assert count_text("x" * CAP, "local/m", count_fn=spy) == TokenCount(CAP // 4, False, "local-tokenizer")
+    assert spy.chars == CAP
+
+
+@pytest.mark.parametrize("text", ["x" * HUGE, "hello world " * (HUGE // 12)])
+def test_a_huge_text_with_tiktoken_is_a_close_estimate(text: str) -> None:
+    count = count_text(text, "gpt-4")
+    assert count.approximate and count.estimated_chars == len(text) - CAP
+    chars_per_token = {"x": 8, "h": 6}[text[0]]  # cl100k: 8 x's a token; "hello", " world", " hello", …
+    assert count.tokens == pytest.approx(len(text) / chars_per_token, rel=1e-3)
