@@ -5,6 +5,12 @@ are USD per one million tokens and kept as ``Decimal``. ``quality`` (0..1), ``tt
 ``tokens_per_s`` are rough priors: the router uses them until live statistics and eval scores take
 over. A policy's ``models`` section overrides any field of an entry of the same name.
 
+Prices come from a maintained price database when it is installed: the ``genai-prices`` package
+(offline, from the data it ships with) replaces each entry's input, cached-input, output and
+cache-write prices where it knows the model; the prices in ``catalog/models.json`` are the fallback
+for the models it does not know, or when it is not installed. ``Catalog.price_source`` says which.
+Prices tiered by prompt length are taken at their base tier.
+
 Example:
     >>> from gateway.catalog import load_catalog
     >>> catalog = load_catalog()
@@ -38,6 +44,8 @@ class ModelSpec:
     input_price: Decimal | None = None
     cached_input_price: Decimal | None = None
     output_price: Decimal | None = None
+    cache_write_price: Decimal | None = None  # prompt tokens written to the cache, 5-minute TTL
+    cache_write_1h_price: Decimal | None = None  # the same, 1-hour TTL
     context_window: int | None = None
     max_output: int | None = None
     # A model nobody described is assumed capable: trying it and falling back on an error costs
@@ -63,10 +71,15 @@ class ModelSpec:
 
 @dataclass(frozen=True, slots=True)
 class Catalog:
-    """The bundled catalog: ``as_of`` is the date its prices were read."""
+    """The bundled catalog: ``as_of`` is the date its prices were read.
+
+    ``price_source`` is ``"genai-prices <version>"`` when that database supplied the prices it
+    knows, else ``"bundled"``.
+    """
 
     as_of: str
     models: dict[str, ModelSpec]
+    price_source: str = "bundled"
 
 
 @cache
@@ -79,7 +92,14 @@ def load_catalog() -> Catalog:
     text = resources.files("gateway").joinpath("catalog/models.json").read_text(encoding="utf-8")
     raw = json.loads(text)
     models = {name: _spec(name, entry) for name, entry in raw["models"].items()}
-    return Catalog(as_of=str(raw["as_of"]), models=models)
+    from gateway.catalog_prices import maintained_prices
+
+    maintained = maintained_prices(models.values())
+    if maintained is None:
+        return Catalog(as_of=str(raw["as_of"]), models=models)
+    source, prices = maintained
+    models = {name: prices.get(name, spec) for name, spec in models.items()}
+    return Catalog(as_of=str(raw["as_of"]), models=models, price_source=source)
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -96,6 +116,8 @@ def _spec(name: str, entry: dict[str, Any]) -> ModelSpec:
         input_price=_decimal(price.get("input")),
         cached_input_price=_decimal(price.get("cached_input")),
         output_price=_decimal(price.get("output")),
+        cache_write_price=_decimal(price.get("cache_write")),
+        cache_write_1h_price=_decimal(price.get("cache_write_1h")),
         context_window=entry.get("context_window"),
         max_output=entry.get("max_output"),
         tools=bool(caps.get("tools", True)),

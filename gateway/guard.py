@@ -36,6 +36,7 @@ from gateway.ratelimit import RateLimit, RateLimiter, RateLimitGrant
 
 if TYPE_CHECKING:
     from gateway.catalog import ModelSpec
+    from gateway.metering.pricing import ModelPrice
     from gateway.policy import Policy
     from gateway.policy.schema import Budget as PolicyBudget
     from gateway.policy.schema import RateLimit as PolicyRateLimit
@@ -142,29 +143,33 @@ class Guard:
 
     def actual_cost(self, attempts: Sequence[AttemptRecord]) -> tuple[Decimal, int]:
         """What every attempt that consumed tokens cost, in USD and tokens (an unpriced model at the ceiling)."""
+        from gateway.metering.pricing import usage_cost
+
         usd, tokens = Decimal(0), 0
         for record in attempts:
             usage = record.usage
             if usage is None:
                 continue
             tokens += usage.total_tokens
-            price_in, price_cached, price_out = self._prices(self._spec(record.candidate.name))
-            cached = (usage.prompt_tokens_details.cached_tokens or 0) if usage.prompt_tokens_details else 0
-            cached = min(max(cached, 0), usage.prompt_tokens)
-            usd += (
-                (usage.prompt_tokens - cached) * price_in
-                + cached * price_cached
-                + usage.completion_tokens * price_out
-            ) / _MILLION
+            usd += usage_cost(self._price(self._spec(record.candidate.name)), usage)
         return usd, tokens
+
+    def _price(self, spec: ModelSpec | None) -> ModelPrice:
+        """The model's price, as metering prices it; the ceiling's for an unpriced model."""
+        from gateway.metering.pricing import CLAUDE_CACHE_WRITE, ModelPrice
+
+        price = ModelPrice.from_spec(spec) if spec is not None else None
+        if price is None:
+            ceiling_in, ceiling_out = self.ceiling()
+            write, write_1h = (ceiling_in * factor for factor in CLAUDE_CACHE_WRITE)
+            return ModelPrice(ceiling_in, ceiling_out, ceiling_in, None, write, write_1h)
+        return price
 
     def _prices(self, spec: ModelSpec | None) -> tuple[Decimal, Decimal, Decimal]:
         """(input, cached input, output) USD per 1M tokens; the ceiling's for an unpriced model."""
-        if spec is None or spec.input_price is None or spec.output_price is None:
-            ceiling_in, ceiling_out = self.ceiling()
-            return ceiling_in, ceiling_in, ceiling_out
-        cached = spec.cached_input_price if spec.cached_input_price is not None else spec.input_price
-        return spec.input_price, cached, spec.output_price
+        price = self._price(spec)
+        cached = price.cached_input if price.cached_input is not None else price.input
+        return price.input, cached, price.output
 
     def ceiling(self) -> tuple[Decimal, Decimal]:
         """The dearest input and output prices the policy and the catalog know: an unpriced model's."""
@@ -185,6 +190,7 @@ class Guard:
         with self._lock:
             if model in self._specs:
                 return self._specs[model]
+        from gateway.catalog_prices import maintained_price
         from gateway.core.errors import PolicyError
         from gateway.policy.targets import resolve_target_config
 
@@ -192,6 +198,8 @@ class Guard:
             spec: ModelSpec | None = resolve_target_config(self.policy, model)[1]
         except PolicyError:
             spec = None
+        if spec is not None and not spec.has_price:
+            spec = maintained_price(spec) or spec  # a model the catalog lacks, priced by genai-prices
         with self._lock:
             self._specs[model] = spec  # type: ignore[assignment]
         return spec

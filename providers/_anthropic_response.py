@@ -59,7 +59,22 @@ def usage_of(usage: Mapping[str, Any], where: str) -> CompletionUsage:
     read = count(usage.get("cache_read_input_tokens"), f"{where}.cache_read_input_tokens")
     written = count(usage.get("cache_creation_input_tokens"), f"{where}.cache_creation_input_tokens")
     output = count(usage.get("output_tokens"), f"{where}.output_tokens")
-    return total_usage(fresh + read + written, output, cached=read, reasoning=None)
+    split = obj(usage.get("cache_creation") or {}, f"{where}.cache_creation")
+    five_minutes = count(
+        split.get("ephemeral_5m_input_tokens"), f"{where}.cache_creation.ephemeral_5m_input_tokens"
+    )
+    one_hour = count(
+        split.get("ephemeral_1h_input_tokens"), f"{where}.cache_creation.ephemeral_1h_input_tokens"
+    )
+    written = max(written, five_minutes + one_hour)  # the total, when only the split was sent
+    result = total_usage(fresh + read + written, output, cached=read, reasoning=None)
+    # Cache writes are billed apart (1.25x input for 5 minutes, 2x for 1 hour): keep them visible.
+    details = result.prompt_tokens_details
+    if details is not None and written:
+        details.cache_write_tokens = written
+        if one_hour:
+            details.cache_write_1h_tokens = one_hour
+    return result
 
 
 def completion(data: Any, target: Target) -> ChatCompletion:

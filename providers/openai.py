@@ -145,7 +145,9 @@ def end_stream(state: OpenAIStreamState) -> list[ChatCompletionChunk]:
 
 
 def map_error(status: int, headers: Mapping[str, str], body: bytes, target: Target) -> APIStatusError:
-    return error_from_json_body(status, headers, body)
+    error = error_from_json_body(status, headers, body)
+    error.keep_document(body)  # this protocol is the caller's: relay the document with every field
+    return error
 
 
 def _error_in_body(data: dict[str, Any], headers: Mapping[str, str], target: Target) -> APIStatusError:
@@ -182,13 +184,17 @@ def usage_from_response(data: Any) -> CompletionUsage | None:
     if not isinstance(prompt, int) or not isinstance(completion, int):
         return None
     cached = (usage.get("input_tokens_details") or {}).get("cached_tokens")
+    written = (usage.get("input_tokens_details") or {}).get("cache_write_tokens")
     reasoning = (usage.get("output_tokens_details") or {}).get("reasoning_tokens")
     return CompletionUsage.model_validate(
         {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": usage.get("total_tokens", prompt + completion),
-            "prompt_tokens_details": {"cached_tokens": cached if isinstance(cached, int) else 0},
+            "prompt_tokens_details": {
+                "cached_tokens": cached if isinstance(cached, int) else 0,
+                **({"cache_write_tokens": written} if isinstance(written, int) else {}),
+            },
             "completion_tokens_details": {"reasoning_tokens": reasoning if isinstance(reasoning, int) else 0},
         }
     )

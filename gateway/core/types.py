@@ -134,6 +134,10 @@ class BaseModel(pydantic.BaseModel):
 class PromptTokensDetails(BaseModel):
     audio_tokens: int | None = None
     cached_tokens: int | None = None
+    cache_write_tokens: int | None = None  # prompt tokens written to the provider's cache (openai's name)
+    # Of ``cache_write_tokens``, those written with a 1-hour TTL (Anthropic bills them 2x input, the
+    # 5-minute ones 1.25x). Not an openai field: set only where the upstream reports the split.
+    cache_write_1h_tokens: int | None = None
 
 
 class CompletionTokensDetails(BaseModel):

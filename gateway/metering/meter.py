@@ -79,13 +79,16 @@ class MeterStats:
 
 @dataclass(frozen=True, slots=True)
 class AttemptTokens:
-    """The tokens one attempt consumed (cached within prompt, reasoning within completion)."""
+    """The tokens one attempt consumed (cached reads and cache writes within prompt, the 1-hour
+    writes within the writes, reasoning within completion)."""
 
     prompt: int
     cached: int
     completion: int
     reasoning: int
     estimated: bool
+    cache_write: int = 0
+    cache_write_1h: int = 0
 
 
 def attempt_tokens(
@@ -101,6 +104,8 @@ def attempt_tokens(
             completion=usage.completion_tokens,
             reasoning=(completion_details.reasoning_tokens or 0) if completion_details is not None else 0,
             estimated=attempt.usage_estimated,
+            cache_write=(prompt_details.cache_write_tokens or 0) if prompt_details is not None else 0,
+            cache_write_1h=(prompt_details.cache_write_1h_tokens or 0) if prompt_details is not None else 0,
         )
     elif attempt.streamed_text:
         count_fn = (count_fns or {}).get(attempt.candidate.name)
@@ -143,6 +148,8 @@ def usage_record(
         completion_tokens=completion,
         cached_tokens=cached,
         reasoning_tokens=reasoning,
+        cache_write_tokens=tokens.cache_write,
+        cache_write_1h_tokens=tokens.cache_write_1h,
         provider=candidate.target.provider,
     )
     return UsageRecord(
@@ -166,6 +173,8 @@ def usage_record(
         outcome=outcome_of(attempt.outcome),
         status_code=attempt.status_code,
         estimated=estimated,
+        cache_write_tokens=tokens.cache_write,
+        cache_write_1h_tokens=tokens.cache_write_1h,
     )
 
 

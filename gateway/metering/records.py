@@ -76,6 +76,8 @@ class UsageRecord:
         outcome: ``ok``, ``partial`` or ``error``.
         status_code: The upstream HTTP status, when there was one.
         estimated: ``True`` when the tokens were counted by the gateway, not reported upstream.
+        cache_write_tokens: Prompt tokens written to the provider's cache (billed apart).
+        cache_write_1h_tokens: Of those, the ones written with a 1-hour TTL.
     """
 
     request_id: str
@@ -98,6 +100,8 @@ class UsageRecord:
     outcome: Outcome = "ok"
     status_code: int | None = None
     estimated: bool = False
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
 
     @property
     def record_id(self) -> str:

@@ -44,6 +44,7 @@ def completion(
     prompt: int,
     output: int,
     cached: int = 0,
+    written: int = 0,
 ) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant"}
     if content is not None:
@@ -62,7 +63,10 @@ def completion(
             "prompt_tokens": prompt,
             "completion_tokens": output,
             "total_tokens": prompt + output,
-            "prompt_tokens_details": {"cached_tokens": cached},
+            "prompt_tokens_details": {
+                "cached_tokens": cached,
+                **({"cache_write_tokens": written} if written else {}),
+            },
         },
     }
 
@@ -126,6 +130,7 @@ COMPLETIONS: dict[str, dict[str, Any]] = {
         prompt=21 + 188 + 1800,
         output=12,
         cached=1800,
+        written=188,
     ),
     "messages_thinking_parallel_tools": completion(
         "msg_01ThinkingToolsExample00000",
