@@ -162,6 +162,14 @@ class APIStatusError(APIError):
 
     default_status = 500
 
+    raw_body: bytes | None = None  # the upstream's own error document (redacted), relayed as is
+
+    def keep_document(self, body: bytes) -> None:
+        """Keep the upstream's error document as written (secrets redacted): a provider whose protocol
+        is the caller's own calls this, so that the caller sees every field the upstream sent."""
+        if body:
+            self.raw_body = redact(body.decode("utf-8", "replace")).encode()
+
     def attach(self, request: Any | None, response: Any | None) -> None:
         """Attach the transport's request and response (providers build errors without them)."""
         self.request = request

@@ -67,6 +67,7 @@ class WireResponse:
     stream: Iterator[bytes] | AsyncIterator[bytes] | None = None
     # For the SDK's transport: a failure that the SDK raises as an exception, not a status.
     failure: str | None = None  # "connection" or "timeout"
+    cause: BaseException | None = None  # the HTTP stack's own non-HTTP exception, re-raised as is
 
 
 def json_response(status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> WireResponse:
@@ -130,6 +131,8 @@ def _failure(status: int, exc: APIError, kind: str, headers: list[tuple[str, str
     body = {"message": exc.message, "type": kind, "code": kind}
     response = json_response(status, {"error": body}, [*headers, ("x-switchyard-error", kind)])
     response.failure = kind
+    if isinstance(exc.__cause__, OSError | RuntimeError):  # not the HTTP library's: the SDK decides
+        response.cause = exc.__cause__
     return response
 
 
@@ -153,20 +156,26 @@ def _status_response(exc: APIStatusError, headers: list[tuple[str, str]]) -> Wir
     if isinstance(inner, Mapping):
         message = inner.get("message")
         # the SDK writes "Error code: N - <message>" itself
-        inner = {
-            **inner,
-            "message": _PREFIX.sub("", message if isinstance(message, str) and message else exc.message),
-        }
+        text = _PREFIX.sub("", message if isinstance(message, str) and message else exc.message)
+        inner = {**inner, "message": text or f"the upstream answered {exc.status_code} without a message"}
     retry_after = exc.headers.get("retry-after") if exc.headers else None
     if retry_after is not None:
         headers.append(("retry-after", retry_after))
     request_id = exc.request_id
     if request_id:
         headers.append(("x-request-id", request_id))
+    if exc.raw_body is not None and not isinstance(exc, AllAttemptsFailedError):
+        # the caller's own protocol: the upstream's document, every field kept
+        return WireResponse(exc.status_code, [("content-type", _content_type(exc)), *headers], exc.raw_body)
     payload = {"error": inner} if isinstance(inner, Mapping) and "error" not in inner else inner
     return json_response(
         exc.status_code, payload if isinstance(payload, Mapping) else {"error": payload}, headers
     )
+
+
+def _content_type(exc: APIStatusError) -> str:
+    value = exc.response.headers.get("content-type") if exc.response is not None else None
+    return str(value) if value else JSON
 
 
 _PREFIX = re.compile(r"^Error code: \d+(?: - |$)")

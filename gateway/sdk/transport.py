@@ -57,6 +57,10 @@ def _routed(request: Any) -> tuple[Any, str] | None:
 
 
 def _raise_failure(answer: WireResponse, request: Any) -> None:
+    if answer.cause is not None:
+        # an exception of the HTTP stack that is not an HTTP error ("Event loop is closed"): raised
+        # as the SDK would have met it, so the SDK handles it as it does without Switchyard
+        raise answer.cause
     message = _message(answer)
     if answer.failure == "timeout":
         raise openai.APITimeoutError(request=request)

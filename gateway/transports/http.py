@@ -126,9 +126,14 @@ def map_http_error(exc: BaseException, request: Any = None) -> APIError:
 _TIMEOUTS = frozenset({"TimeoutException", "ConnectTimeout", "ReadTimeout", "WriteTimeout", "PoolTimeout"})
 
 
+# What the HTTP stack raises beyond its own tree, mapped like it (the openai SDK treats any exception
+# of a send as a connection error): a socket's OSError, "Event loop is closed" (a RuntimeError).
+_STACK_ERRORS: tuple[type[BaseException], ...] = (OSError, RuntimeError)
+
+
 def _errors(client: Any) -> tuple[type[BaseException], ...]:
     module = http_module(client)
-    return (module.HTTPError, module.StreamError, module.InvalidURL)
+    return (module.HTTPError, module.StreamError, module.InvalidURL, *_STACK_ERRORS)
 
 
 # What h11 sends: a name is an RFC 9110 token; a value is visible ASCII, with spaces and tabs inside.
@@ -296,7 +301,7 @@ async def aiter_bytes(response: Any) -> AsyncIterator[bytes]:
 
 def _errors_of_response(response: Any) -> tuple[type[BaseException], ...]:
     module = sys.modules[type(response).__module__.partition(".")[0]]
-    return (module.HTTPError, module.StreamError)
+    return (module.HTTPError, module.StreamError, *_STACK_ERRORS)
 
 
 def read_error_body(response: Any, limit: int = 1024 * 1024) -> bytes:

@@ -29,15 +29,6 @@ def _failure_on_a_second_event_loop(module, base_url: str) -> type[BaseException
     return None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "gateway bug: a RuntimeError('Event loop is closed') from the upstream HTTP client is not mapped "
-        "like the SDK maps it (openai 2.32: APIConnectionError; openai 3.x: the RuntimeError itself); "
-        "gateway/core/wire.py answers it as HTTP 500 'internal gateway error (RuntimeError)', so the "
-        "caller gets InternalServerError(status_code=500) for a client-side failure"
-    ),
-)
 def test_reuse_across_event_loops_fails_like_the_sdk(openai_upstream: LoopbackServer) -> None:
     base_url = openai_upstream.base_url + "/v1"
     expected = _failure_on_a_second_event_loop(openai, base_url)
@@ -45,15 +36,6 @@ def test_reuse_across_event_loops_fails_like_the_sdk(openai_upstream: LoopbackSe
     assert actual is expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "gateway bug: an upstream error document is rebuilt as {'error': exc.body} "
-        "(gateway/core/wire.py _status_response), so its top-level fields beside 'error' are lost "
-        "(OpenRouter's 'user_id' here): response.json() differs in every SDK version, and under "
-        "openai 2.x, whose APIStatusError.message is 'Error code: N - <whole body>', .message differs too"
-    ),
-)
 def test_upstream_error_document_reaches_the_caller_whole(openai_upstream: LoopbackServer) -> None:
     def failure(module) -> openai.APIStatusError:
         client = module.OpenAI(api_key="sk-test", base_url=openai_upstream.base_url + "/v1", max_retries=0)

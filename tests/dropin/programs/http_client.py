@@ -1,8 +1,12 @@
 import os
 
-import httpx2
-
 import openai
+
+# openai 3.x runs on httpx2, 2.x on httpx: the program uses whichever this SDK takes
+if int(openai.__version__.split(".")[0]) >= 3:
+    import httpx2
+else:
+    import httpx as httpx2
 from openai import DefaultHttpxClient, OpenAI
 
 model = os.environ.get("DROPIN_MODEL", "gpt-4o-mini")
