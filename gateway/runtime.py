@@ -53,14 +53,15 @@ def build_runtime(policy: Any, user_observer: Observer | None) -> Runtime:
     from gateway.evals.store import EvalScores, EvalStore
     from gateway.guard import AttemptCollector, Guard
     from gateway.metering import Meter, ObserverGroup, PriceTable, StateSink
-    from gateway.resilience.breaker import Breakers
+    from gateway.resilience.breaker import Breakers, PolicyBreakerSettings
     from gateway.stats import LiveStats
     from gateway.telemetry import Telemetry
 
     source = _policy_source(policy)
     current = source() if callable(source) else source
     backend = open_state(current)
-    breakers = Breakers(backend)  # per deployment, shared by every process on this state backend
+    # per deployment, shared by every process on this state backend; settings from models.<name>.breaker
+    breakers = Breakers(backend, per_deployment=PolicyBreakerSettings(source))
     stats = LiveStats(breakers=breakers.open_breakers, local_load=local_engine_load)
     meter = Meter(StateSink(backend), prices=PriceTable.from_policy(current))
     telemetry = Telemetry.from_policy(current)

@@ -12,6 +12,11 @@ Redis), so every process that shares a Redis sees one breaker per deployment. Ti
 injected ``clock`` (Unix seconds). Only deployment faults count (429, 5xx, timeouts, connection
 errors, malformed answers, auth failures); a bad request says nothing about the deployment's health.
 
+Settings are per deployment: ``Breakers(backend, default, per_deployment=...)`` takes a mapping
+from candidate name to ``BreakerSettings`` (or a callable returning the current one, so a
+hot-reloaded policy applies at the next attempt); ``gateway/runtime.py`` builds it from each
+model's ``breaker:`` section (``breaker_settings``). Names not in it use the default.
+
 ``open_breakers()`` is what the router reads (``LiveStats(breakers=breakers.open_breakers)``): the
 deployments this process last saw refusing calls, each with why, until their cooldown ends; the
 executor's ``allow`` before every attempt remains the authority, and is what grants the probe.
@@ -19,12 +24,19 @@ executor's ``allow`` before every attempt remains the authority, and is what gra
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from gateway.state.base import BreakerState, StateBackend
+
+if TYPE_CHECKING:
+    from gateway.policy.schema import Policy
+
+logger = logging.getLogger("gateway.resilience")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +80,8 @@ class BreakerDecision:
 
 _CLOSED = BreakerDecision(True)
 
+PerDeployment: TypeAlias = Mapping[str, BreakerSettings] | Callable[[], Mapping[str, BreakerSettings]]
+
 
 class Breakers:
     """The breakers of every deployment, keyed by candidate name, over one state backend.
@@ -89,13 +103,23 @@ class Breakers:
         *,
         clock: Callable[[], float] = time.time,
         namespace: str = "",
+        per_deployment: PerDeployment | None = None,
     ) -> None:
         self.backend = backend
         self.settings = settings
+        self.per_deployment = per_deployment
         self.clock = clock
         self.namespace = namespace
         self._seen: dict[str, BreakerState] = {}
         self._probe_cooldown: dict[str, float] = {}
+
+    def settings_for(self, name: str) -> BreakerSettings:
+        """The settings of deployment ``name``: its own when it has some, else the default."""
+        table = self.per_deployment
+        if table is None:
+            return self.settings
+        found = (table() if callable(table) else table).get(name)
+        return self.settings if found is None else found
 
     def allow(self, name: str) -> BreakerDecision:
         """Ask before an attempt; grants the single half-open probe once a cooldown is over."""
@@ -105,13 +129,13 @@ class Breakers:
         if state.status == "closed":
             return _CLOSED
         if state.allowed:
-            self._probe_cooldown[name] = max(state.retry_at - now, self.settings.cooldown_s)
+            self._probe_cooldown[name] = max(state.retry_at - now, self.settings_for(name).cooldown_s)
             return BreakerDecision(True, probe=True, reason="half-open probe")
         return BreakerDecision(False, reason=_reason(state, now))
 
     def record(self, name: str, ok: bool, *, probe: bool = False) -> BreakerState:
         """Report an attempt's outcome; a failed probe reopens with a longer cooldown."""
-        settings = self.settings
+        settings = self.settings_for(name)
         cooldown = settings.cooldown_s
         if probe:
             previous = self._probe_cooldown.pop(name, settings.cooldown_s)
@@ -145,3 +169,57 @@ def _reason(state: BreakerState, now: float) -> str:
     return (
         f"circuit breaker open after {state.failures} failures in {state.calls} calls; probe in {wait:.1f}s"
     )
+
+
+def policy_breakers(policy: Policy) -> dict[str, BreakerSettings]:
+    """Each model's ``breaker:`` section as ``BreakerSettings``; models without one are left out.
+
+    A ``cooldown_s`` above the default ``max_cooldown_s`` raises the cap to it when the section
+    does not set one, so ``breaker: {cooldown_s: 900}`` means what it says.
+
+    Raises:
+        ValueError: ``max_cooldown_s`` set below ``cooldown_s`` (the message names the field).
+    """
+    table: dict[str, BreakerSettings] = {}
+    for name, entry in policy.models.items():
+        section = entry.breaker
+        if section is None:
+            continue
+        fields = section.model_dump()
+        if "max_cooldown_s" not in section.model_fields_set:
+            fields["max_cooldown_s"] = max(fields["max_cooldown_s"], fields["cooldown_s"])
+        elif fields["max_cooldown_s"] < fields["cooldown_s"]:
+            raise ValueError(
+                f"models.{name}.breaker.max_cooldown_s ({fields['max_cooldown_s']}) is below "
+                f"cooldown_s ({fields['cooldown_s']}): raise max_cooldown_s or lower cooldown_s"
+            )
+        table[name] = BreakerSettings(**fields)
+    return table
+
+
+class PolicyBreakerSettings:
+    """``per_deployment`` for ``Breakers`` read from the policy in force (``Policy`` or a callable).
+
+    The table is rebuilt only when the policy object changes (a hot reload); a reloaded policy
+    whose breaker sections are inconsistent keeps the previous table and logs why.
+    """
+
+    def __init__(self, source: Policy | Callable[[], Policy]) -> None:
+        self._source: Any = source
+        self._policy: Policy | None = None
+        self._table: dict[str, BreakerSettings] = {}
+        self()  # the first policy's errors surface when the client is built
+
+    def __call__(self) -> Mapping[str, BreakerSettings]:
+        policy = self._source() if callable(self._source) else self._source
+        if policy is self._policy:
+            return self._table
+        first = self._policy is None
+        self._policy = policy
+        try:
+            self._table = policy_breakers(policy)
+        except ValueError as exc:
+            if first:
+                raise
+            logger.warning("policy reload: keeping the previous breaker settings: %s", exc)
+        return self._table

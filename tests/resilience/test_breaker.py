@@ -173,3 +173,89 @@ def test_two_processes_share_one_breaker(redis_server: RedisServer) -> None:
         if keys:
             client.delete(*keys)
         client.close()
+
+
+# --- settings per deployment, from the policy -------------------------------------------------------
+
+PROVIDER = "version: 1\nproviders:\n  up: {kind: openai, base_url: 'http://127.0.0.1:9'}\nmodels:\n"
+
+
+def test_each_deployment_has_its_own_settings() -> None:
+    clock = Clock()
+    strict = BreakerSettings(min_calls=2, error_rate=1.0, cooldown_s=5, max_cooldown_s=5)
+    breakers = Breakers(MemoryBackend(), SETTINGS, clock=clock, per_deployment={"strict": strict})
+    for _ in range(2):
+        breakers.record("strict", ok=False)
+        breakers.record("lenient", ok=False)
+    assert (breakers.allow("strict").allowed, breakers.allow("lenient").allowed) == (False, True)
+    clock.now += 5  # strict's own cooldown, not the default's 10 s
+    assert breakers.allow("strict").probe
+
+
+def test_policy_sections_become_settings_and_follow_a_reload() -> None:
+    from gateway.policy import parse_policy
+    from gateway.resilience.breaker import PolicyBreakerSettings, policy_breakers
+
+    text = PROVIDER + "  a: {provider: up, breaker: {min_calls: 2, cooldown_s: 900}}\n  b: {provider: up}\n"
+    policy = parse_policy(text, filename="p.yaml")
+    assert policy_breakers(policy) == {
+        "a": BreakerSettings(min_calls=2, cooldown_s=900, max_cooldown_s=900)  # cap raised to it
+    }
+    current = [policy]
+    table = PolicyBreakerSettings(lambda: current[0])
+    assert set(table()) == {"a"}
+    current[0] = parse_policy(PROVIDER + "  b: {provider: up, breaker: {window_s: 5}}\n", filename="p.yaml")
+    assert table() == {"b": BreakerSettings(window_s=5)}
+
+
+def test_a_cap_below_the_cooldown_names_the_field() -> None:
+    from gateway.policy import parse_policy
+    from gateway.resilience.breaker import policy_breakers
+
+    text = PROVIDER + "  a: {provider: up, breaker: {cooldown_s: 60, max_cooldown_s: 30}}\n"
+    with pytest.raises(ValueError, match=r"models\.a\.breaker\.max_cooldown_s \(30\.0\) is below"):
+        policy_breakers(parse_policy(text, filename="p.yaml"))
+
+
+def _policy(path: Path, base_url: str, breaker: str) -> Path:
+    path.write_text(
+        f"""
+version: 1
+providers:
+  up: {{kind: openai, base_url: "{base_url}", api_key: "sk-breaker-test"}}
+models:
+  flaky: {{provider: up, model: upstream-flaky{breaker}}}
+"""
+    )
+    return path
+
+
+@pytest.mark.parametrize("section", ["", ", breaker: {min_calls: 2, error_rate: 1.0, cooldown_s: 0.3}"])
+def test_a_policy_breaker_opens_after_two_failures_then_probes(tmp_path: Path, section: str) -> None:
+    import time
+
+    import gateway
+    from tests.servers.http import LoopbackServer
+    from tests.servers.openai_server import error_reply, handle
+
+    failing = {"on": True}
+    messages = [{"role": "user", "content": "breaker"}]
+
+    def upstream(rec):  # type: ignore[no-untyped-def]
+        return error_reply(503) if failing["on"] else handle(rec)
+
+    with LoopbackServer(upstream) as server:
+        policy = _policy(tmp_path / "p.yaml", server.base_url, section)
+        with gateway.OpenAI(policy=policy, max_retries=0) as client:
+            for _ in range(3):
+                with pytest.raises(gateway.APIError) as caught:
+                    client.chat.completions.create(model="flaky", messages=messages)
+            if not section:  # the default needs 10 calls: the third request reached the upstream
+                assert len(server.log) == 3 and "circuit breaker" not in str(caught.value)
+                return
+            assert len(server.log) == 2  # the third was refused without a call
+            assert "circuit breaker open after 2 failures in 2 calls" in str(caught.value)
+            failing["on"] = False
+            time.sleep(0.35)  # the policy's cooldown: the next request is the half-open probe
+            reply = client.chat.completions.create(model="flaky", messages=messages)
+            assert reply.model == "upstream-flaky" and len(server.log) == 3
