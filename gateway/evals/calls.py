@@ -30,7 +30,7 @@ from gateway.metering.pricing import PriceTable
 from gateway.policy.schema import Policy
 from gateway.resilience.retry import RetrySettings
 
-__all__ = ["CallResult", "ModelCaller", "canonical_model", "price_table"]
+__all__ = ["CallResult", "ModelCaller", "adapter_revision", "canonical_model", "price_table"]
 
 DEFAULT_EVAL_TIMEOUT_S = 120.0
 
@@ -111,6 +111,18 @@ class ModelCaller:
                 self._candidates[model] = found
         return found
 
+    def revision(self, model: str) -> str:
+        """What identifies the weights behind ``model`` beyond its name: ``""`` for most models.
+
+        A local model with LoRA adapters (``local/<base>+<adapter folder>``) keeps its name when
+        it is tuned again, so its cached eval cases must not outlive the adapter: the revision
+        is a digest of the adapter files' sizes and modification times.
+        """
+        target = self.candidate(model).target
+        if target.provider != "local" or "+" not in target.model:
+            return ""
+        return adapter_revision(target.model.split("+")[1:])
+
     def call(
         self,
         model: str,
@@ -173,6 +185,26 @@ class ModelCaller:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def adapter_revision(folders: Sequence[str]) -> str:
+    """A short digest of the files in adapter ``folders`` (size and mtime); ``"missing"`` parts stay.
+
+    Example:
+        >>> adapter_revision(["/no/such/adapter"])
+        '+8342d12757'
+    """
+    import hashlib
+    import os
+
+    digest = hashlib.sha256()
+    for folder in folders:
+        digest.update(folder.encode())
+        names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        for name in names:
+            stat = os.stat(os.path.join(folder, name))
+            digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return "+" + digest.hexdigest()[:10]
 
 
 def price_table(policy: Policy | None) -> PriceTable:

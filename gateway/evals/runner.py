@@ -122,13 +122,15 @@ class _Worker:
         return JudgeReply(reply.completion.choices[0].message.content or "", reply.cost_usd)
 
     def run(self, case: EvalCase, model: str) -> tuple[CaseResult, bool]:
+        # A retuned adapter keeps its model name: its revision keeps old cached cases out.
+        version = self.set.version + self.caller.revision(model)
         if self.store is not None:
-            cached = self.store.get_case(self.set.name, self.set.version, model, case.id)
+            cached = self.store.get_case(self.set.name, version, model, case.id)
             if cached is not None:
                 return cached, True
         result = self._fresh(case, model)
         if self.store is not None and result.status in CACHED_STATUSES:
-            self.store.put_case(self.set.name, self.set.version, result)
+            self.store.put_case(self.set.name, version, result)
         return result, False
 
     def _fresh(self, case: EvalCase, model: str) -> CaseResult:
