@@ -15,6 +15,9 @@ A model without a price (neither the policy nor the catalog names one) counts as
 that the policy and the catalog know (``Guard.ceiling``), never at $0. Its usage records keep cost
 ``null``: metering does not invent a price, budgets do not let it through for free.
 
+With a hot-reloaded policy (a policy file), ``FollowingGuard`` builds a new ``Guard`` when the
+policy changes: new budgets, rate limits and prices apply to the next request.
+
 A stream whose upstream never reported usage (cut, or closed by the caller) is charged its
 estimated usage (``gateway.metering.streams``), like every other attempt that consumed tokens.
 """
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -107,6 +110,8 @@ class Guard:
         self, req: ChatRequest, plan: Plan, subject: Subject, prompt_tokens: int
     ) -> tuple[Admission, Plan]:
         """Charge the rate limits and reserve the worst case; may narrow the plan to cheaper candidates."""
+        if self.limiter is None and not self.budgets.budgets:
+            return Admission(self, None, None, plan), plan  # nothing to hold (a reloadable policy's)
         max_output = req.max_output_tokens
         grant = None
         if self.limiter is not None:
@@ -203,6 +208,62 @@ class Guard:
         with self._lock:
             self._specs[model] = spec  # type: ignore[assignment]
         return spec
+
+
+class FollowingGuard:
+    """A ``Guard`` that follows a hot-reloaded policy: ``source()`` returns the policy in force.
+
+    When the policy object changes (``PolicyWatcher`` swaps it on reload), the next request gets a
+    ``Guard`` built from the new one: its budgets, rate limits and prices. Each admission keeps the
+    ``Guard`` it was admitted by, so a request is reserved and settled under one policy version.
+    Spend and rate-limit buckets live in the state backend under the budget's and limit's names, so
+    a budget that keeps its name keeps what was spent in its window.
+
+    Args:
+        source: Returns the policy in force (``PolicyWatcher.current``); called once per request.
+        backend: The state backend every version shares.
+    """
+
+    def __init__(self, source: Callable[[], Policy], backend: StateBackend) -> None:
+        self._source = source
+        self.backend = backend
+        self._guard = Guard(source(), backend)
+        self._lock = threading.Lock()
+
+    def current(self) -> Guard:
+        """The guard of the policy in force now."""
+        policy = self._source()
+        guard = self._guard
+        if policy is guard.policy:
+            return guard
+        with self._lock:
+            if self._guard.policy is not policy:
+                self._guard = Guard(policy, self.backend)
+            return self._guard
+
+    @property
+    def policy(self) -> Policy:
+        return self.current().policy
+
+    @property
+    def budgets(self) -> Budgets:
+        return self.current().budgets
+
+    @property
+    def limiter(self) -> RateLimiter | None:
+        return self.current().limiter
+
+    def admit(
+        self, req: ChatRequest, plan: Plan, subject: Subject, prompt_tokens: int
+    ) -> tuple[Admission, Plan]:
+        """``Guard.admit`` under the policy in force."""
+        return self.current().admit(req, plan, subject, prompt_tokens)
+
+    def actual_cost(self, attempts: Sequence[AttemptRecord]) -> tuple[Decimal, int]:
+        return self.current().actual_cost(attempts)
+
+    def ceiling(self) -> tuple[Decimal, Decimal]:
+        return self.current().ceiling()
 
 
 def _budget(name: str, budget: PolicyBudget) -> Budget:

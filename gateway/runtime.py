@@ -5,7 +5,8 @@
 - metering: a ``Meter`` writing one priced usage record per attempt to that backend;
 - telemetry: OpenTelemetry spans and metrics (no-ops until an SDK provider is configured);
 - circuit breakers per deployment, in the state backend (shared by every process using it);
-- the ``Guard`` for budgets and rate limits, when the policy declares any.
+- the ``Guard`` for budgets and rate limits, when the policy declares any; for a policy file (hot
+  reload), a ``FollowingGuard`` and a price table that follow the policy in force.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.core.attempts import Observer
 
 if TYPE_CHECKING:
-    from gateway.guard import Guard
+    from gateway.guard import FollowingGuard, Guard
     from gateway.metering import Meter
     from gateway.policy import Policy
     from gateway.resilience.breaker import Breakers
@@ -33,7 +34,7 @@ class Runtime:
     stats: LiveStats
     meter: Meter
     backend: StateBackend
-    guard: Guard | None
+    guard: Guard | FollowingGuard | None
     evals: Callable[[str | None], Any]
     breakers: Breakers
 
@@ -51,8 +52,9 @@ class Runtime:
 
 def build_runtime(policy: Any, user_observer: Observer | None) -> Runtime:
     from gateway.evals.store import EvalScores, EvalStore
-    from gateway.guard import AttemptCollector, Guard
-    from gateway.metering import Meter, ObserverGroup, PriceTable, StateSink
+    from gateway.guard import AttemptCollector, FollowingGuard, Guard
+    from gateway.metering import Meter, ObserverGroup, StateSink
+    from gateway.metering.pricing import policy_prices
     from gateway.resilience.breaker import Breakers, PolicyBreakerSettings
     from gateway.stats import LiveStats
     from gateway.telemetry import Telemetry
@@ -63,9 +65,14 @@ def build_runtime(policy: Any, user_observer: Observer | None) -> Runtime:
     # per deployment, shared by every process on this state backend; settings from models.<name>.breaker
     breakers = Breakers(backend, per_deployment=PolicyBreakerSettings(source))
     stats = LiveStats(breakers=breakers.open_breakers, local_load=local_engine_load)
-    meter = Meter(StateSink(backend), prices=PriceTable.from_policy(current))
+    # A policy file is hot-reloaded: prices, budgets and rate limits follow it, like the routes.
+    meter = Meter(StateSink(backend), prices=policy_prices(source))
     telemetry = Telemetry.from_policy(current)
-    guard = Guard(current, backend) if current.budgets or current.rate_limits else None
+    guard: Guard | FollowingGuard | None = None
+    if callable(source):
+        guard = FollowingGuard(source, backend)
+    elif current.budgets or current.rate_limits:
+        guard = Guard(current, backend)
     observers: list[Observer] = [stats, meter, telemetry, AttemptCollector()]
     if user_observer is not None:
         observers.append(user_observer)

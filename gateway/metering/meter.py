@@ -52,6 +52,10 @@ logger = logging.getLogger("gateway.metering")
 
 SEEN_CAPACITY = 100_000  # record ids remembered for in-process deduplication
 
+# An attempt waiting to be metered: when it ended, and the prices in force then (a reload between
+# the attempt and its metering does not re-price it).
+_Queued = tuple[AttemptRecord, float, PriceTable | None]
+
 
 @dataclass(frozen=True, slots=True)
 class MeterStats:
@@ -187,7 +191,8 @@ class Meter:
 
     Args:
         sinks: One sink or several.
-        prices: The price table; the bundled catalog's when ``None``.
+        prices: The price table, or a callable returning the one in force (a hot-reloaded
+            policy's, see ``pricing.policy_prices``); the bundled catalog's when ``None``.
         count_fns: Local models' own tokenizers, by model name.
         queue_size: The most attempts waiting to be metered; beyond it they are dropped and counted.
         flush_interval_s: How long an attempt may wait in the queue.
@@ -198,7 +203,7 @@ class Meter:
         self,
         sinks: Sink | Sequence[Sink] = (),
         *,
-        prices: PriceTable | None = None,
+        prices: PriceTable | Callable[[], PriceTable] | None = None,
         count_fns: Mapping[str, CountFn] | None = None,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
@@ -244,10 +249,10 @@ class Meter:
 
     @property
     def prices(self) -> PriceTable:
-        """The price table (the catalog's is loaded on first use)."""
+        """The price table in force (the catalog's is loaded on first use)."""
         if self._prices is None:
             self._prices = PriceTable.from_catalog()
-        return self._prices
+        return self._prices() if callable(self._prices) else self._prices
 
     def attempt_finished(self, record: AttemptRecord) -> None:
         """The observer hook: queue one attempt for metering. Never blocks, never raises."""
@@ -259,7 +264,8 @@ class Meter:
             self._seen[key] = None
             if len(self._seen) > SEEN_CAPACITY:
                 self._seen.popitem(last=False)
-        self._writer.submit((record, self._clock()))
+        prices = self._prices() if callable(self._prices) else self._prices  # None: loaded by the writer
+        self._writer.submit((record, self._clock(), prices))
 
     def stats(self) -> MeterStats:
         """Counters of the meter and of its queue."""
@@ -284,11 +290,12 @@ class Meter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _meter(self, batch: Sequence[tuple[AttemptRecord, float]]) -> list[UsageRecord]:
+    def _meter(self, batch: Sequence[_Queued]) -> list[UsageRecord]:
         records = []
-        for attempt, now in batch:
+        for attempt, now, prices in batch:
             try:
-                usage = usage_record(attempt, self.prices, now=now, count_fns=self._count_fns)
+                table = prices if prices is not None else self.prices
+                usage = usage_record(attempt, table, now=now, count_fns=self._count_fns)
             except Exception:  # noqa: BLE001 - one bad attempt must not stop the others; logged
                 logger.exception("could not meter attempt %s:%d", attempt.request_id, attempt.attempt)
                 continue
@@ -317,10 +324,10 @@ class _PricingStage:
     def __init__(self, meter: Meter) -> None:
         self.meter = meter
         # The writer retries a refused batch with the same list: meter it once, write it again.
-        self._batch: Sequence[tuple[AttemptRecord, float]] | None = None
+        self._batch: Sequence[_Queued] | None = None
         self._priced: list[UsageRecord] = []
 
-    def write(self, records: Sequence[tuple[AttemptRecord, float]]) -> None:
+    def write(self, records: Sequence[_Queued]) -> None:
         if records is not self._batch:
             self._batch, self._priced = records, self.meter._meter(records)
         for sink in self.meter.sinks:

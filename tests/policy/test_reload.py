@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from decimal import Decimal
 
 import pytest
 
@@ -85,3 +86,64 @@ def test_an_invalid_file_at_start_raises(tmp_path) -> None:
     path.write_text(BROKEN)
     with pytest.raises(PolicyError):
         PolicyWatcher(path, env={})
+
+
+def _client_policy(url: str, *, price: str, limit_usd: str, rpm: int | None) -> str:
+    limits = f"rate_limits: {{all: {{rpm: {rpm}}}}}" if rpm is not None else ""
+    return f"""
+version: 1
+providers:
+  up: {{kind: openai, base_url: "{url}", api_key: sk-reload}}
+models:
+  mini: {{provider: up, model: gpt-4o-mini, price: {{input: {price}, output: {price}}}, max_output: 50}}
+budgets: {{all: {{window: day, limit_usd: {limit_usd}}}}}
+{limits}
+"""
+
+
+def test_a_running_client_follows_reloaded_budgets_rate_limits_and_prices(tmp_path) -> None:
+    import gateway
+    from tests.servers.http import LoopbackServer
+    from tests.servers.openai_server import handle
+
+    messages = [{"role": "user", "content": "reload me"}]
+    path, clock = tmp_path / "policy.yaml", Clock()
+    with LoopbackServer(handle) as upstream:
+        path.write_text(_client_policy(upstream.base_url, price="1", limit_usd="100", rpm=None))
+        watcher = PolicyWatcher(path, clock=clock, interval_s=1.0, env={})
+        with gateway.OpenAI(policy=watcher.current) as client:
+            runtime = client._switchyard.runtime
+
+            def spent() -> object:
+                runtime.meter.flush()
+                return sum(total.cost_usd for total in runtime.backend.query_usage(0))
+
+            def served(i: int) -> int:
+                usage = upstream.log[i].served_tokens
+                return int(usage["prompt"] + usage["completion"])
+
+            client.chat.completions.create(model="mini", messages=messages, max_tokens=5)
+            assert spent() == Decimal(served(0)) / 1_000_000
+
+            # x1000 price and 2 requests a minute: the next requests obey, without a restart
+            _write(path, _client_policy(upstream.base_url, price="1000", limit_usd="100", rpm=2), 1)
+            clock.now += 2
+            for _ in range(2):
+                client.chat.completions.create(model="mini", messages=messages, max_tokens=5)
+            with pytest.raises(gateway.RateLimitError, match="rate limit 'all.rpm' exceeded"):
+                client.chat.completions.create(model="mini", messages=messages, max_tokens=5)
+            assert len(upstream.log) == 3
+            assert (
+                spent() == Decimal(served(0)) / 1_000_000 + Decimal(served(1) + served(2)) * 1000 / 1_000_000
+            )
+            price = runtime.meter.prices.lookup("mini")
+            assert price is not None and (price.input, price.output) == (Decimal(1000), Decimal(1000))
+
+            # a $0.000001 budget refuses the next request before any upstream call
+            _write(path, _client_policy(upstream.base_url, price="1000", limit_usd="0.000001", rpm=None), 2)
+            clock.now += 2
+            with pytest.raises(gateway.BudgetExceededError) as refused:
+                client.chat.completions.create(model="mini", messages=messages, max_tokens=5)
+            assert refused.value.budget == "all" and "0.000001" in str(refused.value)
+            assert len(upstream.log) == 3
+            assert watcher.reloads == 2
