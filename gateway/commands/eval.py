@@ -4,7 +4,7 @@
 switchyard eval run SET.jsonl --policy P --models a,b,c     every case on each model, into the store
 switchyard eval run SET.jsonl --policy P --route R          the route's candidates
     [--store URL] [--concurrency 4] [--fail-fast] [--judge MODEL]
-    [--rpm N] [--max-retries 2] [--on-error fatal|skip] [--progress auto|rich|plain|none]
+    [--rpm N] [--max-retries 2] [--allow-errors] [--on-error fatal|skip] [--progress auto|rich|plain|none]
 switchyard eval report SET [--policy P | --store URL] [--out DIR]   table, PNG chart and markdown summary
 switchyard eval explain --policy P --route R [--store URL]  the plan with eval scores, and their age
 ```
@@ -14,6 +14,11 @@ the policy's own state backend when that is SQLite or Redis (so the gateway read
 wrote), else ``.switchyard/evals.sqlite``; ``--store`` overrides it. Every model
 call is metered into the store (route ``eval:<set>``), so ``switchyard usage --store URL --by
 route`` shows what the evals cost.
+
+A failed model call is an error for its case, not a score of 0: a model with call errors gets no
+stored summary and the run exits 3, naming the model and the first error, unless
+``--allow-errors`` stores the mean of its answered cases (the errors counted as failures). A model
+whose every case failed is never stored.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ __all__ = ["register"]
 
 EXIT_STOPPED = 1
 EXIT_BAD_INPUT = 2
+EXIT_CALL_ERRORS = 3
 STORE_HELP = "state backend URL (default: the policy's SQLite/Redis state, else .switchyard/evals.sqlite)"
 
 
@@ -46,6 +52,11 @@ def register(subparsers: Any) -> None:
     run.add_argument("--rpm", type=float, help="at most this many calls a minute to each model")
     run.add_argument("--max-retries", type=int, default=2, help="retries of a call on 429/5xx (default 2)")
     run.add_argument("--fail-fast", action="store_true", help="stop at the first failed case")
+    run.add_argument(
+        "--allow-errors",
+        action="store_true",
+        help="store a model's mean over its answered cases despite failed calls (counted as failures)",
+    )
     run.add_argument("--judge", help="the model the judge scorer calls")
     run.add_argument("--on-error", choices=("fatal", "skip"), default="fatal", help="malformed set lines")
     run.add_argument("--progress", choices=("auto", "rich", "plain", "none"), default="auto")
@@ -119,7 +130,7 @@ def _run(args: argparse.Namespace) -> int:
         with ModelCaller(policy, observer=meter, prices=prices, max_retries=args.max_retries) as caller:
             run = run_eval(
                 eval_set, models, caller=caller, store=store, concurrency=args.concurrency,
-                fail_fast=args.fail_fast, judge_model=args.judge, rpm=args.rpm,
+                fail_fast=args.fail_fast, allow_errors=args.allow_errors, judge_model=args.judge, rpm=args.rpm,
                 progress=make_progress(args.progress),
             )  # fmt: skip
     except (GatewayError, ValueError) as exc:
@@ -127,7 +138,7 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         meter.close()
         store.close()
-    sys.stdout.write(format_table(run.summaries))
+    sys.stdout.write(format_table([s for s in run.summaries if s.scored > 0]))
     sys.stdout.write(
         f"\nset {run.eval_set} v{run.set_version}: {run.upstream_calls} model calls, {run.cached} cached results\n"
     )
@@ -135,8 +146,11 @@ def _run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"stopped at the first failure (--fail-fast): {run.stopped.case_id} on "
                          f"{run.stopped.model}: {run.stopped.error or run.stopped.reason}; nothing stored\n")  # fmt: skip
         return EXIT_STOPPED
-    sys.stdout.write(f"stored in {redact_url(config.url)}; see: switchyard eval report {args.set}\n")
-    return 0
+    if len(run.unstored) < len(run.summaries):
+        sys.stdout.write(f"stored in {redact_url(config.url)}; see: switchyard eval report {args.set}\n")
+    for why in run.unstored.values():
+        sys.stderr.write(f"switchyard eval: {why}\n")
+    return EXIT_CALL_ERRORS if run.unstored else 0
 
 
 def _policy(path: str | None) -> Any:

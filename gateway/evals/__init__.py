@@ -40,6 +40,7 @@ from gateway.evals.scorers import (
 from gateway.evals.sets import EvalCase, EvalSet, EvalSetError, load_set, parse_set
 from gateway.evals.store import (
     DEFAULT_STORE_PATH,
+    SCORE_REFRESH_S,
     EvalScores,
     EvalStore,
     QualityEvidence,
@@ -68,6 +69,7 @@ __all__ = [
     "PlainProgress",
     "Progress",
     "QualityEvidence",
+    "SCORE_REFRESH_S",
     "Score",
     "ScorerError",
     "ScoringContext",

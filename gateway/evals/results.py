@@ -4,7 +4,10 @@ A case ends in one of four states:
 
 - ``ok``: the model answered and the scorer scored it;
 - ``judge_error``: the judge's verdict was garbage; scored 0 (a *scored failure*);
-- ``call_error``: the model failed after its retries; scored 0, since a user would have got nothing;
+- ``call_error``: the model call failed after its retries (an outage, a timeout, a 4xx): an error,
+  not a score: the case is left out of the mean and counted as a failure with the exception, so
+  an outage cannot pass for a model that answers wrong (the runner stores no summary for a model
+  with call errors unless asked to, see ``run_eval(allow_errors=)``);
 - ``scorer_error``: the scorer raised; the case is left out of the mean (the model is not to
   blame) and counted as a failure with the exception.
 
@@ -23,7 +26,7 @@ from typing import Any, Literal
 __all__ = ["CaseResult", "ModelSummary", "confidence_interval", "percentile", "summarise"]
 
 CaseStatus = Literal["ok", "judge_error", "call_error", "scorer_error"]
-SCORED: frozenset[str] = frozenset({"ok", "judge_error", "call_error"})
+SCORED: frozenset[str] = frozenset({"ok", "judge_error"})
 
 # Two-sided 95% critical values of Student's t by degrees of freedom; 1.96 beyond the table.
 _T95 = {
@@ -41,7 +44,7 @@ class CaseResult:
         case_id: The case.
         model: The model, by its canonical name.
         status: ``ok``, ``judge_error``, ``call_error`` or ``scorer_error`` (see the module doc).
-        score: 0..1; ``None`` for ``scorer_error``.
+        score: 0..1; ``None`` for ``call_error`` and ``scorer_error``.
         reason: The scorer's reason, or the error.
         output: The model's text (tool calls as ``name(arguments)``), cut to 2,000 characters.
         cost_usd: The model call's cost, ``None`` when unpriced or failed.
@@ -90,7 +93,7 @@ class ModelSummary:
         set_version: The set's version.
         model: The model's canonical name.
         cases: Cases run.
-        scored: Cases in the mean (all but ``scorer_error``).
+        scored: Cases in the mean (``ok`` and ``judge_error``; errors are left out).
         mean: Mean score over the scored cases (0 when none).
         ci_low: Lower end of the 95% confidence interval of the mean.
         ci_high: Upper end.

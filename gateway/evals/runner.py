@@ -10,9 +10,16 @@ A scorer that raises records a ``scorer_error`` for that case (with the exceptio
 goes on; ``fail_fast=True`` stops scheduling new cases at the first failure instead, and then no
 summary is stored (the router must not read a partial run).
 
+A model call that fails (after its retries) is a ``call_error``: an error, not a score of 0, so
+an upstream outage cannot pass for a model that answers wrong. A model with call errors gets no
+stored summary (``EvalRun.unstored`` says why; its answered cases are cached, so a rerun once
+the upstream is back calls only the failed ones) unless ``allow_errors=True``, which stores the
+mean of its answered cases with the errors counted in ``failures``. A model with no scored case
+at all never gets one: a mean of nothing is not a score.
+
 Example:
     >>> from gateway.evals import ModelCaller, EvalStore, parse_set, run_eval  # doctest: +SKIP
-    >>> run = run_eval(parse_set(text), ["fast/m", "big/m"], caller=ModelCaller(policy), store=store)
+    >>> run = run_eval(parse_set(text), ["fast/m", "big/m"], caller=ModelCaller(policy), store=store)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway.core.errors import OpenAIError
@@ -39,7 +46,7 @@ from gateway.evals.scorers import (
 from gateway.evals.sets import EvalCase, EvalSet
 from gateway.evals.store import EvalStore
 
-__all__ = ["DEFAULT_CONCURRENCY", "EvalRun", "run_eval"]
+__all__ = ["DEFAULT_CONCURRENCY", "EvalRun", "run_eval", "unstored_reason"]
 
 DEFAULT_CONCURRENCY = 4
 OUTPUT_LIMIT = 2000
@@ -58,6 +65,8 @@ class EvalRun:
         upstream_calls: Model calls made by this run (cached cases make none).
         cached: Case results reused from the store.
         stopped: The failure that stopped a ``fail_fast`` run, else ``None``.
+        unstored: Models whose summary was not stored because of failed cases, each with why
+            (naming the first error); see ``unstored_reason``.
     """
 
     eval_set: str
@@ -67,6 +76,7 @@ class EvalRun:
     upstream_calls: int
     cached: int
     stopped: CaseResult | None = None
+    unstored: Mapping[str, str] = field(default_factory=dict)
 
 
 class _RateGate:
@@ -141,7 +151,7 @@ class _Worker:
             reply = self.caller.call(model, case.messages, request=case.request, route=self.route)
         except OpenAIError as exc:
             error = self.caller.redact(f"{type(exc).__name__}: {exc}")
-            return CaseResult(case.id, model, "call_error", 0.0, reason="the model call failed", error=error)
+            return CaseResult(case.id, model, "call_error", None, reason="the model call failed", error=error)
         output = _output(reply.completion)
         base = CaseResult(
             case.id, model, "ok", None, output=_shown(output), cost_usd=reply.cost_usd,
@@ -181,6 +191,7 @@ def run_eval(
     store: EvalStore | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     fail_fast: bool = False,
+    allow_errors: bool = False,
     judge_model: str | None = None,
     rpm: float | None = None,
     progress: Progress | None = None,
@@ -196,6 +207,8 @@ def run_eval(
         store: Where cases are cached and summaries stored; ``None`` runs without either.
         concurrency: Calls in flight at once, over all models.
         fail_fast: Stop at the first failed case (no summary is stored then).
+        allow_errors: Store a model's summary despite call errors (they are left out of its mean
+            and counted); a model with no scored case is never stored.
         judge_model: The model the ``judge`` scorer calls, unless a case names its own.
         rpm: At most this many calls a minute to each model.
         progress: Receives one tick per case (``make_progress()`` for a bar).
@@ -252,9 +265,15 @@ def run_eval(
     summaries = tuple(
         summarise(eval_set.name, eval_set.version, m, ordered[m], finished_at=finished) for m in names
     )
+    unstored = {
+        s.model: why
+        for s in summaries
+        if (why := unstored_reason(s, ordered[s.model], allow_errors=allow_errors)) is not None
+    }
     if store is not None and not stopped:
         for summary in summaries:
-            store.put_summary(summary)
+            if summary.model not in unstored:
+                store.put_summary(summary)
     return EvalRun(
         eval_set.name,
         eval_set.version,
@@ -263,4 +282,34 @@ def run_eval(
         worker.calls,
         cached,
         stopped[0] if stopped else None,
+        unstored,
     )
+
+
+def unstored_reason(
+    summary: ModelSummary, results: Sequence[CaseResult], *, allow_errors: bool = False
+) -> str | None:
+    """Why ``summary`` must not reach the store (``None`` when it may), naming the first error.
+
+    Example:
+        >>> from gateway.evals.results import summarise
+        >>> rows = [CaseResult("a", "m", "call_error", None, error="APIConnectionError: refused")]
+        >>> unstored_reason(summarise("s", "v1", "m", rows, finished_at=0), rows)
+        'm: all 1 cases failed (a: APIConnectionError: refused); nothing stored for it'
+    """
+    errors = [r for r in results if r.status == "call_error"]
+    failed = [r for r in results if r.status not in ("ok", "judge_error")]
+    if summary.scored == 0 and failed:
+        first = failed[0]
+        return (
+            f"{summary.model}: all {len(results)} cases failed ({first.case_id}: {first.error or first.reason});"
+            " nothing stored for it"
+        )
+    if errors and not allow_errors:
+        first = errors[0]
+        return (
+            f"{summary.model}: {len(errors)} of {len(results)} model calls failed ({first.case_id}: "
+            f"{first.error}); nothing stored for it: run again once the upstream answers (answered "
+            "cases are cached), or pass --allow-errors to store the mean of the answered cases"
+        )
+    return None

@@ -37,6 +37,7 @@ __all__ = [
     "EvalScores",
     "EvalStore",
     "QualityEvidence",
+    "SCORE_REFRESH_S",
     "format_quality",
     "route_evals",
     "route_quality",
@@ -45,6 +46,9 @@ __all__ = [
 ]
 
 DEFAULT_STORE_PATH = ".switchyard/evals.sqlite"
+# How long a running client reuses a set's scores before reading the store again: a new
+# ``eval run`` reaches its routing at the first route plan at most this long after the run stored it.
+SCORE_REFRESH_S = 60.0
 HISTORY_LENGTH = 50
 
 
@@ -311,7 +315,8 @@ class EvalScores:
     Args:
         store: The eval store.
         policy: Needed only by :meth:`for_route`.
-        ttl_s: How long a set's scores are reused before the store is read again.
+        ttl_s: How long a set's scores are reused before the store is read again (the client's
+            is ``SCORE_REFRESH_S``, 60 s).
         max_age_s: Ignore older scores (the prior stands in).
         clock: Returns Unix seconds.
 
@@ -329,7 +334,7 @@ class EvalScores:
         store: EvalStore,
         policy: Policy | None = None,
         *,
-        ttl_s: float = 60.0,
+        ttl_s: float = SCORE_REFRESH_S,
         max_age_s: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:

@@ -91,7 +91,7 @@ class Breakers:
         >>> now = [1000.0]
         >>> breakers = Breakers(MemoryBackend(), BreakerSettings(min_calls=2), clock=lambda: now[0])
         >>> for _ in range(2):
-        ...     breakers.record("gpt", ok=False)
+        ...     _ = breakers.record("gpt", ok=False)
         >>> breakers.allow("gpt").allowed, sorted(breakers.open_breakers())
         (False, ['gpt'])
     """

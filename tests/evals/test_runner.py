@@ -127,19 +127,25 @@ def test_fail_fast_stops_and_stores_nothing(policy: Policy) -> None:
     assert store.summaries("set") == []
 
 
-def test_a_failing_model_is_a_scored_failure(policy: Policy) -> None:
+def test_a_failing_model_is_an_error_not_a_score(policy: Policy) -> None:
     # error:500 makes the loopback answer 500 every time; max_retries=0 keeps the test fast.
+    store = EvalStore(open_backend("memory://"))
     with ModelCaller(policy, max_retries=0) as caller:
-        run = run_eval(parse_set(SET_TEXT), ["bad/broken"], caller=caller)
+        run = run_eval(parse_set(SET_TEXT), ["bad/broken"], caller=caller, store=store)
     summary = run.summaries[0]
-    assert (summary.mean, summary.failures, summary.cost_per_case_usd, summary.latency_p50_s) == (
-        0.0,
+    assert (summary.scored, summary.failures, summary.cost_per_case_usd, summary.latency_p50_s) == (
+        0,
         4,
         None,
         None,
     )
-    assert run.results["bad/broken"][0].error is not None
-    assert run.results["bad/broken"][0].error.startswith("InternalServerError")
+    first = run.results["bad/broken"][0]
+    assert (first.status, first.score) == ("call_error", None)
+    assert first.error is not None and first.error.startswith("InternalServerError")
+    assert run.unstored == {
+        "bad/broken": f"bad/broken: all 4 cases failed (sum: {first.error}); nothing stored for it"
+    }
+    assert store.summaries("quiz") == []
 
 
 JUDGED = json.dumps(

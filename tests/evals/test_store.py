@@ -141,6 +141,21 @@ def test_eval_scores_cache_per_set(store: EvalStore, policy: Policy) -> None:
         stale.for_route("qa")
 
 
+def test_a_new_run_reaches_a_running_client_within_the_refresh_interval(store: EvalStore) -> None:
+    from gateway.evals import SCORE_REFRESH_S
+
+    now = [1000.0]
+    scores = EvalScores(store, clock=lambda: now[0])  # the client's: ttl_s=SCORE_REFRESH_S
+    store.put_summary(summary("openai/gpt-4o", 0.5, at=now[0]))
+    assert scores("quiz") == {"openai/gpt-4o": EvalScore(0.5, 10)}
+    store.put_summary(summary("openai/gpt-4o", 0.9, at=now[0]))  # a new `eval run` lands
+    now[0] += SCORE_REFRESH_S - 1
+    assert scores("quiz") == {"openai/gpt-4o": EvalScore(0.5, 10)}  # still the cached read
+    now[0] += 1
+    assert scores("quiz") == {"openai/gpt-4o": EvalScore(0.9, 10)}
+    assert SCORE_REFRESH_S == 60.0
+
+
 def test_the_clients_planner_reads_eval_scores(
     store: EvalStore, policy: Policy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
