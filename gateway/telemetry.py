@@ -7,13 +7,15 @@ Spans (kind ``CLIENT``), named ``"{operation} {model}"``: one per request (the p
 attempt (its children), with ``gen_ai.operation.name``, ``gen_ai.provider.name``,
 ``gen_ai.request.model``, ``gen_ai.response.model``, ``gen_ai.usage.input_tokens``,
 ``gen_ai.usage.output_tokens``, ``gen_ai.usage.cache_read.input_tokens``,
-``gen_ai.usage.reasoning.output_tokens``, ``gen_ai.response.finish_reasons`` when known,
+``gen_ai.usage.reasoning.output_tokens``, ``gen_ai.usage.cache_creation.input_tokens`` (cache
+writes, when reported), ``gen_ai.response.finish_reasons`` when known,
 ``error.type`` on failure, ``server.address``/``server.port``, and the gateway's own
 ``switchyard.*`` attributes (request id, attempt, route, outcome, cost, estimated usage).
 
 Metrics: ``gen_ai.client.token.usage`` (``{token}``, by ``gen_ai.token.type`` input/output),
 ``gen_ai.client.operation.duration`` (s), ``gen_ai.client.operation.time_to_first_chunk`` (s) and
-``switchyard.client.cost`` (USD).
+``switchyard.client.cost`` (USD), with the conventions' advised bucket boundaries. A token count
+nobody reported is absent, never 0.
 
 Content (``gen_ai.output.messages``) is recorded only when ``capture_content=True`` (the policy's
 ``telemetry.capture_content``), and always through the redaction function. API keys never appear.
@@ -55,6 +57,10 @@ SWEEP_EVERY_S = 1.0
 MAX_CACHED_DEPLOYMENTS = 1024
 MAX_OPEN_REQUESTS = 10_000  # request spans waiting for their end; the oldest is ended beyond this
 _TERMINAL = frozenset({"ok", "partial", "closed"})
+# The GenAI conventions' advised histogram boundaries (the SDK's defaults put every call under 5 s
+# in one bucket): seconds for durations, doubling from 10 ms; tokens, in powers of 4.
+DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+TOKEN_BUCKETS = tuple(float(4**i) for i in range(14))  # 1, 4, 16, ..., 67108864
 # gen_ai.provider.name's well-known values, by the gateway's provider or protocol name.
 _PROVIDER_NAMES = {
     "openai": "openai",
@@ -77,8 +83,8 @@ class _Request:
     span: Span
     last_seen: float
     attempts: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
+    input_tokens: int | None = None  # None until an attempt's usage is known: absent, never 0
+    output_tokens: int | None = None
     cost_usd: float | None = None
 
 
@@ -115,13 +121,22 @@ class Telemetry:
         self._tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(SCOPE)
         meter = (meter_provider or metrics.get_meter_provider()).get_meter(SCOPE)
         self._tokens = meter.create_histogram(
-            "gen_ai.client.token.usage", unit="{token}", description="Tokens used per attempt"
+            "gen_ai.client.token.usage",
+            unit="{token}",
+            description="Tokens used per attempt",
+            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
         )
         self._duration = meter.create_histogram(
-            "gen_ai.client.operation.duration", unit="s", description="Duration of each attempt"
+            "gen_ai.client.operation.duration",
+            unit="s",
+            description="Duration of each attempt",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
         self._ttft = meter.create_histogram(
-            "gen_ai.client.operation.time_to_first_chunk", unit="s", description="Time to first chunk"
+            "gen_ai.client.operation.time_to_first_chunk",
+            unit="s",
+            description="Time to first chunk",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
         self._cost_usd = meter.create_counter("switchyard.client.cost", unit="USD", description="Cost in USD")
         self.capture_content = capture_content
@@ -172,8 +187,8 @@ class Telemetry:
             request.attempts += 1
             request.last_seen = time.monotonic()
             if tokens is not None:
-                request.input_tokens += tokens.prompt
-                request.output_tokens += tokens.completion
+                request.input_tokens = (request.input_tokens or 0) + tokens.prompt
+                request.output_tokens = (request.output_tokens or 0) + tokens.completion
             if cost is not None:
                 request.cost_usd = (request.cost_usd or 0.0) + cost
         if record.outcome in _TERMINAL:
@@ -234,12 +249,11 @@ class Telemetry:
         if not span.is_recording():
             span.end(end_time=end_ns)
             return
-        attributes: dict[str, Any] = {
-            **(base or {}),
-            "switchyard.attempts": request.attempts,
-            "gen_ai.usage.input_tokens": request.input_tokens,
-            "gen_ai.usage.output_tokens": request.output_tokens,
-        }
+        attributes: dict[str, Any] = {**(base or {}), "switchyard.attempts": request.attempts}
+        if request.input_tokens is not None:
+            attributes["gen_ai.usage.input_tokens"] = request.input_tokens
+        if request.output_tokens is not None:
+            attributes["gen_ai.usage.output_tokens"] = request.output_tokens
         if request.cost_usd is not None:
             attributes["switchyard.cost_usd"] = request.cost_usd
         span.set_attributes(attributes)
@@ -272,7 +286,15 @@ class Telemetry:
         price = self.prices.lookup(candidate.name, candidate.target.provider)
         if price is None:
             return None
-        return float(price.cost(tokens.prompt, tokens.completion, tokens.cached, tokens.reasoning))
+        cost = price.cost(
+            tokens.prompt,
+            tokens.completion,
+            tokens.cached,
+            tokens.reasoning,
+            tokens.cache_write,
+            tokens.cache_write_1h,
+        )
+        return float(cost)
 
     def _base_attributes(self, record: AttemptRecord) -> dict[str, Any]:
         """The attributes of a deployment, cached: they are the same for every attempt on it."""
@@ -323,6 +345,8 @@ class Telemetry:
             attributes["gen_ai.usage.output_tokens"] = tokens.completion
             attributes["gen_ai.usage.cache_read.input_tokens"] = tokens.cached
             attributes["gen_ai.usage.reasoning.output_tokens"] = tokens.reasoning
+            if tokens.cache_write:  # reported only by upstreams that write caches (Anthropic)
+                attributes["gen_ai.usage.cache_creation.input_tokens"] = tokens.cache_write
             attributes["switchyard.usage.estimated"] = tokens.estimated
         if cost is not None:
             attributes["switchyard.cost_usd"] = cost

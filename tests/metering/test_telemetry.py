@@ -204,3 +204,55 @@ def test_stale_and_excess_request_spans_are_ended(
     with pytest.raises(gateway.BadRequestError):
         client.chat.completions.create(model="error:400", messages=[{"role": "user", "content": "x"}])
     assert len([s for s in otel.finished() if s.parent is None]) == 5
+
+
+def test_histograms_use_the_conventions_bucket_boundaries(
+    otel: OTel, scripted_url: str, make_client: Callable[..., gateway.OpenAI]
+) -> None:
+    telemetry = otel.telemetry()
+    client = make_client(api_key="sk-test", base_url=scripted_url, observer=telemetry)
+    client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "one"}])
+    points = otel.metric_points()
+    [duration] = points["gen_ai.client.operation.duration"]
+    assert list(duration.explicit_bounds) == [
+        0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92
+    ]  # fmt: skip
+    assert {tuple(p.explicit_bounds) for p in points["gen_ai.client.token.usage"]} == {
+        (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
+    }
+
+
+def test_cache_writes_are_an_attribute_and_unknown_counts_are_absent(otel: OTel) -> None:
+    import time
+
+    from gateway.core.attempts import AttemptRecord, Candidate
+    from gateway.core.errors import InternalServerError
+    from gateway.core.types import CompletionUsage, PromptTokensDetails
+    from providers.base import Target
+
+    target = Target(provider="anthropic", kind="anthropic", base_url="http://127.0.0.1:9", model="claude")
+    usage = CompletionUsage(
+        prompt_tokens=10_100,
+        completion_tokens=5,
+        total_tokens=10_105,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=0, cache_write_tokens=10_000),
+    )
+
+    def record(request_id: str, outcome: str, **kwargs: Any) -> AttemptRecord:
+        return AttemptRecord(
+            request_id, 0, Candidate(target, "claude"), None, time.perf_counter(), 0.1, None, outcome, None,
+            **kwargs,
+        )  # fmt: skip
+
+    telemetry = otel.telemetry()
+    telemetry.attempt_finished(record("r1", "ok", usage=usage))
+    error = InternalServerError("boom", response=None, body=None)  # type: ignore[arg-type]
+    telemetry.attempt_finished(record("r2", "InternalServerError", usage=None, error=error))
+    telemetry.request_finished("r2", error)
+    spans = {(s.attributes["switchyard.request_id"], s.parent is None): s for s in otel.finished()}
+    served = spans[("r1", False)]
+    assert served.attributes["gen_ai.usage.cache_creation.input_tokens"] == 10_000
+    failed_request = spans[("r2", True)]
+    assert failed_request.attributes["error.type"] == "InternalServerError"
+    assert "gen_ai.usage.input_tokens" not in failed_request.attributes
+    assert "gen_ai.usage.output_tokens" not in failed_request.attributes
