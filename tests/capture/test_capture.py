@@ -39,7 +39,9 @@ routes:
 
 
 def test_redactor_builtin_detectors_patterns_and_env_keys() -> None:
-    redact = Redactor.from_config(Redaction(patterns=[r"ACME-\d{6}"]), environ={"X_API_KEY": "s3cr3t-value-xyz"})
+    redact = Redactor.from_config(
+        Redaction(patterns=[r"ACME-\d{6}"]), environ={"X_API_KEY": "s3cr3t-value-xyz"}
+    )
     text = (
         "mail bob.smith@example.co.uk key sk-proj-abcdefghijklmnopqrstuvwx card 4111 1111 1111 1111 "
         "not-a-card 1234 5678 9012 3456 ticket ACME-123456 env s3cr3t-value-xyz Bearer abcdefghijklmnop1234"
@@ -62,10 +64,14 @@ def test_capture_feedback_and_export(tmp_path: Path) -> None:
         policy = _policy(tmp_path, base_url)
         client = OpenAI(policy=str(policy), api_key="sk-client-key-0123456789abcdef")
         replies = []
-        for i, content in enumerate(["hello alice@example.com", "card 4111-1111-1111-1111", "hello alice@example.com"]):
+        for i, content in enumerate(
+            ["hello alice@example.com", "card 4111-1111-1111-1111", "hello alice@example.com"]
+        ):
             replies.append(
                 client.chat.completions.create(
-                    model="route:support", messages=[{"role": "user", "content": content}], metadata={"n": str(i)}
+                    model="route:support",
+                    messages=[{"role": "user", "content": content}],
+                    metadata={"n": str(i)},
                 )
             )
         client.close()
@@ -84,9 +90,19 @@ def test_capture_feedback_and_export(tmp_path: Path) -> None:
     with pytest.raises(UnknownExampleError):
         feedback("sy-nothing", score=1.0, store=tmp_path / "captures.sqlite")
     out = tmp_path / "export"
-    assert main(["data", "export", "support", "--policy", str(policy), "--out", str(out), "--min-examples", "1"]) == 0
-    rows = [json.loads(line) for f in ("train.jsonl", "validation.jsonl") for line in (out / f).read_text().splitlines()]
+    assert (
+        main(["data", "export", "support", "--policy", str(policy), "--out", str(out), "--min-examples", "1"])
+        == 0
+    )
+    rows = [
+        json.loads(line)
+        for f in ("train.jsonl", "validation.jsonl")
+        for line in (out / f).read_text().splitlines()
+    ]
     assert len(rows) == 2  # the duplicate is left out
     assert all(row["messages"][-1]["role"] == "assistant" for row in rows)
-    assert main(["data", "export", "support", "--policy", str(policy), "--out", str(out), "--min-score", "0.5"]) == 2
+    assert (
+        main(["data", "export", "support", "--policy", str(policy), "--out", str(out), "--min-score", "0.5"])
+        == 2
+    )
     store.close()

@@ -15,7 +15,14 @@ from local_engine.loader.checkpoint import Checkpoint, load_checkpoint
 from local_engine.loader.paths import default_model_path
 from local_engine.models.llama import LlamaForCausalLM
 from local_engine.tokenizer import Tokenizer
-from local_engine.tune import TooLittleDataError, TuneConfig, encode_example, read_examples, to_adapter, train_lora
+from local_engine.tune import (
+    TooLittleDataError,
+    TuneConfig,
+    encode_example,
+    read_examples,
+    to_adapter,
+    train_lora,
+)
 from local_engine.tune.forward import causal_loss, frozen_hidden
 
 
@@ -54,8 +61,13 @@ def examples(tokenizer: Tokenizer, count: int) -> list:
     labels = ["billing", "shipping", "technical", "account"]
     return [
         encode_example(
-            [{"role": "user", "content": f"ticket about {labels[i % 4]}"}, {"role": "assistant", "content": labels[i % 4]}],
-            tokenizer, 128, i + 1,
+            [
+                {"role": "user", "content": f"ticket about {labels[i % 4]}"},
+                {"role": "assistant", "content": labels[i % 4]},
+            ],
+            tokenizer,
+            128,
+            i + 1,
         )  # fmt: skip
         for i in range(count)
     ]
@@ -100,7 +112,9 @@ def test_adapter_round_trips_and_merges_to_the_trained_model(tokenizer: Tokenize
 
 def test_bad_lines_are_refused_with_their_numbers(tokenizer: Tokenizer, tmp_path: Path) -> None:
     path = tmp_path / "data.jsonl"
-    good = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]})
+    good = json.dumps(
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    )
     path.write_text(
         "\n".join([
             good, "{not json", json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": " "}]}),
