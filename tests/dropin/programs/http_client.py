@@ -1,9 +1,10 @@
+import importlib.metadata
 import os
 
 import openai
 
-# openai 3.x runs on httpx2, 2.x on httpx: the program uses whichever this SDK takes
-if int(openai.__version__.split(".")[0]) >= 3:
+# openai 3.x runs on httpx2, 2.x on httpx: the program uses whichever the installed SDK takes
+if int(importlib.metadata.version("openai").split(".")[0]) >= 3:
     import httpx2
 else:
     import httpx as httpx2
