@@ -7,6 +7,7 @@
 | ``lint.no-local-candidate`` | ``data: local_only`` but no candidate is tagged ``local`` |
 | ``lint.matches-nothing`` | a budget or rate limit matches a route that does not exist |
 | ``lint.no-price`` | a candidate has no input or output price: cost scores and budgets see it as unknown |
+| ``lint.budget-unpriced`` | a ``limit_usd`` budget counts a model that has no price, in the policy, the catalog or genai-prices |
 | ``lint.zero-weights`` | a route's weights sum to zero, so scores cannot rank candidates |
 | ``lint.impossible-resilience`` | attempts or retries below zero, delays out of order, a deadline shorter than connect |
 """
@@ -140,6 +141,33 @@ def _lint_resilience(name: str, route: Route, out: _Findings) -> None:
         )
 
 
+def _lint_budgets(policy: Policy, out: _Findings) -> None:
+    """A USD budget over an unpriced model: a warning, not a load error, because the budget still holds.
+
+    The guard reserves and charges an unpriced model at the dearest price it knows
+    (``Guard.ceiling``), never at $0, so such a budget over-counts rather than leaks; the warning
+    names the models to price (``models.<name>.input_price`` / ``output_price``).
+    """
+    from gateway.catalog_prices import maintained_price
+
+    index = policy_index(policy)
+    for name, budget in policy.budgets.items():
+        route = budget.match.route
+        if budget.limit_usd is None or (route is not None and route not in policy.routes):
+            continue  # a token budget needs no price; a route that does not exist is lint.matches-nothing
+        models = index.routes[route] if route is not None else tuple(index.models)
+        specs = [index.models[full] for full in dict.fromkeys(models)]
+        unpriced = [spec.name for spec in specs if not spec.has_price and maintained_price(spec) is None]
+        if unpriced:
+            scope = f"route {route!r}" if route is not None else "every request"
+            out.add(
+                "lint.budget-unpriced",
+                ("budgets", name, "limit_usd"),
+                f"the budget counts {scope}, which can be served by {', '.join(map(repr, unpriced))} with no "
+                "price: those are charged at the dearest known price; set input_price and output_price",
+            )
+
+
 def lint_policy(policy: Policy) -> list[LintWarning]:
     """Every lint finding of ``policy``, in file order.
 
@@ -154,6 +182,7 @@ def lint_policy(policy: Policy) -> list[LintWarning]:
         _lint_candidates(policy, name, route, out)
         _lint_objective(name, route, out)
         _lint_resilience(name, route, out)
+    _lint_budgets(policy, out)
     for section, entries in (("budgets", policy.budgets), ("rate_limits", policy.rate_limits)):
         for name, entry in entries.items():
             route_name = entry.match.route

@@ -55,6 +55,33 @@ def test_candidate_without_a_price() -> None:
     assert _lint(text) == [("lint.no-price", "routes.r.candidates[1]", 5, 28)]
 
 
+def test_usd_budget_over_an_unpriced_model() -> None:
+    text = """\
+version: 1
+models:
+  mine: {provider: openai}
+routes:
+  priced: {candidates: [gpt-4o]}
+  mixed: {candidates: [gpt-4o, mine]}
+budgets:
+  on-mixed: {window: day, limit_usd: 5, match: {route: mixed}}
+  on-priced: {window: day, limit_usd: 5, match: {route: priced}}
+  everything: {window: day, limit_usd: 50}
+  tokens: {window: day, limit_tokens: 1000, match: {route: mixed}}
+"""
+    warnings = lint_policy(parse_policy(text, filename="p.yaml", env=ENV))
+    budget_warnings = [w for w in warnings if w.code == "lint.budget-unpriced"]
+    assert [(w.field_path, w.line, w.column) for w in budget_warnings] == [
+        ("budgets.on-mixed.limit_usd", 8, 38),
+        ("budgets.everything.limit_usd", 10, 40),
+    ]
+    assert budget_warnings[0].message == (
+        "the budget counts route 'mixed', which can be served by 'mine' with no price: those are charged "
+        "at the dearest known price; set input_price and output_price"
+    )
+    assert "every request" in budget_warnings[1].message
+
+
 def test_weights_summing_to_zero() -> None:
     text = "version: 1\nroutes:\n  r:\n    candidates: [gpt-4o]\n    weights: {quality: 0, cost: 0}\n"
     assert _lint(text) == [("lint.zero-weights", "routes.r.weights", 5, 14)]
