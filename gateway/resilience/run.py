@@ -3,7 +3,9 @@
 ``RequestRun`` keeps what one request has done (attempt records, skipped candidates, its deadline)
 and answers the loop's three questions: may this candidate be tried now (``admit``), what happens
 after a failure (``after_failure``: retry after a delay, or move on, or stop), and what to raise
-at the end (``error``). Every attempt is reported to the observer exactly once, in ``finish``.
+at the end (``error``). Every attempt is reported to the observer exactly once, in ``finish``;
+an observer with an ``attempt_started(candidate)`` method also hears when each admitted attempt
+starts (``gateway.stats.InFlight`` counts attempts in flight that way).
 """
 
 from __future__ import annotations
@@ -136,14 +138,16 @@ class RequestRun:
                 self.skipped.append(Skip(candidate, reason))
                 return False
         breakers = self.res.breakers
-        if breakers is None:
-            return True
-        decision = breakers.allow(candidate.name)
-        if not decision.allowed:
-            self.skipped.append(Skip(candidate, decision.reason))
-            return False
-        if decision.probe:
-            self.probes.add(len(self.records))
+        if breakers is not None:
+            decision = breakers.allow(candidate.name)
+            if not decision.allowed:
+                self.skipped.append(Skip(candidate, decision.reason))
+                return False
+            if decision.probe:
+                self.probes.add(len(self.records))
+        started = getattr(self.res.observer, "attempt_started", None)
+        if started is not None:
+            started(candidate)
         return True
 
     def _unfit(self, candidate: Candidate) -> str | None:
@@ -235,6 +239,14 @@ class RequestRun:
         return gateway_info(self.plan, served, self.records, self.started, self.skipped)
 
     def error(self) -> APIError:
+        """The request's final error; the observer hears the request is over (its span ends now)."""
         if not self.records and not self.skipped:
-            return APITimeoutError(message="Request timed out: the total deadline passed before any attempt.")
-        return final_error(self.records, self.plan, self.skipped)
+            error: APIError = APITimeoutError(
+                message="Request timed out: the total deadline passed before any attempt."
+            )
+        else:
+            error = final_error(self.records, self.plan, self.skipped)
+        finished = getattr(self.res.observer, "request_finished", None)
+        if finished is not None:
+            finished(self.request_id, error)
+        return error
