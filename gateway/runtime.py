@@ -1,7 +1,8 @@
 """What a policy switches on around the request loop, built once per client.
 
 - the state backend of ``state`` (memory by default; SQLite or Redis to share with other processes);
-- live statistics that feed the router (``gateway/stats.py``);
+- live statistics that feed the router (``gateway/stats.py``), with the attempts in flight per
+  deployment in this process (``InFlight``, which wraps the observer);
 - metering: a ``Meter`` writing one priced usage record per attempt to that backend;
 - telemetry: OpenTelemetry spans and metrics (no-ops until an SDK provider is configured);
 - circuit breakers per deployment, in the state backend (shared by every process using it);
@@ -56,7 +57,7 @@ def build_runtime(policy: Any, user_observer: Observer | None) -> Runtime:
     from gateway.metering import Meter, ObserverGroup, StateSink
     from gateway.metering.pricing import policy_prices
     from gateway.resilience.breaker import Breakers, PolicyBreakerSettings
-    from gateway.stats import LiveStats
+    from gateway.stats import InFlight, LiveStats
     from gateway.telemetry import Telemetry
 
     source = _policy_source(policy)
@@ -64,7 +65,10 @@ def build_runtime(policy: Any, user_observer: Observer | None) -> Runtime:
     backend = open_state(current)
     # per deployment, shared by every process on this state backend; settings from models.<name>.breaker
     breakers = Breakers(backend, per_deployment=PolicyBreakerSettings(source))
-    stats = LiveStats(breakers=breakers.open_breakers, local_load=local_engine_load)
+    in_flight = InFlight()  # attempts in flight per deployment in this process (balance: least_busy)
+    stats = LiveStats(
+        breakers=breakers.open_breakers, local_load=local_engine_load, in_flight=in_flight.counts
+    )
     # A policy file is hot-reloaded: prices, budgets and rate limits follow it, like the routes.
     meter = Meter(StateSink(backend), prices=policy_prices(source))
     telemetry = Telemetry.from_policy(current)
@@ -79,7 +83,8 @@ def build_runtime(policy: Any, user_observer: Observer | None) -> Runtime:
     scores = eval_backend(current, backend)
     evals = EvalScores(EvalStore(scores))  # a route's quality: its eval scores
     extra = scores if scores is not backend else None
-    runtime = Runtime(source, ObserverGroup(*observers), stats, meter, backend, guard, evals, breakers, extra)
+    in_flight.inner = ObserverGroup(*observers)  # it hears each record first, then passes it on
+    runtime = Runtime(source, in_flight, stats, meter, backend, guard, evals, breakers, extra)
     if any(route.capture is not None for route in current.routes.values()):
         from gateway.capture import Capture
 

@@ -18,22 +18,32 @@ true ttft is longer than ``d``. Under an exponential model its expected value is
 that is what enters the ttft estimate; the failure also enters the failure rate. A bad request
 (``BadRequestError`` and its kind: the caller's fault) says nothing about the deployment and is
 ignored. Time comes from the injected ``clock``.
+
+``InFlight`` counts the attempts in flight per deployment in this process, for ``balance:
+least_busy``: the request loop tells it when an attempt starts (``RequestRun.admit`` calls the
+observer's optional ``attempt_started``), and the attempt's record ends it. It wraps the runtime's
+observer, so it hears every record first, and hands the counts to ``LiveStats(in_flight=...)``.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from gateway.core.attempts import AttemptRecord
+from gateway.core.attempts import AttemptRecord, Candidate, Observer
 from gateway.router import LocalEngineLoad, ModelStats, StatsSnapshot
 
-__all__ = ["DEFAULT_HALF_LIFE_S", "MAX_WEIGHT", "LiveStats"]
+__all__ = ["DEFAULT_HALF_LIFE_S", "IN_FLIGHT_MAX_AGE_S", "MAX_WEIGHT", "InFlight", "LiveStats"]
 
 DEFAULT_HALF_LIFE_S = 5.0
 MAX_WEIGHT = 20.0  # however long an estimate has run, a new observation moves it by at least 1/21
+# An attempt whose record never came (a bug, an interrupt outside the loop's handlers) stops
+# counting after this long: above the SDK's default 600 s timeout, so no live attempt is dropped.
+IN_FLIGHT_MAX_AGE_S = 900.0
 _CALLER_FAULTS = frozenset(
     {
         "BadRequestError",
@@ -156,3 +166,63 @@ class LiveStats:
             over_budget=self._over_budget() if self._over_budget else frozenset(),
             local_engine=self._local_load() if self._local_load else None,
         )
+
+
+class InFlight:
+    """Attempts in flight per deployment in this process: an observer that wraps another.
+
+    ``attempt_started`` counts one up; the attempt's record (``attempt_finished``) counts it down
+    and is then passed on to ``inner``; any other hook the loop looks up (``request_finished``)
+    is ``inner``'s. Starts older than ``max_age_s`` are forgotten, so a lost
+    record cannot leave a deployment looking busy for ever.
+
+    Example:
+        >>> from gateway.core.attempts import Candidate
+        >>> from providers.base import Target
+        >>> flights = InFlight(clock=lambda: 0.0)
+        >>> flights.attempt_started(Candidate(Target("p", "openai", "http://x", "m"), "a"))
+        >>> flights.counts()
+        {'a': 1}
+    """
+
+    def __init__(
+        self,
+        inner: Observer | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_age_s: float = IN_FLIGHT_MAX_AGE_S,
+    ) -> None:
+        self.inner = inner
+        self.clock = clock
+        self.max_age_s = max_age_s
+        self._lock = threading.Lock()
+        self._starts: dict[str, deque[float]] = {}
+
+    def attempt_started(self, candidate: Candidate) -> None:
+        with self._lock:
+            self._starts.setdefault(candidate.name, deque()).append(self.clock())
+
+    def attempt_finished(self, record: AttemptRecord) -> None:
+        with self._lock:
+            starts = self._starts.get(record.candidate.name)
+            if starts:  # the oldest start: which one ends does not change the count
+                starts.popleft()
+        if self.inner is not None:
+            self.inner.attempt_finished(record)
+
+    def __getattr__(self, name: str) -> Any:
+        # The loop looks up optional observer hooks (``request_finished``…) with getattr: the
+        # wrapped observer's must stay visible through this wrapper.
+        inner = self.__dict__.get("inner")
+        if inner is None or name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(inner, name)
+
+    def counts(self) -> dict[str, int]:
+        """Attempts in flight now, by candidate name (deployments with none left out)."""
+        horizon = self.clock() - self.max_age_s
+        with self._lock:
+            for starts in self._starts.values():
+                while starts and starts[0] < horizon:
+                    starts.popleft()
+            return {name: len(starts) for name, starts in self._starts.items() if starts}
