@@ -69,7 +69,9 @@ AsyncClient = AsyncOpenAI
 _NOT_ROUTED = frozenset({"chat", "completions", "embeddings", "responses", "models", "api_key", "base_url"})
 
 
-def feedback(reply_or_id: _Any, *, score: float | None = None, label: str | None = None, **options: _Any) -> _Any:
+def feedback(
+    reply_or_id: _Any, *, score: float | None = None, label: str | None = None, **options: _Any
+) -> _Any:
     """Attach a user's score (0..1) or label to a captured reply (see ``gateway.capture.feedback``)."""
     from gateway.capture import feedback as attach
 

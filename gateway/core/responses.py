@@ -87,7 +87,9 @@ def _translated_reply(core: CoreBase, r: _Request, reply: Any) -> WireResponse:
     payload = json.dumps(dialect.response_from_chat(reply, r.ctx), separators=(",", ":")).encode()
     headers = routing_headers(r.prepared.request_id, info)
     upstream = reply._http_response
-    upstream_id = upstream.headers.get("x-request-id") or upstream.headers.get("request-id") if upstream else None
+    upstream_id = (
+        upstream.headers.get("x-request-id") or upstream.headers.get("request-id") if upstream else None
+    )
     if upstream_id:
         headers.append(("x-request-id", upstream_id))
     return json_response(200, payload, headers)
