@@ -10,7 +10,10 @@ resilience layer disabled (one candidate, no breaker, no route timeouts) and ena
 over the in-memory state backend, connect/read/first-token/idle/total timeouts, a fallback
 candidate and a 4-token stream buffer), and for async also with a hedge that never fires (the
 opt-in hedge costs a task and a timer per request). Runs are interleaved (A B A B)
-so drift hits both alike; the figure is the ratio enabled / disabled (target <= 1.05).
+so drift hits both alike; the figure is the ratio enabled / disabled (target <= 1.05). Then the
+cost of stream buffering in time to first token: the median time until the caller receives the
+first content chunk with ``buffer_tokens`` 0, 2, 4 and 8, from the loopback upstream and from one
+that paces its chunks 20 ms apart (50 tokens a second, a large model's pace).
 
 ``soak``: ``tests/resilience/soak.py`` at 2,000 requests, 64 in flight, 30 % faults; with
 ``--real-delays`` the openai SDK's backoff (0.5 s, 1 s, …) and 2 s timeouts instead of
@@ -66,7 +69,7 @@ def plans(url: str) -> dict[str, tuple[Plan, Breakers | None]]:
             Target(provider=name, kind="openai", base_url=url, model="gpt-4o-mini", api_key="k"), name
         )
 
-    off = Plan([cand("a")])
+    off = Plan([cand("a")], buffer_tokens=0)  # resilience off: no stream buffer either
     settings: dict[str, Any] = {
         "timeouts": Timeouts(connect_s=5, read_s=30, first_token_s=10, stream_idle_s=10, total_s=60),
         "buffer_tokens": 4,
@@ -132,9 +135,9 @@ def _time_each(n: int, call: Callable[[], Any]) -> tuple[float, float]:
 async def concurrent(url: str, total: int, in_flight: int, rounds: int) -> dict[str, float]:
     """Requests per second with ``in_flight`` concurrent async requests, interleaved off/on."""
     rates: dict[str, list[float]] = {"off": [], "on": [], "on+hedge": []}
-    from gateway._aio_transport import AsyncioTransport
-
-    async with httpx.AsyncClient(transport=AsyncioTransport()) as http:
+    # httpx's own transport: the gateway's hand-written asyncio transport is gone (it now sends
+    # through the SDK's client), and the executors take any httpx.AsyncClient.
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=in_flight)) as http:
         executors = {
             name: (AsyncExecutor(http, observer=_Null(), retry=RetrySettings(), breakers=b), plan)
             for name, (plan, b) in plans(url).items()
@@ -155,11 +158,51 @@ async def concurrent(url: str, total: int, in_flight: int, rounds: int) -> dict[
     return {name: statistics.median(v) for name, v in rates.items()}
 
 
+TTFT_BUFFERS = (0, 2, 4, 8)
+PACED_MS = 20
+
+
+def time_to_first_token(url: str, n: int) -> dict[str, dict[int, float]]:
+    """Median ms until the caller gets the first content chunk, per ``buffer_tokens``, interleaved."""
+    from tests.servers.faults import FastServer, FaultHandler
+
+    def first_chunk_ms(ex: Executor, plan: Plan) -> float:
+        t0 = time.perf_counter()
+        stream = ex.stream(_request(True), plan, headers={}, timeout=30.0, holder=StreamInfo())
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                elapsed = (time.perf_counter() - t0) * 1000
+                for _ in stream:  # read to the end, as a caller does
+                    pass
+                return elapsed
+        raise RuntimeError("the stream had no content")
+
+    def plan_for(base_url: str, model: str, buffer: int) -> Plan:
+        target = Target(provider="a", kind="openai", base_url=base_url, model=model, api_key="k")
+        return Plan([Candidate(target, "a")], buffer_tokens=buffer)
+
+    out: dict[str, dict[int, list[float]]] = {"loopback": {}, f"paced {PACED_MS} ms": {}}
+    with FastServer(FaultHandler()) as paced, httpx.Client() as http:
+        ex = Executor(http, observer=_Null(), retry=RetrySettings())
+        upstreams = {
+            "loopback": (url, "m"),
+            f"paced {PACED_MS} ms": (paced.base_url + "/v1", f"fault:trickle-{PACED_MS}"),
+        }
+        for i in range(n):
+            for kind, (base_url, model) in upstreams.items():
+                buffers = TTFT_BUFFERS if i % 2 == 0 else TTFT_BUFFERS[::-1]
+                for buffer in buffers:
+                    ms = first_chunk_ms(ex, plan_for(base_url, model, buffer))
+                    out[kind].setdefault(buffer, []).append(ms)
+    return {kind: {b: statistics.median(v) for b, v in sorted(by.items())} for kind, by in out.items()}
+
+
 def overhead(requests: int) -> None:
     proc, url = start_upstream()
     try:
         seq = sequential(url, 50, rounds=max(10, requests // 50))
         rps = asyncio.run(concurrent(url, requests, 64, rounds=6))
+        ttft = time_to_first_token(url, 40)
     finally:
         proc.terminate()
         proc.wait()
@@ -175,6 +218,10 @@ def overhead(requests: int) -> None:
             f"  async 64 in flight {name:8s}: off {rps['off']:8.0f} rps  {name} {rps[name]:8.0f} rps"
             f"  ratio {rps['off'] / rps[name]:.3f}"
         )
+    print("time to first token by buffer_tokens (median ms)")
+    for kind, by_buffer in ttft.items():
+        figures = "  ".join(f"{buffer}: {ms:6.2f}" for buffer, ms in by_buffer.items())
+        print(f"  {kind:12s} {figures}")
 
 
 def soak(requests: int, real_delays: bool, trace: bool) -> None:

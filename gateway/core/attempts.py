@@ -40,6 +40,10 @@ FALLBACK_CLASSES = frozenset(
     {"rate_limit", "server_error", "timeout", "connection", "context_length", "content_filter", "auth"}
 )
 DEFAULT_FALLBACK_ON = frozenset({"rate_limit", "server_error", "timeout", "connection", "auth"})
+# Hold a stream's first 4 content chunks, so a cut among them falls back transparently; the cost is
+# the first chunk reaching the caller 4 upstream chunk gaps later (about 80 ms at 50 tokens/s;
+# docs/resilience.md). Direct models (no route) forward at once, as the openai SDK does.
+DEFAULT_BUFFER_TOKENS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +86,8 @@ class Plan:
             client's (or the call's) httpx timeout as it is.
         hedge: Opt-in hedged requests (asyncio client only).
         buffer_tokens: Hold the first N content chunks of a stream before forwarding any, so a
-            failure inside them still falls back transparently.
+            failure inside them still falls back transparently (``DEFAULT_BUFFER_TOKENS``, 4; 0
+            forwards the first chunk as soon as it arrives).
         prompt_tokens: The prompt's estimated size, to pick candidates whose window fits after a
             context-length error.
         max_candidates: At most this many candidates are called (a route's ``fallback.max_attempts``);
@@ -95,7 +100,7 @@ class Plan:
     fallback_on: frozenset[str] = DEFAULT_FALLBACK_ON
     timeouts: Timeouts | None = None
     hedge: HedgeSettings | None = None
-    buffer_tokens: int = 0
+    buffer_tokens: int = DEFAULT_BUFFER_TOKENS
     prompt_tokens: int | None = None
     max_candidates: int | None = None
 

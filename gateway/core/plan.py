@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from gateway.core.attempts import DEFAULT_FALLBACK_ON, Candidate, Plan
+from gateway.core.attempts import DEFAULT_BUFFER_TOKENS, DEFAULT_FALLBACK_ON, Candidate, Plan
 from gateway.core.errors import NotFoundError, PolicyError
 from gateway.core.types import ChatRequest
 from gateway.targets import ClientConfig, client_target, host_target, require_key, split_model, unknown_route
@@ -59,8 +59,8 @@ class Planner:
             return self._route(model.removeprefix("route:"), req)
         policy = self.policy
         if policy is not None and _known_to_policy(policy, model):
-            return Plan([Candidate(self._policy_target(model), model)])
-        return Plan([self.direct(model, client)])
+            return Plan([Candidate(self._policy_target(model), model)], buffer_tokens=0)
+        return Plan([self.direct(model, client)], buffer_tokens=0)  # a direct model streams as the SDK does
 
     def direct(self, model: str, client: ClientConfig | None = None) -> Candidate:
         provider, name = split_model(model)
@@ -152,7 +152,10 @@ def plan_for_route(
         fallback_on=frozenset(route.fallback.on) if route.fallback is not None else DEFAULT_FALLBACK_ON,
         timeouts=timeouts,
         hedge=hedge,
-        buffer_tokens=route.buffer_tokens or 0,
+        # a route that does not set buffer_tokens gets the default, one that sets 0 gets none
+        buffer_tokens=route.buffer_tokens
+        if "buffer_tokens" in route.model_fields_set
+        else DEFAULT_BUFFER_TOKENS,
         prompt_tokens=routed.prompt_tokens,
         max_candidates=route.fallback.max_attempts if route.fallback is not None else None,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -45,15 +46,22 @@ def test_deadline_ends_the_request(
 
 
 def test_deadline_mid_stream_interrupts(mode: str, primary: LoopbackServer) -> None:
-    result = run(mode, plan_for(primary, "stall-mid"), stream=True)
+    plan = replace(plan_for(primary, "stall-mid"), buffer_tokens=0)  # two words reach the caller
+    result = run(mode, plan, stream=True)
     assert isinstance(result.error, StreamInterruptedError)
+    assert result.elapsed <= D + SLACK
+
+
+def test_deadline_inside_the_stream_buffer_is_a_timeout(mode: str, primary: LoopbackServer) -> None:
+    result = run(mode, plan_for(primary, "stall-mid"), stream=True)  # the default buffer holds both words
+    assert type(result.error) is APITimeoutError and result.chunks == []
     assert result.elapsed <= D + SLACK
 
 
 async def test_trickling_stream_is_cut_at_the_deadline(primary: LoopbackServer) -> None:
     from tests.resilience.conftest import run_async
 
-    result = await run_async(plan_for(primary, "trickle-150"), stream=True)
+    result = await run_async(replace(plan_for(primary, "trickle-150"), buffer_tokens=0), stream=True)
     assert isinstance(result.error, StreamInterruptedError)
     assert D - 0.01 <= result.elapsed <= D + SLACK
 

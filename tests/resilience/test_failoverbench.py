@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.core.attempts import Plan
+from gateway.core.attempts import DEFAULT_BUFFER_TOKENS, Plan
 from gateway.core.errors import (
     AllAttemptsFailedError,
     APIConnectionError,
@@ -115,7 +115,18 @@ def test_07_first_token_after_a_long_delay(
 
 
 def test_08_stream_cut_after_n_tokens(mode: str, primary: LoopbackServer, secondary: LoopbackServer) -> None:
+    # With the default buffer (DEFAULT_BUFFER_TOKENS = 4) a cut after two words falls back unseen.
+    assert Plan([]).buffer_tokens == DEFAULT_BUFFER_TOKENS == 4
     result = run(mode, fallback_plan(primary, secondary, "cut-after-3"), stream=True)
+    assert_served_by_secondary(result, 3)
+    assert result.outcomes[:3] == ["APIConnectionError"] * 3
+    assert_alive(mode, primary, secondary)
+
+
+def test_08b_cut_without_a_buffer_is_an_interruption(
+    mode: str, primary: LoopbackServer, secondary: LoopbackServer
+) -> None:
+    result = run(mode, fallback_plan(primary, secondary, "cut-after-3", buffer_tokens=0), stream=True)
     assert isinstance(result.error, StreamInterruptedError)
     assert result.error.chunks_delivered == len(result.chunks) == 3  # role + two words, nothing more
     assert result.text == " ".join(ANSWER.split(" ")[:2])
@@ -125,17 +136,30 @@ def test_08_stream_cut_after_n_tokens(mode: str, primary: LoopbackServer, second
     assert_alive(mode, primary, secondary)
 
 
-def test_08b_cut_inside_the_buffer_falls_back(
+def test_08c_cut_after_the_buffer_is_an_interruption(
     mode: str, primary: LoopbackServer, secondary: LoopbackServer
 ) -> None:
-    result = run(mode, fallback_plan(primary, secondary, "cut-after-3", buffer_tokens=4), stream=True)
-    assert_served_by_secondary(result, 3)
-    assert_alive(mode, primary, secondary)
+    result = run(mode, fallback_plan(primary, secondary, "cut-after-7"), stream=True)  # role + 6 words
+    assert isinstance(result.error, StreamInterruptedError)
+    assert result.error.chunks_delivered == len(result.chunks) == 7
+    assert result.outcomes == ["partial"] and len(chat_log(secondary)) == 0
 
 
 def test_09_stall_mid_stream(mode: str, primary: LoopbackServer, secondary: LoopbackServer) -> None:
     plan = fallback_plan(primary, secondary, "stall-mid", timeouts=Timeouts(stream_idle_s=0.15))
     result = run(mode, plan, stream=True)
+    assert_served_by_secondary(result, 3)  # the stall came inside the default buffer
+    assert result.outcomes[:3] == ["APITimeoutError"] * 3
+    assert_alive(mode, primary, secondary)
+
+
+def test_09b_stall_mid_stream_without_a_buffer(
+    mode: str, primary: LoopbackServer, secondary: LoopbackServer
+) -> None:
+    timeouts = Timeouts(stream_idle_s=0.15)
+    result = run(
+        mode, fallback_plan(primary, secondary, "stall-mid", timeouts=timeouts, buffer_tokens=0), stream=True
+    )
     assert isinstance(result.error, StreamInterruptedError)
     assert result.error.chunks_delivered == len(result.chunks) == 3
     assert result.outcomes == ["partial"]
@@ -254,11 +278,8 @@ def test_more_stream_faults(
 ) -> None:
     plan = fallback_plan(primary, secondary, fault, timeouts=Timeouts(stream_idle_s=0.15, first_token_s=0.15))
     result = run(mode, plan, stream=True)
-    if fault == "invalid-sse-mid":
-        assert isinstance(result.error, StreamInterruptedError)
-        assert result.error.chunks_delivered == len(result.chunks) == 3
-    elif fault == "split-event":
+    if fault == "split-event":
         assert result.error is None and result.text == ANSWER and result.outcomes == ["ok"]
-    else:
+    else:  # invalid-sse-mid: the bad event comes after two words, inside the default buffer
         assert_served_by_secondary(result, 3)
     assert_alive(mode, primary, secondary)

@@ -150,6 +150,7 @@ async def test_stream_hedge_cut_after_content_is_interrupted(
     plan = Plan(
         [candidate(primary, "fault:cut-after-3"), candidate(secondary, "gpt-4o-mini", "secondary")],
         hedge=HedgeSettings(after_s=0.5),
+        buffer_tokens=0,  # the two words reach the caller before the cut
     )
     result = await run_async(plan, stream=True)
     assert isinstance(result.error, StreamInterruptedError)

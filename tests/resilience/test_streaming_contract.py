@@ -18,7 +18,7 @@ WORDS = ANSWER.split(" ")
 
 def test_closing_early_reports_one_closed_attempt(secondary: LoopbackServer) -> None:
     records = Records()
-    plan = Plan([candidate(secondary, "gpt-4o-mini")])
+    plan = Plan([candidate(secondary, "gpt-4o-mini")], buffer_tokens=0)  # the first word comes at once
     with httpx.Client() as http:
         ex = Executor(http, observer=records, retry=FAST)
         chunks = ex.stream(request(stream=True), plan, headers={}, timeout=5.0, holder=StreamInfo())
