@@ -203,12 +203,16 @@ class InFlight:
             self._starts.setdefault(candidate.name, deque()).append(self.clock())
 
     def attempt_finished(self, record: AttemptRecord) -> None:
-        with self._lock:
-            starts = self._starts.get(record.candidate.name)
-            if starts:  # the oldest start: which one ends does not change the count
-                starts.popleft()
+        self.release(record.candidate)
         if self.inner is not None:
             self.inner.attempt_finished(record)
+
+    def release(self, candidate: Candidate) -> None:
+        """Count one start of ``candidate`` down without a record (a planned request's hold)."""
+        with self._lock:
+            starts = self._starts.get(candidate.name)
+            if starts:  # the oldest start: which one ends does not change the count
+                starts.popleft()
 
     def __getattr__(self, name: str) -> Any:
         # The loop looks up optional observer hooks (``request_finished``…) with getattr: the

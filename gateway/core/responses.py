@@ -58,6 +58,7 @@ def _read(core: CoreBase, w: WireRequest, request_id: str) -> _Request:
             body, stateful_ok=False, provider=provider
         )  # raises, naming the feature
     prepared = Prepared(request_id, req, plan, core.forwarded_headers(w), w.timeout, _bearer(w))
+    core.hold(prepared)
     return _Request(body, ctx, prepared, native)
 
 
@@ -126,7 +127,10 @@ def handle_responses(core: Core, w: WireRequest, request_id: str) -> WireRespons
 
     r = _read(core, w, request_id)
     p = r.prepared
-    admission = core.admit(p)
+    try:
+        admission = core.admit(p)
+    finally:
+        p.release()
     if r.body.get("stream"):
         return _stream(core, r, admission)
     records: list[AttemptRecord] = []
@@ -191,7 +195,10 @@ async def ahandle_responses(core: AsyncCore, w: WireRequest, request_id: str) ->
 
     r = _read(core, w, request_id)
     p = r.prepared
-    admission = await core.aadmit(p)
+    try:
+        admission = await core.aadmit(p)
+    finally:
+        p.release()
     if r.body.get("stream"):
         return await _astream(core, r, admission)
     records: list[AttemptRecord] = []

@@ -102,6 +102,14 @@ class Prepared:
     headers: dict[str, str]
     timeout: Any
     subject_key: str | None
+    held: Any = None  # (in-flight counter, candidate): the plan's first candidate, counted from planning
+
+    def release(self) -> None:
+        """Hand the in-flight count to the first attempt (or drop it: the request ended before one)."""
+        if self.held is not None:
+            counter, candidate = self.held
+            self.held = None
+            counter.release(candidate)
 
 
 class CoreBase:
@@ -139,7 +147,20 @@ class CoreBase:
         client = self.client_config(w)
         plan = self.planner.plan(req.model, req, client)
         _require_client_key(plan, w)
-        return Prepared(request_id, req, plan, self.forwarded_headers(w), w.timeout, _bearer(w))
+        prepared = Prepared(request_id, req, plan, self.forwarded_headers(w), w.timeout, _bearer(w))
+        self.hold(prepared)
+        return prepared
+
+    def hold(self, p: Prepared) -> None:
+        """Count a routed request in flight on its first candidate from the moment it is planned, so
+        that requests planned meanwhile (while budgets are checked) see it (``balance: least_busy``).
+        ``Prepared.release`` hands the count over just before the first attempt counts itself."""
+        counter = self.runtime.observer if self.runtime is not None else None
+        if p.plan.route is None or len(p.plan.candidates) < 2 or not hasattr(counter, "release"):
+            return
+        first = p.plan.candidates[0]
+        counter.attempt_started(first)  # type: ignore[union-attr]
+        p.held = (counter, first)
 
     def admit(self, p: Prepared) -> Any:
         """Reserve the policy's budgets and charge its rate limits (blocking); ``None`` without any."""
@@ -258,7 +279,10 @@ class Core(CoreBase):
 
     def _chat(self, w: WireRequest, request_id: str) -> WireResponse:
         p = self.prepare_chat(w, request_id)
-        admission = self.admit(p)
+        try:
+            admission = self.admit(p)
+        finally:
+            p.release()  # the first attempt counts itself from here
         if p.req.stream:
             return self._stream(p, admission)
         records: list[AttemptRecord] = []
@@ -355,7 +379,10 @@ class AsyncCore(CoreBase):
 
     async def _chat(self, w: WireRequest, request_id: str) -> WireResponse:
         p = self.prepare_chat(w, request_id)
-        admission = await self.aadmit(p)
+        try:
+            admission = await self.aadmit(p)
+        finally:
+            p.release()  # no await until the first attempt counts itself
         if p.req.stream:
             return await self._stream(p, admission)
         records: list[AttemptRecord] = []

@@ -6,9 +6,10 @@ are in flight at the peak), are spread across both; without ``balance`` they all
 first candidate. The counts come back to zero after every kind of attempt end (answered, failed, a
 stream closed early).
 
-Known gap (the xfail below): requests that arrive at the same instant are all planned before any of
-them starts its attempt (a policy file's guard admits each in a worker thread between the plan and
-the attempt), so they all see the same counts and all go to the same head.
+Requests that arrive at the same instant are all planned before any of them starts its attempt (a
+policy file's guard admits each in a worker thread between the plan and the attempt), so a routed
+request is counted on its first candidate from the moment it is planned, and the count is handed to
+its first attempt (or dropped when the request is refused before one).
 """
 
 from __future__ import annotations
@@ -122,9 +123,6 @@ def test_without_balance_the_burst_goes_to_the_first_candidate(upstreams, tmp_pa
     assert a.peak > REQUESTS // 2 + 1
 
 
-@pytest.mark.xfail(
-    reason="plan-to-attempt race: a simultaneous burst is planned on equal counts", strict=True
-)
 def test_a_simultaneous_burst_is_spread(upstreams, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     a, b, a_url, b_url = upstreams
     policy = _policy(tmp_path / "p.yaml", a_url, b_url, "balance: least_busy")
@@ -170,3 +168,14 @@ def test_the_wrapped_observers_other_hooks_stay_visible() -> None:
     flights = InFlight(inner)
     flights.request_finished("r1", None)
     assert inner == ["r1"] and getattr(InFlight(Records()), "request_finished", None) is None
+
+
+def test_a_request_refused_before_any_attempt_leaves_no_count(upstreams, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    a, b, a_url, b_url = upstreams
+    policy = _policy(tmp_path / "p.yaml", a_url, b_url, "balance: least_busy")
+    policy.write_text(policy.read_text() + "budgets:\n  tiny: {window: day, limit_usd: 0.000000001}\n")
+    with gateway.OpenAI(policy=policy) as client:
+        with pytest.raises(gateway.BudgetExceededError):
+            client.chat.completions.create(model="route:busy", messages=MESSAGES, max_tokens=5)
+        assert client._switchyard.runtime.observer.counts() == {}
+        assert (a.served, b.served) == (0, 0)
