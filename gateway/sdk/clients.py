@@ -110,10 +110,33 @@ def _make_status_error(err_msg: str, *, body: object, response: Any) -> openai.A
     return status_error(sdk_class_for(response.status_code), err_msg, body=body, response=response)
 
 
-class _Hooks:
-    """The SDK hooks both kinds of facade override (the parse hook is synchronous in both)."""
+class _Facade:
+    """What every facade adds to its SDK class; the blocking and asyncio mixins add the awaited hooks.
+
+    ``_asynchronous`` picks the core and the transport; ``_fills_missing_key`` lets a client without
+    ``OPENAI_API_KEY`` still serve other providers (Azure reads its own key variables).
+    """
 
     _switchyard: Switchyard
+    _asynchronous = False
+    _fills_missing_key = True
+
+    def __init__(
+        self,
+        *,
+        policy: Any = None,
+        observer: Any = None,
+        _switchyard_parent: Switchyard | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**(_key_kwargs(kwargs) if self._fills_missing_key else kwargs))  # type: ignore[call-arg]
+        self._switchyard = _build(self, policy, observer, _switchyard_parent, asynchronous=self._asynchronous)
+
+    def copy(self, *, policy: Any = None, observer: Any = None, **kwargs: Any) -> Any:
+        """A copy with some options changed; it keeps the policy and its runtime unless given new ones."""
+        return super().copy(**_copy_kwargs(self._switchyard, kwargs, policy, observer))  # type: ignore[misc]
+
+    with_options = copy
 
     def _make_status_error(self, err_msg: str, *, body: object, response: Any) -> openai.APIStatusError:
         return _make_status_error(err_msg, body=body, response=response)
@@ -121,19 +144,6 @@ class _Hooks:
     def _process_response_data(self, *, data: object, cast_to: Any, response: Any) -> Any:
         result = super()._process_response_data(data=data, cast_to=cast_to, response=response)  # type: ignore[misc]
         remember_reply(result, response)
-        return result
-
-
-class _SyncFacade(_Hooks):
-    """What the blocking facades add to the SDK's class."""
-
-    def _prepare_request(self, request: Any) -> None:
-        super()._prepare_request(request)  # type: ignore[misc]
-        request.extensions[CORE_EXTENSION] = self._switchyard.core
-
-    def _process_response(self, **kwargs: Any) -> Any:
-        result = super()._process_response(**kwargs)  # type: ignore[misc]
-        remember_reply(result, kwargs["response"])
         return result
 
     @property
@@ -147,6 +157,19 @@ class _SyncFacade(_Hooks):
         """The current policy (a watched file's latest good version), or ``None``."""
         return self._switchyard.core.planner.policy
 
+
+class _SyncFacade(_Facade):
+    """The blocking facades' hooks."""
+
+    def _prepare_request(self, request: Any) -> None:
+        super()._prepare_request(request)  # type: ignore[misc]
+        request.extensions[CORE_EXTENSION] = self._switchyard.core
+
+    def _process_response(self, **kwargs: Any) -> Any:
+        result = super()._process_response(**kwargs)  # type: ignore[misc]
+        remember_reply(result, kwargs["response"])
+        return result
+
     def close(self) -> None:
         super().close()  # type: ignore[misc]
         state = getattr(self, "_switchyard", None)
@@ -154,8 +177,10 @@ class _SyncFacade(_Hooks):
             state.close()
 
 
-class _AsyncFacade(_Hooks):
-    """What the asyncio facades add to the SDK's class."""
+class _AsyncFacade(_Facade):
+    """The asyncio facades' hooks (awaited where the SDK awaits them)."""
+
+    _asynchronous = True
 
     async def _prepare_request(self, request: Any) -> None:
         await super()._prepare_request(request)  # type: ignore[misc]
@@ -165,15 +190,6 @@ class _AsyncFacade(_Hooks):
         result = await super()._process_response(**kwargs)  # type: ignore[misc]
         remember_reply(result, kwargs["response"])
         return result
-
-    @property
-    def meter(self) -> Any:
-        runtime = self._switchyard.runtime
-        return runtime.meter if runtime is not None else None
-
-    @property
-    def policy(self) -> Any:
-        return self._switchyard.core.planner.policy
 
     async def close(self) -> None:
         await super().close()  # type: ignore[misc]
@@ -189,6 +205,8 @@ class OpenAI(_SyncFacade, openai.OpenAI):
         policy: A policy file (YAML, TOML or JSON; watched and hot-reloaded) or a loaded ``Policy``.
         observer: Hears of every attempt (``attempt_finished(record)``), beside the policy's meter.
 
+    ``copy()`` / ``with_options()`` keep the policy and its runtime unless given new ones.
+
     Example:
         >>> from gateway import OpenAI
         >>> client = OpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1")
@@ -196,79 +214,18 @@ class OpenAI(_SyncFacade, openai.OpenAI):
         (True, 2)
     """
 
-    def __init__(
-        self,
-        *,
-        policy: Any = None,
-        observer: Any = None,
-        _switchyard_parent: Switchyard | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**_key_kwargs(kwargs))
-        self._switchyard = _build(self, policy, observer, _switchyard_parent, asynchronous=False)
-
-    def copy(self, *, policy: Any = None, observer: Any = None, **kwargs: Any) -> Any:
-        """A copy with some options changed; it keeps the policy and its runtime unless given new ones."""
-        return super().copy(**_copy_kwargs(self._switchyard, kwargs, policy, observer))
-
-    with_options = copy
-
 
 class AsyncOpenAI(_AsyncFacade, openai.AsyncOpenAI):
     """``openai.AsyncOpenAI``, routed by Switchyard (the same extra arguments as ``OpenAI``)."""
-
-    def __init__(
-        self,
-        *,
-        policy: Any = None,
-        observer: Any = None,
-        _switchyard_parent: Switchyard | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**_key_kwargs(kwargs))
-        self._switchyard = _build(self, policy, observer, _switchyard_parent, asynchronous=True)
-
-    def copy(self, *, policy: Any = None, observer: Any = None, **kwargs: Any) -> Any:
-        return super().copy(**_copy_kwargs(self._switchyard, kwargs, policy, observer))
-
-    with_options = copy
 
 
 class AzureOpenAI(_SyncFacade, openai.AzureOpenAI):
     """``openai.AzureOpenAI``, routed by Switchyard: a deployment name is the client's own endpoint."""
 
-    def __init__(
-        self,
-        *,
-        policy: Any = None,
-        observer: Any = None,
-        _switchyard_parent: Switchyard | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self._switchyard = _build(self, policy, observer, _switchyard_parent, asynchronous=False)
-
-    def copy(self, *, policy: Any = None, observer: Any = None, **kwargs: Any) -> Any:
-        return super().copy(**_copy_kwargs(self._switchyard, kwargs, policy, observer))
-
-    with_options = copy
+    _fills_missing_key = False
 
 
 class AsyncAzureOpenAI(_AsyncFacade, openai.AsyncAzureOpenAI):
     """``openai.AsyncAzureOpenAI``, routed by Switchyard."""
 
-    def __init__(
-        self,
-        *,
-        policy: Any = None,
-        observer: Any = None,
-        _switchyard_parent: Switchyard | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self._switchyard = _build(self, policy, observer, _switchyard_parent, asynchronous=True)
-
-    def copy(self, *, policy: Any = None, observer: Any = None, **kwargs: Any) -> Any:
-        return super().copy(**_copy_kwargs(self._switchyard, kwargs, policy, observer))
-
-    with_options = copy
+    _fills_missing_key = False
