@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 from gateway.core import info as info_registry
 from gateway.core.attempts import AttemptRecord, Candidate, StreamInfo
 from gateway.core.errors import APIError
-from gateway.core.wire import WireRequest, WireResponse, json_response, routing_headers
+from gateway.core.service import reply_headers
+from gateway.core.wire import WireRequest, WireResponse, json_response
 from gateway.ingress import chat as chat_dialect
 from gateway.ingress import responses as dialect
 
@@ -75,25 +76,14 @@ def _native(candidate: Candidate, w: WireRequest) -> bool:
 
 def _relayed_reply(core: CoreBase, r: _Request, raw: Any, info: Any) -> WireResponse:
     info_registry.remember(r.prepared.request_id, info)
-    headers = routing_headers(r.prepared.request_id, info)
-    upstream_id = raw.http_response.headers.get("x-request-id")
-    if upstream_id:
-        headers.append(("x-request-id", upstream_id))
-    return json_response(200, raw.body, headers)
+    return json_response(200, raw.body, reply_headers(r.prepared.request_id, info, raw.http_response))
 
 
 def _translated_reply(core: CoreBase, r: _Request, reply: Any) -> WireResponse:
     info = core.annotate(reply, r.prepared)
     info_registry.remember(r.prepared.request_id, info)
     payload = json.dumps(dialect.response_from_chat(reply, r.ctx), separators=(",", ":")).encode()
-    headers = routing_headers(r.prepared.request_id, info)
-    upstream = reply._http_response
-    upstream_id = (
-        upstream.headers.get("x-request-id") or upstream.headers.get("request-id") if upstream else None
-    )
-    if upstream_id:
-        headers.append(("x-request-id", upstream_id))
-    return json_response(200, payload, headers)
+    return json_response(200, payload, reply_headers(r.prepared.request_id, info, reply._http_response))
 
 
 def _encode_stream(r: _Request, first: Any, chunks: Iterator[Any]) -> Iterator[bytes]:

@@ -29,7 +29,14 @@ from gateway.core import info as info_registry
 from gateway.core.attempts import STREAM_METERING, AttemptRecord, Plan, StreamInfo, StreamMetering
 from gateway.core.errors import APIError, AuthenticationError
 from gateway.core.plan import Planner, estimate_prompt_tokens
-from gateway.core.types import ChatCompletion, ChatCompletionChunk, ChatRequest, GatewayInfo
+from gateway.core.types import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatRequest,
+    CreateEmbeddingResponse,
+    EmbeddingRequest,
+    GatewayInfo,
+)
 from gateway.core.wire import (
     SSE,
     WireRequest,
@@ -162,6 +169,12 @@ class CoreBase:
         counter.attempt_started(first)  # type: ignore[union-attr]
         p.held = (counter, first)
 
+    def prepare_embeddings(self, w: WireRequest) -> tuple[EmbeddingRequest, Plan]:
+        req = chat_dialect.embedding_request(chat_dialect.json_object(w.body))
+        plan = self.planner.plan(req.model, None, self.client_config(w))
+        _require_client_key(plan, w)
+        return req, plan
+
     def admit(self, p: Prepared) -> Any:
         """Reserve the policy's budgets and charge its rate limits (blocking); ``None`` without any."""
         if self.guard is None:
@@ -196,14 +209,17 @@ class CoreBase:
     def reply(self, p: Prepared, reply: ChatCompletion) -> WireResponse:
         info = self.annotate(reply, p)
         info_registry.remember(p.request_id, info)
-        headers = routing_headers(p.request_id, info)
+        headers = reply_headers(p.request_id, info, reply._http_response)
         upstream_id = _upstream_request_id(reply._http_response)
-        if upstream_id:
-            headers.append(("x-request-id", upstream_id))
         capture = getattr(self.runtime, "capture", None)
         if capture is not None:  # the route's capture: section (gateway/capture)
             capture.record(p.request_id, p.plan.route, p.req, reply, upstream_id)
         return json_response(200, chat_dialect.reply_bytes(reply), headers)
+
+    def embeddings_reply(self, request_id: str, reply: CreateEmbeddingResponse) -> WireResponse:
+        info_registry.remember(request_id, reply._gateway)
+        body = reply._raw_body or reply.model_dump_json().encode()
+        return json_response(200, body, routing_headers(request_id, reply._gateway))
 
     def annotate(self, reply: Any, p: Prepared) -> GatewayInfo | None:
         """Complete the routing information: the serving attempt's cost, and dropped parameters."""
@@ -223,13 +239,8 @@ class CoreBase:
                 route=p.plan.route,
                 reason=candidate.reason or None,
             )
-            headers += routing_headers(p.request_id, partial)
-        else:
-            headers += routing_headers(p.request_id, None)
-        upstream_id = _upstream_request_id(holder.http_response)
-        if upstream_id:
-            headers.append(("x-request-id", upstream_id))
-        return headers
+            return headers + reply_headers(p.request_id, partial, holder.http_response)
+        return headers + reply_headers(p.request_id, None, holder.http_response)
 
     def stream_done(self, p: Prepared, holder: StreamInfo) -> None:
         info_registry.remember(p.request_id, holder.gateway)
@@ -333,16 +344,9 @@ class Core(CoreBase):
             self.stream_done(p, holder)
 
     def _embeddings(self, w: WireRequest, request_id: str) -> WireResponse:
-        req = chat_dialect.embedding_request(chat_dialect.json_object(w.body))
-        plan = self.planner.plan(req.model, None, self.client_config(w))
-        _require_client_key(plan, w)
+        req, plan = self.prepare_embeddings(w)
         reply = self.executor.embed(req, plan, headers=self.forwarded_headers(w), timeout=w.timeout)
-        info_registry.remember(request_id, reply._gateway)
-        return json_response(
-            200,
-            reply._raw_body or reply.model_dump_json().encode(),
-            routing_headers(request_id, reply._gateway),
-        )
+        return self.embeddings_reply(request_id, reply)
 
 
 class AsyncCore(CoreBase):
@@ -433,16 +437,9 @@ class AsyncCore(CoreBase):
             self.stream_done(p, holder)
 
     async def _embeddings(self, w: WireRequest, request_id: str) -> WireResponse:
-        req = chat_dialect.embedding_request(chat_dialect.json_object(w.body))
-        plan = self.planner.plan(req.model, None, self.client_config(w))
-        _require_client_key(plan, w)
+        req, plan = self.prepare_embeddings(w)
         reply = await self.executor.embed(req, plan, headers=self.forwarded_headers(w), timeout=w.timeout)
-        info_registry.remember(request_id, reply._gateway)
-        return json_response(
-            200,
-            reply._raw_body or reply.model_dump_json().encode(),
-            routing_headers(request_id, reply._gateway),
-        )
+        return self.embeddings_reply(request_id, reply)
 
 
 class _collecting:
@@ -499,6 +496,15 @@ def _require_client_key(plan: Plan, w: WireRequest) -> None:
                 )
                 body = {"message": message, "type": "invalid_request_error", "code": "missing_api_key"}
                 raise AuthenticationError(message, body=body, status_code=401)
+
+
+def reply_headers(request_id: str, info: GatewayInfo | None, upstream: Any) -> list[tuple[str, str]]:
+    """``x-switchyard-*`` for ``info``, and the upstream's request id as ``x-request-id``."""
+    headers = routing_headers(request_id, info)
+    upstream_id = _upstream_request_id(upstream)
+    if upstream_id:
+        headers.append(("x-request-id", upstream_id))
+    return headers
 
 
 def _upstream_request_id(response: Any) -> str | None:
