@@ -89,6 +89,16 @@ class ExecutorBase:
     def _run(self, plan: Plan, req: ChatRequest | None) -> RequestRun:
         return RequestRun(self.res, plan, req, clock=self.clock)
 
+    def retry_delay(
+        self, run: RequestRun, candidate: Candidate, retries: int, error: APIError
+    ) -> float | None:
+        """After a failed attempt: the wait before retrying ``candidate``, or ``None`` to move to the
+        next candidate; raises the request's final error when the run must stop (both loops)."""
+        move = run.after_failure(candidate, retries, error)
+        if move.action == STOP:
+            raise run.error() from None
+        return move.delay if move.action == RETRY else None
+
 
 class Executor(ExecutorBase):
     """Runs requests over one shared HTTP client (the SDK's ``httpx2.Client`` or ``httpx.Client``).
@@ -153,14 +163,12 @@ class Executor(ExecutorBase):
                     result, usage = once(candidate, run.timeout(timeout, stream=False, sync=True))
                 except APIError as exc:
                     run.finish(candidate, t0, exc)
-                    move = run.after_failure(candidate, retries, exc)
-                    if move.action == RETRY:
-                        self.sleep(move.delay)
-                        retries += 1
-                        continue
-                    if move.action == STOP:
-                        raise run.error() from None
-                    break
+                    delay = self.retry_delay(run, candidate, retries, exc)
+                    if delay is None:
+                        break
+                    self.sleep(delay)
+                    retries += 1
+                    continue
                 record = run.finish(candidate, t0, None, Outcome(usage=usage))
                 return result, run.info(record)
         raise run.error()
@@ -212,14 +220,12 @@ class Executor(ExecutorBase):
                     run.finish(candidate, attempt.t0, exc, stream_outcome(attempt, exc))
                     if attempt.delivered:
                         raise interrupted(candidate.target.provider, attempt.delivered, exc) from exc
-                    move = run.after_failure(candidate, retries, exc)
-                    if move.action == RETRY:
-                        self.sleep(move.delay)
-                        retries += 1
-                        continue
-                    if move.action == STOP:
-                        raise run.error() from None
-                    break
+                    delay = self.retry_delay(run, candidate, retries, exc)
+                    if delay is None:
+                        break
+                    self.sleep(delay)
+                    retries += 1
+                    continue
                 except GeneratorExit:
                     run.finish(candidate, attempt.t0, None, stream_outcome(attempt, None, closed=True))
                     raise
@@ -329,14 +335,12 @@ class Executor(ExecutorBase):
                     run.finish(candidate, relayed.t0, exc, relayed.outcome(exc))
                     if relayed.delivered:
                         raise interrupted(candidate.target.provider, relayed.delivered, exc) from exc
-                    move = run.after_failure(candidate, retries, exc)
-                    if move.action == RETRY:
-                        self.sleep(move.delay)
-                        retries += 1
-                        continue
-                    if move.action == STOP:
-                        raise run.error() from None
-                    break
+                    delay = self.retry_delay(run, candidate, retries, exc)
+                    if delay is None:
+                        break
+                    self.sleep(delay)
+                    retries += 1
+                    continue
                 except GeneratorExit:
                     run.finish(candidate, relayed.t0, None, relayed.outcome(None, closed=True))
                     raise

@@ -44,7 +44,7 @@ from gateway.resilience.deadline import chunk_wait
 from gateway.resilience.hedge import hedge_affordable, hedge_delay
 from gateway.resilience.hedge_stream import HedgeFailed, Opener, hedged_stream
 from gateway.resilience.retry import RetrySettings
-from gateway.resilience.run import RETRY, STOP, RequestRun
+from gateway.resilience.run import RequestRun
 from gateway.transports import http as transport
 from gateway.transports.sse import SSEDecoder
 from providers.base import ProviderModule
@@ -106,14 +106,12 @@ class AsyncExecutor(ExecutorBase):
                     else:
                         served = await self._attempt(run, once, candidate, timeout)
                 except APIError as exc:
-                    move = run.after_failure(candidate, retries, exc)
-                    if move.action == RETRY:
-                        await self.sleep(move.delay)
-                        retries += 1
-                        continue
-                    if move.action == STOP:
-                        raise run.error() from None
-                    break
+                    delay = self.retry_delay(run, candidate, retries, exc)
+                    if delay is None:
+                        break
+                    await self.sleep(delay)
+                    retries += 1
+                    continue
                 winner, t0, result, usage = served
                 record = run.finish(winner, t0, None, Outcome(usage=usage))
                 return result, run.info(record)
@@ -208,14 +206,12 @@ class AsyncExecutor(ExecutorBase):
                             yield chunk
                     return
                 except HedgeFailed as failed:
-                    move = run.after_failure(candidate, retries, failed.error)
-                if move.action == RETRY:
-                    await self.sleep(move.delay)
-                    retries += 1
-                    continue
-                if move.action == STOP:
-                    raise run.error() from None
-                break
+                    delay = self.retry_delay(run, candidate, retries, failed.error)
+                if delay is None:
+                    break
+                await self.sleep(delay)
+                retries += 1
+                continue
         raise run.error()
 
     async def _one_stream(
@@ -378,14 +374,12 @@ class AsyncExecutor(ExecutorBase):
                     run.finish(candidate, relayed.t0, exc, relayed.outcome(exc))
                     if relayed.delivered:
                         raise interrupted(candidate.target.provider, relayed.delivered, exc) from exc
-                    move = run.after_failure(candidate, retries, exc)
-                    if move.action == RETRY:
-                        await self.sleep(move.delay)
-                        retries += 1
-                        continue
-                    if move.action == STOP:
-                        raise run.error() from None
-                    break
+                    delay = self.retry_delay(run, candidate, retries, exc)
+                    if delay is None:
+                        break
+                    await self.sleep(delay)
+                    retries += 1
+                    continue
                 except (GeneratorExit, asyncio.CancelledError):
                     run.finish(candidate, relayed.t0, None, relayed.outcome(None, closed=True))
                     raise
