@@ -210,6 +210,9 @@ def run_soak(
     """Run the soak and return what both sides saw (the caller asserts)."""
     if trace_memory:
         tracemalloc.start()
+    # Earlier tests' garbage (sockets awaiting collection) must not be in the baseline: it would be
+    # collected before the count after, and the soak would look as if it closed fds it never opened.
+    gc.collect()
     before = open_fds()
     memory_before = tracemalloc.get_traced_memory()[0] if trace_memory else 0
     report = SoakReport(requests)
