@@ -132,7 +132,8 @@ class UsageRecord:
         return cls(**fields)
 
     def to_state(self) -> StateUsageRecord:
-        """The state layer's record (``StateBackend.append_usage``): the fields its totals group by.
+        """The state layer's record (``StateBackend.append_usage``): the fields its totals group by,
+        and what ``switchyard replay`` re-plans from (attempt, latency, ttft, outcome, tags).
 
         An unpriced record is stored with cost 0 there (its column is not nullable); the warning was
         logged when it was priced, and the full record keeps ``None``.
@@ -148,6 +149,11 @@ class UsageRecord:
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
             cost_usd=self.cost_usd if self.cost_usd is not None else Decimal(0),
+            attempt=self.attempt,
+            latency_s=self.latency_s,
+            ttft_s=self.ttft_s,
+            outcome=self.outcome,
+            tags=self.tags,
         )
 
 

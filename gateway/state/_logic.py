@@ -110,4 +110,6 @@ def usage_to_json(record: UsageRecord) -> str:
 def usage_from_json(text: str | bytes) -> UsageRecord:
     fields = json.loads(text)
     fields["cost_usd"] = Decimal(fields["cost_usd"])
+    if "tags" in fields:  # JSON has no tuples
+        fields["tags"] = tuple((str(k), str(v)) for k, v in fields["tags"])
     return UsageRecord(**fields)

@@ -86,7 +86,12 @@ class BreakerState:
 
 @dataclass(frozen=True, slots=True)
 class UsageRecord:
-    """One metered attempt. ``record_id`` makes appends idempotent."""
+    """One metered attempt. ``record_id`` makes appends idempotent.
+
+    The fields after ``cost_usd`` describe the attempt for ``switchyard replay`` (its index in the
+    request, duration, time to first token, outcome, the request's metadata tags); records written
+    before they existed read back with their defaults.
+    """
 
     record_id: str
     ts: float
@@ -98,6 +103,11 @@ class UsageRecord:
     prompt_tokens: int
     completion_tokens: int
     cost_usd: Decimal
+    attempt: int = 0
+    latency_s: float = 0.0
+    ttft_s: float | None = None
+    outcome: str = "ok"
+    tags: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +201,10 @@ class StateBackend(Protocol):
         self, since: float, group_by: Sequence[str] = (), until: float | None = None
     ) -> list[UsageTotal]:
         """Sum usage with ``since <= ts < until`` grouped by dimensions of ``USAGE_DIMENSIONS``."""
+        ...
+
+    def usage_records(self, since: float, until: float | None = None) -> list[UsageRecord]:
+        """The stored usage records with ``since <= ts < until``, in no particular order."""
         ...
 
     def prune_usage(self, before: float) -> int:

@@ -200,9 +200,11 @@ class MemoryBackend:
     def query_usage(
         self, since: float, group_by: Sequence[str] = (), until: float | None = None
     ) -> list[UsageTotal]:
+        return sum_usage(self.usage_records(since, until), group_by)
+
+    def usage_records(self, since: float, until: float | None = None) -> list[UsageRecord]:
         with self._lock:
-            rows = [r for r in self._usage.values() if r.ts >= since and (until is None or r.ts < until)]
-        return sum_usage(rows, group_by)
+            return [r for r in self._usage.values() if r.ts >= since and (until is None or r.ts < until)]
 
     def prune_usage(self, before: float) -> int:
         with self._lock:

@@ -232,6 +232,9 @@ class RedisBackend:
     def query_usage(
         self, since: float, group_by: Sequence[str] = (), until: float | None = None
     ) -> list[UsageTotal]:
+        return sum_usage(self.usage_records(since, until), group_by)
+
+    def usage_records(self, since: float, until: float | None = None) -> list[UsageRecord]:
         high = "+inf" if until is None else f"({_fmt(until)}"
         with self._errors():
             records, index = self._usage_keys
@@ -239,7 +242,7 @@ class RedisBackend:
             bodies: list[Any] = []
             for start in range(0, len(ids), _USAGE_CHUNK):
                 bodies += self._client.hmget(records, ids[start : start + _USAGE_CHUNK])
-        return sum_usage([_logic.usage_from_json(body) for body in bodies if body is not None], group_by)
+        return [_logic.usage_from_json(body) for body in bodies if body is not None]
 
     def prune_usage(self, before: float) -> int:
         deleted = 0

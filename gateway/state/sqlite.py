@@ -277,12 +277,15 @@ class SQLiteBackend:
     def query_usage(
         self, since: float, group_by: Sequence[str] = (), until: float | None = None
     ) -> list[UsageTotal]:
+        return sum_usage(self.usage_records(since, until), group_by)
+
+    def usage_records(self, since: float, until: float | None = None) -> list[UsageRecord]:
         with self._tx(write=False) as db:
             rows = db.execute(
                 "SELECT body FROM usage WHERE ts >= ? AND ts < ?",
                 (since, float("inf") if until is None else until),
             ).fetchall()
-        return sum_usage([_logic.usage_from_json(body) for (body,) in rows], group_by)
+        return [_logic.usage_from_json(body) for (body,) in rows]
 
     def prune_usage(self, before: float) -> int:
         with self._tx() as db:
