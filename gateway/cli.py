@@ -11,7 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-GROUPS = ("policy", "usage", "eval", "bench", "data", "tune")
+GROUPS = ("policy", "usage", "replay", "eval", "bench", "data", "tune")
 
 
 def build_parser() -> argparse.ArgumentParser:
