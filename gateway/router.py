@@ -131,6 +131,7 @@ class LocalEngineLoad:
     running: int = 0
     free_blocks: int | None = None
     tokens_per_s: float | None = None  # the engine's whole decode throughput
+    max_batch: int | None = None  # sequences it decodes at once; None: every request queues
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,10 +275,15 @@ def _latency(
             rate = min(live.failure_rate * weight / (weight + PRIOR_WEIGHT), 0.95)
             ttft *= 1 + rate / (1 - rate)
     if load is not None and "local" in spec.tags:
-        # Queued requests wait their turn; running ones share the engine's decode throughput.
-        ttft *= 1 + load.queue_depth
+        # Requests beyond the batch's capacity wait their turn; those in the batch share the
+        # engine's decode throughput.
+        waiting, sharing = load.queue_depth, load.running + 1
+        if load.max_batch:
+            waiting = max(0, load.queue_depth + load.running + 1 - load.max_batch)
+            sharing = min(sharing, load.max_batch)
+        ttft *= 1 + waiting
         if load.tokens_per_s:
-            tps = load.tokens_per_s / (load.running + 1)
+            tps = load.tokens_per_s / sharing
     return ttft, ttft + output_tokens / tps, weight
 
 

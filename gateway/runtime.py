@@ -118,6 +118,7 @@ def local_engine_load() -> Any:
         running=getattr(stats, "running", 0),
         free_blocks=getattr(stats, "free_blocks", getattr(stats, "free_slots", None)),
         tokens_per_s=getattr(stats, "tokens_per_s", None),
+        max_batch=getattr(stats, "max_batch", None),
     )
 
 

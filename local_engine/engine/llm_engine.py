@@ -46,7 +46,8 @@ class EngineStats:
     KV cache blocks are free (cached prefix blocks with no user count as free), `tokens_per_s` is
     the tokens produced per second over the last five seconds of steps (0 after five idle seconds).
     `prompt_tokens`, `generated_tokens`, `cached_tokens` (prompt tokens served by the prefix
-    cache) and `preemptions` count since the engine started.
+    cache) and `preemptions` count since the engine started. `max_batch` is the capacity: the
+    sequences decoded at once (`running + free_slots`), so a request beyond it waits.
     """
 
     queue_depth: int
@@ -59,6 +60,7 @@ class EngineStats:
     generated_tokens: int
     cached_tokens: int = 0
     preemptions: int = 0
+    max_batch: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,4 +261,5 @@ class LLMEngine:
             generated_tokens=self._generated_tokens,
             cached_tokens=self.scheduler.cached_tokens,
             preemptions=self.scheduler.preemptions,
+            max_batch=self.scheduler.max_seqs,
         )
