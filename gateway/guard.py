@@ -24,7 +24,10 @@ estimated usage (``gateway.metering.streams``), like every other attempt that co
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextvars
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -33,9 +36,11 @@ from typing import TYPE_CHECKING
 
 from gateway.budgets import Budget, BudgetReservation, Budgets, Cost, Subject
 from gateway.core.attempts import AttemptRecord, Plan
-from gateway.core.errors import BudgetExceededError
+from gateway.core.errors import BudgetExceededError, StateBackendError
 from gateway.core.types import ChatRequest
 from gateway.ratelimit import RateLimit, RateLimiter, RateLimitGrant
+from gateway.state.memory import MemoryBackend
+from gateway.state.outage import FailOpen
 
 if TYPE_CHECKING:
     from gateway.catalog import ModelSpec
@@ -45,6 +50,7 @@ if TYPE_CHECKING:
     from gateway.policy.schema import RateLimit as PolicyRateLimit
     from gateway.state.base import StateBackend
 
+_log = logging.getLogger("gateway.guard")
 _MILLION = Decimal(1_000_000)
 DEFAULT_WORST_OUTPUT = 4096  # when neither the request nor the catalog bounds the output
 # USD per 1M (input, output) for an unpriced model when no model at all has a price.
@@ -62,21 +68,49 @@ class Admission:
     done: bool = False
 
     def settle(self, attempts: Sequence[AttemptRecord]) -> None:
+        """Charge what the attempts consumed. Never raises for the state backend: the reply was
+        served. On a running event loop the backend calls go to a worker thread."""
         if self.done:
             return
         self.done = True
+        if _on_event_loop() and not isinstance(self.guard.backend, MemoryBackend):
+            _BACKGROUND.submit(self._settle, list(attempts))
+        else:
+            self._settle(attempts)
+
+    def _settle(self, attempts: Sequence[AttemptRecord]) -> None:
         cost, tokens = self.guard.actual_cost(attempts)
-        if self.reservation is not None:
-            self.guard.budgets.settle(self.reservation, Cost(usd=cost, tokens=tokens))
-        if self.grant is not None and self.guard.limiter is not None:
-            self.guard.limiter.adjust(self.grant, tokens)
+        try:
+            if self.reservation is not None:
+                self.guard.budgets.settle(self.reservation, Cost(usd=cost, tokens=tokens))
+            if self.grant is not None and self.guard.limiter is not None:
+                self.guard.limiter.adjust(self.grant, tokens)
+        except StateBackendError as exc:
+            # Without ``fail_open`` (a raw backend) the hold lapses with its lease; metering keeps the record.
+            _log.warning("budget settlement of $%s (%d tokens) not recorded: %s", cost, tokens, exc)
 
     def release(self) -> None:
         if self.done:
             return
         self.done = True
-        if self.reservation is not None:
+        if self.reservation is None:
+            return
+        try:
             self.guard.budgets.release(self.reservation)
+        except StateBackendError as exc:
+            _log.warning("budget hold not released (it lapses with its lease): %s", exc)
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+# Settlements of async requests that end where nothing awaits (an async stream's ``finally``).
+_BACKGROUND = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="switchyard-settle")
 
 
 # The attempts of the request being served, collected by ``AttemptCollector`` for ``settle``.
@@ -100,7 +134,8 @@ class Guard:
         self.backend = backend
         self.budgets = Budgets(backend, [_budget(name, b) for name, b in policy.budgets.items()])
         limits = [limit for name, r in policy.rate_limits.items() for limit in _limits(name, r)]
-        self.limiter = RateLimiter(backend, limits, fail_open=policy.state.fail_open) if limits else None
+        fail_open = FailOpen.of(policy.state.fail_open).rate_limits
+        self.limiter = RateLimiter(backend, limits, fail_open=fail_open) if limits else None
         self._cheaper = any(b.on_exceed == "cheaper" for b in policy.budgets.values())
         self._specs: dict[str, ModelSpec] = {}
         self._ceiling: tuple[Decimal, Decimal] | None = None

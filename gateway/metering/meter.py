@@ -240,7 +240,10 @@ class Meter:
         if backend is None:
             from gateway.state import BackendConfig, open_backend
 
-            backend = open_backend(BackendConfig(state_url(policy.state), key_prefix=policy.state.key_prefix))
+            state = policy.state
+            backend = open_backend(
+                BackendConfig(state_url(state), key_prefix=state.key_prefix, fail_open=state.fail_open)
+            )
             state_sink = StateSink(backend, owns_backend=True)
         else:
             state_sink = StateSink(backend)
@@ -333,6 +336,12 @@ class _PricingStage:
         for sink in self.meter.sinks:
             if self._priced:
                 sink.write(self._priced)
+
+    def tick(self) -> None:
+        for sink in self.meter.sinks:
+            tick = getattr(sink, "tick", None)
+            if tick is not None:
+                tick()
 
     def close(self) -> None:
         for sink in self.meter.sinks:

@@ -29,7 +29,9 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from gateway._redact import redact
 from gateway.metering.records import UsageRecord
+from gateway.metering.spool import DiskSpool, default_spool_dir
 from gateway.state.base import StateBackend
+from gateway.state.errors import StateBackendUnavailableError
 
 __all__ = ["BatchWriter", "BufferedWriter", "CallbackSink", "MemorySink", "Sink", "StateSink", "WriterStats"]
 
@@ -86,20 +88,48 @@ class MemorySink:
         return None
 
 
+_DEFAULT_SPOOL: Any = object()
+
+
 class StateSink:
     """Usage records appended to a state backend (``StateBackend.append_usage``, idempotent).
 
-    The backend stores the fields its totals group by (see ``UsageRecord.to_state``).
+    The backend stores the fields its totals group by (see ``UsageRecord.to_state``). When the
+    backend is unreachable, the batch goes to an on-disk spool (``spool.py``) instead of failing,
+    and the spool is drained into the backend once it answers again: at the next batch, or within
+    ``retry_interval_s`` when the writer is idle. So a state outage loses no usage record (up to
+    the spool's bound, beyond which records are counted and logged).
 
     Args:
         backend: An open backend; :meth:`from_url` opens one from ``memory://``, ``sqlite:///path``
             or ``redis://…``.
         owns_backend: Close the backend when the sink closes.
+        spool: A ``DiskSpool``; by default one per backend under ``default_spool_dir`` (none for an
+            in-memory backend, which cannot be unreachable); ``None`` to raise instead.
+        retry_interval_s: How often an idle writer tries to drain the spool.
     """
 
-    def __init__(self, backend: StateBackend, *, owns_backend: bool = False) -> None:
+    def __init__(
+        self,
+        backend: StateBackend,
+        *,
+        owns_backend: bool = False,
+        spool: DiskSpool | None = _DEFAULT_SPOOL,
+        retry_interval_s: float = 1.0,
+    ) -> None:
         self.backend = backend
         self._owns = owns_backend
+        if spool is _DEFAULT_SPOOL:
+            from gateway.state.memory import MemoryBackend
+
+            spool = (
+                None if isinstance(backend, MemoryBackend) else DiskSpool(default_spool_dir(repr(backend)))
+            )
+        self.spool = spool
+        self._retry_interval_s = retry_interval_s
+        self._next_drain = 0.0
+        # Records another process left behind are drained at the first batch or idle tick.
+        self._spooled = spool is not None and spool.pending() > 0
 
     @classmethod
     def from_url(cls, url: str) -> StateSink:
@@ -109,9 +139,53 @@ class StateSink:
         return cls(open_backend(url), owns_backend=True)
 
     def write(self, records: Sequence[UsageRecord]) -> None:
+        if self.spool is None:
+            self._append(records)
+            return
+        try:
+            if self._spooled:
+                self._drain(self.spool)
+            self._append(records)
+        except StateBackendUnavailableError as exc:
+            self._spool(self.spool, records, exc)
+
+    def _append(self, records: Sequence[UsageRecord]) -> None:
         self.backend.append_usage([record.to_state() for record in records])
 
+    def _spool(self, spool: DiskSpool, records: Sequence[UsageRecord], exc: Exception) -> None:
+        if not self._spooled:
+            logger.warning(
+                "usage records spooled to %s until the state backend is back: %s", spool.directory, exc
+            )
+        self._spooled = True
+        self._next_drain = time.monotonic() + self._retry_interval_s
+        spool.put(records)
+
+    def _drain(self, spool: DiskSpool) -> None:
+        written = spool.drain(self._append)
+        self._spooled = False
+        if written:
+            logger.warning("usage spool drained: %d records written to the state backend", written)
+
+    def tick(self) -> None:
+        """Called by an idle writer: drain the spool once the backend may be back."""
+        if self.spool is None or not self._spooled or time.monotonic() < self._next_drain:
+            return
+        try:
+            self._drain(self.spool)
+        except StateBackendUnavailableError:
+            self._next_drain = time.monotonic() + self._retry_interval_s
+
     def close(self) -> None:
+        if self._spooled and self.spool is not None:
+            try:
+                self._drain(self.spool)
+            except StateBackendUnavailableError:
+                logger.warning(
+                    "usage records left in %s (the state backend is unreachable); the next process "
+                    "using this backend writes them",
+                    self.spool.directory,
+                )
         if self._owns:
             self.backend.close()
 
@@ -262,6 +336,8 @@ class BufferedWriter(Generic[T]):
                 if not batch and self._closing:
                     self._cond.notify_all()
                     return
+            if not batch:
+                self._tick()
             if batch:
                 ok = self._write(batch, attempts)
                 attempts = 0 if ok else attempts + 1
@@ -273,6 +349,15 @@ class BufferedWriter(Generic[T]):
                 if not batch:
                     self._in_flight = 0
                 self._cond.notify_all()
+
+    def _tick(self) -> None:
+        tick = getattr(self.sink, "tick", None)
+        if tick is None:
+            return
+        try:
+            tick()
+        except Exception as exc:  # noqa: BLE001 - a failing idle hook is logged, the writer goes on
+            logger.warning("usage sink %s idle hook failed: %s", type(self.sink).__name__, redact(str(exc)))
 
     def _ready(self) -> bool:
         return self._closing or self._wake or len(self._queue) >= self._batch

@@ -40,7 +40,8 @@ Policy
 │   └── on_exceed: reject | cheaper
 ├── rate_limits: {name -> RateLimit}
 │   └── match, rpm, tpm, burst
-├── state: {backend: memory | sqlite | redis, path, url: ${ENV} (secret), key_prefix, fail_open}
+├── state: {backend: memory | sqlite | redis, path, url: ${ENV} (secret), key_prefix}
+│   └── fail_open: bool | {budgets: false, rate_limits, breakers, live_stats: true}
 └── telemetry: {capture_content, service_name}
 ```
 

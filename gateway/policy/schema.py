@@ -257,12 +257,23 @@ class RateLimit(_Section):
         return self
 
 
+class FailOpen(_Section):
+    """Which concerns carry on with process-local state while the state backend is unreachable
+    (``gateway/state/outage.py``). Budgets guard money: they fail closed unless set here."""
+
+    budgets: bool = False
+    rate_limits: bool = True
+    breakers: bool = True
+    live_stats: bool = True
+
+
 class StateConfig(_Section):
     backend: Literal["memory", "sqlite", "redis"] = "memory"
     path: str | None = None
     url: SecretStr | None = None
     key_prefix: str = "switchyard:"
-    fail_open: bool = True
+    # A bool sets rate_limits, breakers and live_stats; budgets only through the mapping.
+    fail_open: bool | FailOpen = Field(default_factory=FailOpen)
 
     @model_validator(mode="after")
     def _backend_needs(self) -> StateConfig:

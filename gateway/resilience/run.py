@@ -30,7 +30,7 @@ from gateway.core.attempts import (
     is_deployment_fault,
     may_fall_back,
 )
-from gateway.core.errors import APIError, APIStatusError, APITimeoutError
+from gateway.core.errors import APIError, APIStatusError, APITimeoutError, StateBackendError
 from gateway.core.types import ChatRequest, GatewayInfo
 from gateway.resilience.deadline import Deadline, attempt_timeout
 from gateway.resilience.retry import RetrySettings, error_headers, retry_delay, should_retry
@@ -202,7 +202,10 @@ class RequestRun:
         if breakers is None or outcome in ("closed", "cancelled"):
             return
         ok = error is None or not is_deployment_fault(error)
-        breakers.record(candidate.name, ok, probe=probe)
+        try:
+            breakers.record(candidate.name, ok, probe=probe)
+        except StateBackendError as exc:  # the attempt happened; its outcome must not be lost to it
+            logger.warning("breaker of %s did not record this attempt: %s", candidate.name, exc)
 
     def after_failure(self, candidate: Candidate, retries: int, error: APIError) -> Move:
         """Retry the candidate (after a delay), move on to the next one, or stop."""

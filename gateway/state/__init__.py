@@ -7,6 +7,11 @@ chosen by URL with :func:`open_backend`:
 - ``sqlite:///path/to/state.sqlite``: several processes on one machine; survives restarts.
 - ``redis://[:password@]host:port/db``: many machines; atomic Lua scripts.
 
+With ``BackendConfig(fail_open=...)``, a shared backend (SQLite, Redis) is wrapped in a
+:class:`~gateway.state.outage.DegradingBackend`: while it is unreachable, each concern (budgets,
+rate limits, breakers, live stats) either carries on with process-local state or fails closed, and
+what was recorded locally is reconciled when it is back (``gateway/state/outage.py``).
+
 Example:
     >>> backend = open_backend("memory://")
     >>> backend.incr("requests", 1)
@@ -15,8 +20,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import unquote, urlsplit
 
 from gateway.state.base import (
@@ -54,6 +60,9 @@ class BackendConfig:
         timeout_s: Redis only: connect and read timeout of each command.
         busy_timeout_s: SQLite only: how long to wait for another process's write.
         clock: Returns the current Unix time; expires keys with a TTL (memory and SQLite).
+        fail_open: ``None`` (default): the backend as it is, every outage an error. Otherwise which
+            concerns carry on locally during an outage (``FailOpen``, a bool or a mapping, as the
+            policy's ``state.fail_open``); an unreachable Redis then does not fail ``open_backend``.
     """
 
     url: str = "memory://"
@@ -61,6 +70,7 @@ class BackendConfig:
     timeout_s: float = 1.0
     busy_timeout_s: float = 10.0
     clock: Callable[[], float] | None = None
+    fail_open: bool | Mapping[str, bool] | object | None = None
 
     def __repr__(self) -> str:
         return f"BackendConfig(url={redact_url(self.url)!r}, key_prefix={self.key_prefix!r})"
@@ -73,7 +83,8 @@ def open_backend(url_or_config: str | BackendConfig) -> StateBackend:
         url_or_config: A URL, or a :class:`BackendConfig` for the options.
 
     Returns:
-        A ready backend. Redis is pinged first, so an unreachable server fails here.
+        A ready backend. Redis is pinged first, so an unreachable server fails here (unless
+        ``fail_open`` is set: the backend then starts degraded and keeps trying).
 
     Raises:
         ValueError: The URL's scheme is not ``memory``, ``sqlite``, ``redis`` or ``rediss``.
@@ -82,6 +93,26 @@ def open_backend(url_or_config: str | BackendConfig) -> StateBackend:
     """
     config = url_or_config if isinstance(url_or_config, BackendConfig) else BackendConfig(url_or_config)
     scheme = urlsplit(config.url).scheme
+    if scheme not in ("memory", "sqlite", "redis", "rediss", "unix"):
+        raise ValueError(
+            f"unknown state backend URL {redact_url(config.url)!r}: use memory://, sqlite:///path or redis://host:port"
+        )
+    if config.fail_open is not None and scheme != "memory":
+        from gateway.state.outage import DegradingBackend, FailOpen
+
+        plain = BackendConfig(
+            config.url, config.key_prefix, config.timeout_s, config.busy_timeout_s, config.clock
+        )
+        fail_open = FailOpen.of(config.fail_open)
+        name = f"{redact_url(config.url)} (key prefix {config.key_prefix!r})"
+        if scheme == "sqlite":  # a local file: open it now, so a bad path fails here
+            return cast(StateBackend, DegradingBackend(_open(plain, scheme), fail_open, description=name))
+        opener = DegradingBackend(lambda: _open(plain, scheme), fail_open, description=name)
+        return cast(StateBackend, opener)
+    return _open(config, scheme)
+
+
+def _open(config: BackendConfig, scheme: str) -> StateBackend:
     if scheme == "memory":
         from gateway.state.memory import MemoryBackend
 
@@ -93,10 +124,6 @@ def open_backend(url_or_config: str | BackendConfig) -> StateBackend:
         if path in ("", "/"):
             raise ValueError("a sqlite state URL needs a path: sqlite:///var/lib/switchyard/state.sqlite")
         return SQLiteBackend(path, busy_timeout_s=config.busy_timeout_s, clock=config.clock)
-    if scheme in ("redis", "rediss", "unix"):
-        from gateway.state.redis import RedisBackend
+    from gateway.state.redis import RedisBackend
 
-        return RedisBackend(config.url, key_prefix=config.key_prefix, timeout_s=config.timeout_s)
-    raise ValueError(
-        f"unknown state backend URL {redact_url(config.url)!r}: use memory://, sqlite:///path or redis://host:port"
-    )
+    return RedisBackend(config.url, key_prefix=config.key_prefix, timeout_s=config.timeout_s)

@@ -54,12 +54,13 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server child process that tests may pause, kill and restart on the same port."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, extra_args: tuple[str, ...] = ()) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail("redis-server is not installed: the Redis state tests need the binary on PATH")
         self.binary = binary
         self.port = port or free_port()
+        self.extra_args = extra_args  # e.g. ("--appendonly", "yes", "--dir", path): data survives a kill
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -77,6 +78,7 @@ class RedisServer:
             "",
             "--appendonly",
             "no",
+            *self.extra_args,
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2, socket_timeout=0.2)

@@ -1,0 +1,220 @@
+"""State outages: each concern degrades to process-local state or fails closed, and reconciles.
+
+Every test runs its own ``redis-server`` (appendonly, fsync always, so what Redis acknowledged
+survives the kill, as a production Redis with persistence would) and kills and restarts it on the
+same port. Nothing of ours is mocked.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from gateway.budgets import Budget, Budgets, Cost, Subject
+from gateway.core.errors import BudgetExceededError
+from gateway.ratelimit import RateLimit, RateLimiter
+from gateway.resilience.breaker import Breakers, BreakerSettings
+from gateway.state import BackendConfig, open_backend
+from gateway.state.errors import StateBackendUnavailableError
+from gateway.state.outage import DegradingBackend, FailOpen
+from gateway.state.redis import RedisBackend
+from tests.state.conftest import RedisServer
+
+SUBJECT = Subject(team="a")
+PREFIX = "test:outage:"
+
+
+@pytest.fixture
+def durable_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own whose acknowledged writes survive a kill (AOF, fsync always)."""
+    data = tmp_path / "redis-data"
+    data.mkdir()
+    server = RedisServer(extra_args=("--appendonly", "yes", "--appendfsync", "always", "--dir", str(data)))
+    server.start()
+    yield server
+    server.stop()
+
+
+def _degrading(server: RedisServer, fail_open: object, **kwargs: object) -> DegradingBackend:
+    def primary() -> RedisBackend:
+        return RedisBackend(server.url, key_prefix=PREFIX, timeout_s=0.5, retry_interval_s=0.05)
+
+    return DegradingBackend(
+        primary, fail_open, retry_interval_s=0.05, description="the test's Redis", **kwargs
+    )  # type: ignore[arg-type]
+
+
+def _until_back(backend: DegradingBackend) -> None:
+    """Call the shared backend until it answers again (the call that finds it reconciles)."""
+    deadline = time.monotonic() + 10
+    while backend.stats().degraded or backend.stats().pending:
+        assert time.monotonic() < deadline, backend.stats()
+        backend.get_json("ping")
+        time.sleep(0.06)
+
+
+def test_fail_open_setting_reads_bools_and_mappings() -> None:
+    assert FailOpen.of(True) == FailOpen(budgets=False, rate_limits=True, breakers=True, live_stats=True)
+    assert FailOpen.of(False) == FailOpen(False, False, False, False)
+    assert FailOpen.of({"budgets": True, "breakers": False}) == FailOpen(True, True, False, True)
+    with pytest.raises(ValueError, match=r"unknown concern\(s\) \['budget'\]"):
+        FailOpen.of({"budget": True})
+
+
+def test_budgets_that_fail_open_carry_on_locally_and_reconcile_exactly(durable_redis: RedisServer) -> None:
+    backend = _degrading(durable_redis, {"budgets": True})
+    budgets = Budgets(backend, [Budget("b", 1_000, "tokens")])
+    before = [budgets.reserve(SUBJECT, Cost(tokens=50)) for _ in range(3)]
+    budgets.settle(before[0], Cost(tokens=40))
+    durable_redis.stop()
+    budgets.settle(before[1], Cost(tokens=30))  # held on Redis, settled while it is down
+    during = [budgets.reserve(SUBJECT, Cost(tokens=50)) for _ in range(4)]
+    for hold in during:
+        budgets.settle(hold, Cost(tokens=25))
+    budgets.release(before[2])
+    stats = backend.stats()
+    assert stats.degraded and stats.pending == 5 and stats.fallbacks["budgets"] >= 9
+    durable_redis.start()
+    _until_back(backend)
+    [status] = budgets.status(SUBJECT)
+    assert status.used == 40 + 30 + 4 * 25  # every settlement, once
+    assert status.reserved == 50  # before[2]'s release was lost with Redis: it lapses with its lease
+    assert backend.stats().replayed == 5
+    backend.close()
+
+
+def test_a_settlement_that_timed_out_but_ran_late_is_not_counted_twice(durable_redis: RedisServer) -> None:
+    backend = _degrading(durable_redis, True)
+    budgets = Budgets(backend, [Budget("b", 1_000, "tokens")])
+    hold = budgets.reserve(SUBJECT, Cost(tokens=50))
+    durable_redis.pause()  # the command is sent, Redis runs it only when resumed
+    budgets.settle(hold, Cost(tokens=30))  # times out: journalled under the same reservation id
+    assert backend.stats().pending == 1
+    durable_redis.resume()
+    _until_back(backend)
+    assert backend.stats().replayed == 1
+    assert budgets.status(SUBJECT)[0].used == 30
+    backend.close()
+
+
+def test_a_local_window_starts_from_what_the_shared_one_held(durable_redis: RedisServer) -> None:
+    backend = _degrading(durable_redis, {"budgets": True})
+    budgets = Budgets(backend, [Budget("b", 100, "tokens")])
+    budgets.settle(budgets.reserve(SUBJECT, Cost(tokens=60)), Cost(tokens=60))
+    budgets.reserve(SUBJECT, Cost(tokens=10))  # 60 spent + 10 held, as last seen
+    durable_redis.stop()
+    budgets.reserve(SUBJECT, Cost(tokens=30))  # exactly the room left
+    with pytest.raises(BudgetExceededError):
+        budgets.reserve(SUBJECT, Cost(tokens=1))
+    backend.close()
+
+
+def test_budgets_fail_closed_by_default_but_keep_what_was_spent(durable_redis: RedisServer) -> None:
+    backend = _degrading(durable_redis, True)
+    budgets = Budgets(backend, [Budget("b", 1_000, "tokens")])
+    hold = budgets.reserve(SUBJECT, Cost(tokens=100))
+    durable_redis.stop()
+    with pytest.raises(StateBackendUnavailableError, match=r"budgets fail closed \(state.fail_open.budgets"):
+        budgets.reserve(SUBJECT, Cost(tokens=1))
+    budgets.settle(hold, Cost(tokens=70))  # the reply was served: never an error
+    assert backend.stats().refused == {"budgets": 1}
+    durable_redis.start()
+    _until_back(backend)
+    assert budgets.status(SUBJECT)[0].used == 70
+    backend.close()
+
+
+def test_rate_limits_are_enforced_locally_and_their_charges_replayed(durable_redis: RedisServer) -> None:
+    now = [time.time()]
+    backend = _degrading(durable_redis, True)
+    limiter = RateLimiter(backend, [RateLimit.rpm("rpm", 3, scope="global")], clock=lambda: now[0])
+    limiter.acquire(SUBJECT)
+    durable_redis.stop()
+    for _ in range(3):
+        limiter.acquire(SUBJECT)
+    with pytest.raises(BudgetExceededError, match="rate limit 'rpm' exceeded"):
+        limiter.acquire(SUBJECT)  # enforced by the local GCRA, which starts empty: 3 fit
+    durable_redis.start()
+    _until_back(backend)
+    # Redis saw 1 charge and was replayed 3 (of 20 s each): 4 in the 3-per-minute bucket.
+    now[0] += 39.0
+    with pytest.raises(BudgetExceededError, match="rate limit 'rpm' exceeded"):
+        limiter.acquire(SUBJECT)
+    now[0] += 1.0  # two emission intervals after the last charge, one fits again
+    limiter.acquire(SUBJECT)
+    backend.close()
+
+
+def test_breakers_carry_on_locally_then_the_shared_state_takes_over(durable_redis: RedisServer) -> None:
+    backend = _degrading(durable_redis, True)
+    breakers = Breakers(backend, BreakerSettings(min_calls=2, cooldown_s=60))
+    durable_redis.stop()
+    assert breakers.allow("gpt").allowed
+    breakers.record("gpt", ok=False)
+    breakers.record("gpt", ok=False)
+    assert not breakers.allow("gpt").allowed  # opened in this process's state
+    durable_redis.start()
+    _until_back(backend)
+    assert breakers.allow("gpt").allowed  # Redis never saw the failures
+    backend.close()
+
+
+def test_breakers_that_fail_closed_refuse(durable_redis: RedisServer) -> None:
+    backend = _degrading(durable_redis, {"breakers": False})
+    durable_redis.stop()
+    with pytest.raises(StateBackendUnavailableError, match="breakers fail closed"):
+        Breakers(backend).allow("gpt")
+    Breakers(backend).record("gpt", ok=True)  # recording an attempt that happened never raises
+    backend.close()
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"redis://:hunter2-secret@127.0.0.1:{port}/0"
+
+
+def test_open_backend_with_fail_open_does_not_fail_on_an_unreachable_redis() -> None:
+    url = _closed_port_url()
+    with pytest.raises(StateBackendUnavailableError):
+        open_backend(BackendConfig(url, timeout_s=0.2))
+    backend = open_backend(BackendConfig(url, timeout_s=0.2, fail_open=True))
+    assert isinstance(backend, DegradingBackend) and "hunter2-secret" not in repr(backend)
+    with pytest.raises(StateBackendUnavailableError) as caught:
+        backend.query_usage(0)  # a method without a concern needs the backend
+    assert "hunter2-secret" not in str(caught.value)
+    backend.close()
+
+
+def test_a_fallback_warns_and_counts(caplog: pytest.LogCaptureFixture) -> None:
+    url = _closed_port_url()
+    reader = InMemoryMetricReader()
+    with caplog.at_level(logging.WARNING, logger="gateway.state"):
+        backend = DegradingBackend(
+            lambda: RedisBackend(url, timeout_s=0.2),
+            True,
+            description="redis://<redacted>@127.0.0.1",
+            meter_provider=MeterProvider(metric_readers=[reader]),
+        )
+        limiter = RateLimiter(backend, [RateLimit.rpm("rpm", 60)], fail_open=False)
+        limiter.acquire(Subject(key="k"))  # admitted by the local limiter, not by skipping it
+        limiter.acquire(Subject(key="k"))
+    assert backend.stats().fallbacks == {"rate_limits": 2}
+    [metric] = reader.get_metrics_data().resource_metrics[0].scope_metrics[0].metrics
+    assert metric.name == "switchyard.state.fallbacks"
+    [point] = metric.data.data_points
+    assert point.value == 2 and dict(point.attributes) == {"switchyard.state.concern": "rate_limits"}
+    warnings = [
+        r.getMessage() for r in caplog.records if "rate_limits kept in process-local state" in r.getMessage()
+    ]
+    assert len(warnings) == 1  # once per outage and concern, not per call
+    assert all("hunter2-secret" not in r.getMessage() for r in caplog.records)
+    backend.close()

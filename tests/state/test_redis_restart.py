@@ -1,0 +1,199 @@
+"""A Redis restart mid-run loses no reply and no record.
+
+Clients built from a policy (state on the test's own ``redis-server``, which the test kills and
+starts again on the same port while requests are in flight) keep answering every request: budgets
+(``fail_open: {budgets: true}``), rate limits and breakers carry on with process-local state, usage
+records go to the on-disk spool. Once Redis is back, the spool is drained and the local budget
+settlements replayed, and the upstream's own ledger reconciles with Redis token for token.
+
+Redis runs with appendonly and ``appendfsync always``, so what it acknowledged before the kill
+survives it (as in a production Redis with persistence); what it never acknowledged is ours to keep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import gateway
+from gateway.budgets import Budget, Budgets, Subject
+from gateway.state import BackendConfig, open_backend
+from gateway.state.outage import DegradingBackend
+from tests.servers import openai_server
+from tests.servers.http import LoopbackServer
+from tests.state.conftest import RedisServer
+
+PREFIX = "restart:"
+LIMIT_TOKENS = 10_000_000
+
+
+@pytest.fixture
+def durable_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    data = tmp_path / "redis-data"
+    data.mkdir()
+    server = RedisServer(extra_args=("--appendonly", "yes", "--appendfsync", "always", "--dir", str(data)))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def upstream() -> Iterator[LoopbackServer]:
+    with LoopbackServer(openai_server.handle) as server:
+        yield server
+
+
+@pytest.fixture
+def policy(tmp_path: Path, durable_redis: RedisServer, upstream: LoopbackServer, monkeypatch) -> Path:
+    monkeypatch.setenv("SWITCHYARD_USAGE_SPOOL", str(tmp_path / "spool"))
+    monkeypatch.setenv("RESTART_TEST_KEY", "sk-restart-test")
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        f"""
+version: 1
+providers:
+  up: {{kind: openai, base_url: "{upstream.base_url}/v1", api_key: "${{RESTART_TEST_KEY}}"}}
+models:
+  mini: {{provider: up, model: gpt-4o-mini, price: {{input: 1, output: 2}}}}
+routes:
+  chat: {{candidates: [mini]}}
+state: {{backend: redis, url: "{durable_redis.url}", key_prefix: "{PREFIX}", fail_open: {{budgets: true}}}}
+budgets: {{all: {{window: day, limit_tokens: {LIMIT_TOKENS}}}}}
+rate_limits: {{all: {{rpm: 1000000}}}}
+"""
+    )
+    return path
+
+
+def _sync_traffic(client: gateway.OpenAI, stop: threading.Event, replies: list[str], errors: list[Exception]):
+    i = 0
+    while not stop.is_set():
+        i += 1
+        messages = [{"role": "user", "content": f"{threading.get_ident()} request {i} hello"}]
+        try:
+            if i % 2:
+                reply = client.chat.completions.create(model="route:chat", messages=messages, max_tokens=20)
+                replies.append(reply.choices[0].message.content or "")
+            else:  # a stream without include_usage: the policy client asks upstream for it
+                stream = client.chat.completions.create(
+                    model="route:chat", messages=messages, max_tokens=20, stream=True
+                )
+                replies.append("".join(c.choices[0].delta.content or "" for c in stream if c.choices))
+        except Exception as exc:  # noqa: BLE001 - the test reports every failure
+            errors.append(exc)
+
+
+def _restart_mid_run(server: RedisServer, count: Callable[[], int], backend: DegradingBackend) -> None:
+    """Kill Redis once replies flow, serve some during the outage, start it again, serve some more."""
+    _wait(lambda: count() >= 10)
+    server.stop()
+    killed_at = count()
+    _wait(lambda: backend.stats().degraded and count() >= killed_at + 20)  # served during the outage
+    server.start()
+    back_at = count()
+    _wait(lambda: not backend.stats().degraded and count() >= back_at + 10)
+
+
+def _wait(check: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def _reconciles(server: RedisServer, upstream: LoopbackServer, replies: int, spool: Path) -> None:
+    served = [rec for rec in upstream.log if rec.path.endswith("/chat/completions")]
+    assert len(served) == replies  # every request the upstream served reached its caller
+    prompt = sum(rec.served_tokens["prompt"] for rec in served)
+    completion = sum(rec.served_tokens["completion"] for rec in served)
+    backend = open_backend(BackendConfig(server.url, key_prefix=PREFIX))
+    try:
+        [total] = backend.query_usage(0)
+        assert (total.requests, total.prompt_tokens, total.completion_tokens) == (replies, prompt, completion)
+        [status] = Budgets(backend, [Budget("all", LIMIT_TOKENS, "tokens", "day", "global")]).status(
+            Subject()
+        )
+        assert (status.used, status.reserved) == (prompt + completion, 0)
+    finally:
+        backend.close()
+    assert not list(spool.rglob("*.jsonl")) and not list(spool.rglob("*.draining"))  # drained
+
+
+def test_a_redis_restart_mid_run_loses_no_reply_and_no_record(
+    policy: Path, durable_redis: RedisServer, upstream: LoopbackServer, tmp_path: Path, caplog
+) -> None:
+    caplog.set_level(logging.WARNING, logger="gateway.metering")
+    replies: list[str] = []
+    errors: list[Exception] = []
+    stop = threading.Event()
+    with gateway.OpenAI(policy=str(policy), max_retries=0) as client:
+        backend = client._switchyard.runtime.backend
+        assert isinstance(backend, DegradingBackend)
+        threads = [
+            threading.Thread(target=_sync_traffic, args=(client, stop, replies, errors)) for _ in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            _restart_mid_run(durable_redis, lambda: len(replies) + len(errors), backend)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=30)
+        stats = backend.stats()
+    assert errors == []
+    assert stats.outages == 1 and stats.fallbacks["budgets"] > 0 and stats.replayed > 0
+    print(f"\n{len(replies)} replies; outage: {stats}")
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "usage records spooled to" in logged and "usage spool drained" in logged
+    _reconciles(durable_redis, upstream, len(replies), tmp_path / "spool")
+
+
+def test_the_async_client_rides_out_a_redis_restart(
+    policy: Path, durable_redis: RedisServer, upstream: LoopbackServer, tmp_path: Path
+) -> None:
+    replies: list[str] = []
+    errors: list[Exception] = []
+
+    async def worker(client: gateway.AsyncOpenAI, n: int, stop: asyncio.Event) -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            messages = [{"role": "user", "content": f"task {n} request {i} hello"}]
+            try:
+                if i % 2:
+                    reply = await client.chat.completions.create(model="route:chat", messages=messages)
+                    replies.append(reply.choices[0].message.content or "")
+                else:
+                    stream = await client.chat.completions.create(
+                        model="route:chat", messages=messages, stream=True
+                    )
+                    replies.append(
+                        "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+                    )
+            except Exception as exc:  # noqa: BLE001 - the test reports every failure
+                errors.append(exc)
+
+    async def main() -> Any:
+        async with gateway.AsyncOpenAI(policy=str(policy), max_retries=0) as client:
+            backend = client._switchyard.runtime.backend
+            stop = asyncio.Event()
+            tasks = [asyncio.create_task(worker(client, n, stop)) for n in range(4)]
+            await asyncio.to_thread(
+                _restart_mid_run, durable_redis, lambda: len(replies) + len(errors), backend
+            )
+            stop.set()
+            await asyncio.gather(*tasks)
+            return backend.stats()
+
+    stats = asyncio.run(main())
+    assert errors == []
+    assert stats.outages == 1 and stats.replayed > 0
+    _reconciles(durable_redis, upstream, len(replies), tmp_path / "spool")
