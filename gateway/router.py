@@ -36,10 +36,11 @@ How a plan is made:
    latency_usd_per_1k = ``LEGACY_USD_PER_LATENCY_S`` x speed / cost (cost 0: dollars do not
    count), ties in declared order, as they always were. The built-in default, ``Utility()``, is $2 per quality point
    and $1 per second of latency per 1k requests: the old default weights 0.5/0.25/0.25.
-4. **Explore or balance the head.** With ``explore > 0`` and an ``rng``, that share of plans moves
-   a runner-up to the front, drawn with probability proportional to ``1 / (1 + samples)``: the
-   stalest, least-known candidates are probed most, and no more than ``explore`` of the traffic
-   goes to a candidate the utility ranks lower. Otherwise ``balance: weighted`` draws the head from
+4. **Split, explore or balance the head.** A route with ``split`` (an A/B test) draws the head
+   from its weights, and neither explores nor balances. Otherwise, with ``explore > 0`` and an
+   ``rng``, that share of plans moves a runner-up to the front, drawn with probability
+   proportional to ``1 / (1 + samples)``: the stalest, least-known candidates are probed most, and
+   no more than ``explore`` of the traffic goes to a candidate the utility ranks lower. Otherwise ``balance: weighted`` draws the head from
    ``balance_weights`` (a candidate not listed gets 0; no weights given: uniform; no ``rng``: the
    heaviest), and ``balance: least_busy`` puts the candidate with the fewest ``in_flight`` first
    (the best by utility among equals). The rest stay in utility order, as fallbacks.
@@ -429,6 +430,23 @@ def _balance(
     return [chosen._replace(basis=f"balance {route.balance}"), *ordered]
 
 
+def _split(
+    ordered: list[Candidate], route: Route, policy: Policy, rng: random.Random | None
+) -> list[Candidate]:
+    """An A/B test: draw the head from ``split`` (over the arms that survived the filters); the rest
+    keep the objective's order as fallbacks. Without an ``rng``, the heaviest arm leads."""
+    weights_by_model = {resolve_model_name(policy, key) or key: w for key, w in route.split.items()}
+    weights = [weights_by_model.get(c.model, 0.0) for c in ordered]
+    if sum(weights) <= 0:
+        return ordered
+    if rng is None:
+        head = weights.index(max(weights))
+    else:
+        head = rng.choices(range(len(ordered)), weights=weights)[0]
+    chosen = ordered.pop(head)
+    return [chosen._replace(basis="split"), *ordered]
+
+
 def _explore(ordered: list[Candidate], rng: random.Random) -> list[Candidate]:
     """Move a runner-up to the front, drawn by uncertainty: ``1 / (1 + effective samples)``."""
     weights = [1.0 / (1.0 + c.samples) for c in ordered[1:]]
@@ -515,7 +533,9 @@ def plan(
         exclusions.append(Exclusion(spec.name, excluded[0], excluded[1]))
     ordered = _rank(rows, route_rates(route)) if rows else []
     if len(ordered) > 1:
-        if route.explore and rng is not None and rng.random() < route.explore:
+        if route.split:
+            ordered = _split(ordered, route, policy, rng)
+        elif route.explore and rng is not None and rng.random() < route.explore:
             ordered = _explore(ordered, rng)
         elif route.balance is not None:
             ordered = _balance(ordered, route, stats, rng)

@@ -44,6 +44,7 @@ from decimal import Decimal
 from gateway.catalog import load_catalog
 from gateway.core.attempts import AttemptRecord, Candidate
 from gateway.core.errors import NoRouteError
+from gateway.core.shadow import SHADOW_ROUTE_PREFIX
 from gateway.core.types import ChatRequest, CompletionUsage
 from gateway.metering.pricing import PriceTable
 from gateway.policy.references import policy_index
@@ -55,7 +56,6 @@ from providers.base import Target
 
 __all__ = [
     "MIN_FIT",
-    "SHADOW_TAG",
     "LatencyFit",
     "LoggedRequest",
     "Side",
@@ -64,7 +64,6 @@ __all__ = [
     "replay",
 ]
 
-SHADOW_TAG = "switchyard.shadow"  # the metadata tag that marks a shadow copy's records
 _SERVED = ("ok", "partial")
 _OUTCOME = {"ok": "ok", "partial": "partial"}  # anything else was a failure of the deployment
 _MESSAGES = [{"role": "user", "content": ""}]
@@ -132,7 +131,7 @@ def _request_id(record: UsageRecord) -> str:
 
 def logged_requests(records: Iterable[UsageRecord]) -> tuple[list[LoggedRequest], Counter[str]]:
     """Routed requests rebuilt from usage records, by start time, and what was left out and why
-    (``direct``: a model named directly, not a route; ``shadow``: a shadow copy's records)."""
+    (``direct``: a model named directly, not a route; ``shadow``: a copy under ``shadow:<route>``)."""
     grouped: dict[str, list[UsageRecord]] = {}
     skipped: Counter[str] = Counter()
     for record in records:
@@ -140,7 +139,7 @@ def logged_requests(records: Iterable[UsageRecord]) -> tuple[list[LoggedRequest]
     requests = []
     for request_id, attempts in grouped.items():
         attempts.sort(key=lambda r: r.attempt)
-        if any(name == SHADOW_TAG for name, _ in attempts[0].tags):
+        if attempts[0].route.startswith(SHADOW_ROUTE_PREFIX):
             skipped["shadow"] += 1
             continue
         if not attempts[0].route:

@@ -131,6 +131,7 @@ class CoreBase:
         self.planner = planner
         self.runtime = runtime
         self.guard = runtime.guard if runtime is not None else None
+        self.shadows: Any = None  # gateway.core.shadow.Shadows, made by the first routed request
 
     # --- reading and planning --------------------------------------------------------------------
 
@@ -168,6 +169,16 @@ class CoreBase:
         first = p.plan.candidates[0]
         counter.attempt_started(first)  # type: ignore[union-attr]
         p.held = (counter, first)
+
+    def shadow(self, p: Prepared) -> None:
+        """An admitted routed request: maybe a copy to the route's ``shadow`` model, in the background."""
+        if self.runtime is None or p.plan.route is None:
+            return
+        if self.shadows is None:
+            from gateway.core.shadow import Shadows
+
+            self.shadows = Shadows()
+        self.shadows.maybe_copy(self, p)
 
     def prepare_embeddings(self, w: WireRequest) -> tuple[EmbeddingRequest, Plan]:
         req = chat_dialect.embedding_request(chat_dialect.json_object(w.body))
@@ -294,6 +305,7 @@ class Core(CoreBase):
             admission = self.admit(p)
         finally:
             p.release()  # the first attempt counts itself from here
+        self.shadow(p)
         if p.req.stream:
             return self._stream(p, admission)
         records: list[AttemptRecord] = []
@@ -387,6 +399,7 @@ class AsyncCore(CoreBase):
             admission = await self.aadmit(p)
         finally:
             p.release()  # no await until the first attempt counts itself
+        self.shadow(p)
         if p.req.stream:
             return await self._stream(p, admission)
         records: list[AttemptRecord] = []

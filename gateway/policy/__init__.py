@@ -32,6 +32,8 @@ Policy
 │   ├── retry: {max_retries, initial_delay_s, max_delay_s}
 │   ├── timeouts: {connect_s, read_s, first_token_s, stream_idle_s, total_s}
 │   ├── hedge: {after_ms | p95: true, max_extra_cost_usd}
+│   ├── shadow: {candidate, share}                  a sampled copy, in the background
+│   ├── split: {model -> weight}                    an A/B test: draws the head
 │   └── buffer_tokens, drop_unsupported_params, eval_set
 ├── budgets: {name -> Budget}
 │   ├── match: {team, key, route, user}              absent fields match everything

@@ -207,8 +207,31 @@ def _resolve_routes(
                 message = f"balance weight for {key!r}, which is not a candidate of this route{hint}"
                 path = ("routes", route_name, "balance_weights", key)
                 problems.append(Problem(path, message, "policy.unknown-model", key=True))
+        for key in route.split:
+            if key not in route.candidates and resolve_model_name(policy, key) not in resolved:
+                hint = did_you_mean(key, route.candidates)
+                message = f"split weight for {key!r}, which is not a candidate of this route{hint}"
+                path = ("routes", route_name, "split", key)
+                problems.append(Problem(path, message, "policy.unknown-model", key=True))
+        if route.shadow is not None:
+            _resolve_shadow(policy, route_name, route.shadow.candidate, models, problems)
         routes[route_name] = tuple(resolved)
     return routes
+
+
+def _resolve_shadow(
+    policy: Policy, route_name: str, candidate: str, models: dict[str, ModelSpec], problems: list[Problem]
+) -> None:
+    """A shadow candidate is any model the policy or catalog knows (it need not be a candidate)."""
+    full = resolve_model_name(policy, candidate)
+    if full is None:
+        hint = did_you_mean(candidate, model_names(policy.models))
+        path: Path = ("routes", route_name, "shadow", "candidate")
+        problems.append(Problem(path, f"unknown shadow model {candidate!r}{hint}", "policy.unknown-model"))
+        return
+    catalog = load_catalog().models
+    if full not in models and full in catalog:
+        models[full] = catalog[full]
 
 
 def build_index(policy: Policy) -> tuple[PolicyIndex, list[Problem]]:

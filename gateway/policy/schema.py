@@ -33,6 +33,7 @@ __all__ = [
     "RateLimit",
     "Retry",
     "Route",
+    "Shadow",
     "StateConfig",
     "Telemetry",
     "Timeouts",
@@ -183,6 +184,15 @@ class Hedge(_Section):
         return self
 
 
+class Shadow(_Section):
+    """Send a sampled copy of a route's requests to ``candidate`` in the background: the copy's
+    answer is never returned to the caller, it never delays the caller, and its usage is metered
+    under the route ``shadow:<route>`` (its own line in ``switchyard usage --by route``)."""
+
+    candidate: str
+    share: float = Field(gt=0, le=1, description="the share of the route's requests copied, 0..1")
+
+
 class Route(_Section):
     """A named choice among candidate models, with an objective, constraints and resilience settings."""
 
@@ -207,12 +217,20 @@ class Route(_Section):
     buffer_tokens: int = Field(default=0, ge=0)
     drop_unsupported_params: bool = False
     eval_set: str | None = None
+    shadow: Shadow | None = None
+    # An A/B test: the head is drawn from these weights (candidates of the route), before explore
+    # and balance; the others stay in utility order as fallbacks (``switchyard eval report --split``).
+    split: dict[str, float] = Field(default_factory=dict)
     capture: CaptureConfig | None = None  # keep replies as a dataset (gateway/capture)
 
     @model_validator(mode="after")
     def _one_objective(self) -> Route:
         if sum(x is not None for x in (self.weights, self.utility, self.minimize)) > 1:
             raise ValueError("a route takes one objective of 'utility', 'weights' or 'minimize', not both")
+        if self.split and (any(w < 0 for w in self.split.values()) or sum(self.split.values()) <= 0):
+            raise ValueError(
+                "split weights must be >= 0 with a positive sum, e.g. {model-a: 0.5, model-b: 0.5}"
+            )
         return self
 
     @property
