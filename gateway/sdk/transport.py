@@ -17,6 +17,7 @@ already retried); every other failure is an HTTP answer with ``x-should-retry: f
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from functools import cache
 from types import ModuleType
@@ -26,6 +27,9 @@ import openai
 
 from gateway.core.service import routed_path
 from gateway.core.wire import WireRequest, WireResponse
+from gateway.transports.pool import Pool
+from gateway.transports.pool_async import AsyncPool
+from gateway.transports.wire11 import PoolSettings, client_allows
 
 CORE_EXTENSION = "switchyard_core"
 
@@ -82,6 +86,13 @@ class SwitchyardTransport:
     def __init__(self, inner: Any, module: ModuleType) -> None:
         self.inner = inner
         self.module = module
+        settings = PoolSettings.of(inner, module)
+        self._pool = Pool(settings, module) if settings is not None else None
+
+    def upstream_pool(self, client: Any) -> Pool | None:
+        """The pool the core's upstream calls use instead of the client's ``send`` (see
+        ``gateway/transports/pool.py``), or ``None`` where the client's own settings must apply."""
+        return self._pool if self._pool is not None and client_allows(client) else None
 
     def handle_request(self, request: Any) -> Any:
         routed = _routed(request)
@@ -96,6 +107,8 @@ class SwitchyardTransport:
         return _response(self.module, answer, request)
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
         self.inner.close()
 
     def __enter__(self) -> SwitchyardTransport:
@@ -111,6 +124,18 @@ class AsyncSwitchyardTransport:
     def __init__(self, inner: Any, module: ModuleType) -> None:
         self.inner = inner
         self.module = module
+        settings = PoolSettings.of(inner, module)
+        self._pool = AsyncPool(settings, module) if settings is not None else None
+
+    def upstream_pool(self, client: Any) -> AsyncPool | None:
+        """As the blocking twin; only under asyncio (another event loop, trio, keeps the client's send)."""
+        if self._pool is None or not client_allows(client):
+            return None
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        return self._pool
 
     async def handle_async_request(self, request: Any) -> Any:
         routed = _routed(request)
@@ -125,6 +150,8 @@ class AsyncSwitchyardTransport:
         return _response(self.module, answer, request)
 
     async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
         await self.inner.aclose()
 
     async def __aenter__(self) -> AsyncSwitchyardTransport:

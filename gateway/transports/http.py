@@ -37,6 +37,9 @@ from typing import Any
 from gateway import _json
 from gateway._redact import redact
 from gateway.core.errors import APIConnectionError, APIError, APITimeoutError, BadRequestError
+from gateway.transports import wire11
+from gateway.transports.pool import PooledResponse
+from gateway.transports.pool_async import AsyncPooledResponse
 from providers.base import HTTPRequestSpec
 
 USER_AGENT = "switchyard/0.1"
@@ -84,8 +87,11 @@ class RawResponse:
     status: int
     headers: Any  # the client's Headers
     body: bytes
-    http_request: Any
-    http_response: Any
+    http_response: Any  # the client's Response, or the pool's (``PooledResponse``)
+
+    @property
+    def http_request(self) -> Any:
+        return self.http_response.request
 
 
 def http_module(client: Any) -> ModuleType:
@@ -157,13 +163,20 @@ def _is_token(name: str) -> bool:
     return name.isascii() and name.replace("-", "").replace("_", "").isalnum()
 
 
-def build_request(client: Any, spec: HTTPRequestSpec, extra_headers: Mapping[str, str], timeout: Any) -> Any:
+def _headers_and_body(
+    spec: HTTPRequestSpec, extra_headers: Mapping[str, str]
+) -> tuple[dict[str, str], bytes | None]:
     headers = {"user-agent": USER_AGENT, **spec.headers, **extra_headers}
     headers = {k: v for k, v in headers.items() if v is not None}
     check_headers(headers)
     content = _json.dumps_bytes(spec.json) if spec.json is not None else None
     if content is not None:
         headers.setdefault("content-type", "application/json")
+    return headers, content
+
+
+def build_request(client: Any, spec: HTTPRequestSpec, extra_headers: Mapping[str, str], timeout: Any) -> Any:
+    headers, content = _headers_and_body(spec, extra_headers)
     module = http_module(client)
     return client.build_request(
         spec.method,
@@ -187,6 +200,56 @@ def to_timeout(module: ModuleType, value: Any) -> Any:
     return module.Timeout(value)
 
 
+def _pool_of(client: Any) -> Any:
+    """The upstream pool Switchyard's mounted transport keeps for this client, when it may be used."""
+    pool_for = getattr(getattr(client, "_transport", None), "upstream_pool", None)
+    return pool_for(client) if pool_for is not None else None
+
+
+def _pooled(
+    client: Any, spec: HTTPRequestSpec, extra_headers: Mapping[str, str]
+) -> tuple[Any, wire11.Target] | None:
+    """``(pool, target)`` for a call the pool can make, else ``None`` (the client sends it)."""
+    pool = _pool_of(client)
+    if pool is None:
+        return None
+    headers, content = _headers_and_body(spec, extra_headers)
+    t = wire11.target(spec.method, spec.url, spec.params, headers, client.headers, content)
+    return None if t is None else (pool, t)
+
+
+def _open_pooled(client: Any, pool: Any, t: wire11.Target, timeout: Any) -> Any:
+    """Send through the pool, following redirects as the client would (``follow_redirects``,
+    ``max_redirects``); a redirect that cannot be followed is answered as it came."""
+    for _ in range(client.max_redirects + 1):
+        answer = pool.open(t, timeout)
+        if answer.status_code not in wire11.REDIRECTS or not client.follow_redirects:
+            return answer
+        following = wire11.redirected(t, answer.status_code, answer.headers)
+        if following is None:
+            return answer
+        answer.close()
+        t = following
+    raise APIConnectionError(
+        message=f"Connection error: more than {client.max_redirects} redirects", request=None
+    )
+
+
+async def _aopen_pooled(client: Any, pool: Any, t: wire11.Target, timeout: Any) -> Any:
+    for _ in range(client.max_redirects + 1):
+        answer = await pool.open(t, timeout)
+        if answer.status_code not in wire11.REDIRECTS or not client.follow_redirects:
+            return answer
+        following = wire11.redirected(t, answer.status_code, answer.headers)
+        if following is None:
+            return answer
+        await answer.aclose()
+        t = following
+    raise APIConnectionError(
+        message=f"Connection error: more than {client.max_redirects} redirects", request=None
+    )
+
+
 def send(
     client: Any,
     spec: HTTPRequestSpec,
@@ -195,9 +258,17 @@ def send(
     timeout: Any,
     limits: Limits | None = None,
 ) -> RawResponse:
+    cap = (limits or DEFAULT_LIMITS).max_body_bytes
+    pooled = _pooled(client, spec, extra_headers)
+    if pooled is not None:
+        answer = _open_pooled(client, pooled[0], pooled[1], timeout)
+        try:
+            body = _read_capped(answer.iter_bytes(), cap)
+        finally:
+            answer.close()
+        return RawResponse(answer.status_code, answer.headers, body, answer)
     request = build_request(client, spec, extra_headers, timeout)
     errors = _errors(client)
-    cap = (limits or DEFAULT_LIMITS).max_body_bytes
     try:
         response = client.send(request, stream=True)
     except errors as exc:
@@ -208,7 +279,7 @@ def send(
         raise map_http_error(exc, request) from exc
     finally:
         response.close()
-    return RawResponse(response.status_code, response.headers, body, request, response)
+    return RawResponse(response.status_code, response.headers, body, response)
 
 
 async def send_async(
@@ -219,9 +290,17 @@ async def send_async(
     timeout: Any,
     limits: Limits | None = None,
 ) -> RawResponse:
+    cap = (limits or DEFAULT_LIMITS).max_body_bytes
+    pooled = _pooled(client, spec, extra_headers)
+    if pooled is not None:
+        answer = await _aopen_pooled(client, *pooled, timeout)
+        try:
+            body = await _aread_capped(answer.aiter_bytes(), cap)
+        finally:
+            await answer.aclose()
+        return RawResponse(answer.status_code, answer.headers, body, answer)
     request = build_request(client, spec, extra_headers, timeout)
     errors = _errors(client)
-    cap = (limits or DEFAULT_LIMITS).max_body_bytes
     try:
         response = await client.send(request, stream=True)
     except errors as exc:
@@ -232,7 +311,7 @@ async def send_async(
         raise map_http_error(exc, request) from exc
     finally:
         await response.aclose()
-    return RawResponse(response.status_code, response.headers, body, request, response)
+    return RawResponse(response.status_code, response.headers, body, response)
 
 
 def _read_capped(pieces: Iterator[bytes], limit: int) -> bytes:
@@ -258,6 +337,14 @@ def open_stream(
     client: Any, spec: HTTPRequestSpec, *, extra_headers: Mapping[str, str] = {}, timeout: Any
 ) -> Iterator[Any]:
     """Open a streaming response; the body is read by the caller, errors are translated here."""
+    pooled = _pooled(client, spec, extra_headers)
+    if pooled is not None:
+        answer = _open_pooled(client, pooled[0], pooled[1], timeout)
+        try:
+            yield answer
+        finally:
+            answer.close()
+        return
     request = build_request(client, spec, extra_headers, timeout)
     try:
         response = client.send(request, stream=True)
@@ -273,6 +360,14 @@ def open_stream(
 async def open_stream_async(
     client: Any, spec: HTTPRequestSpec, *, extra_headers: Mapping[str, str] = {}, timeout: Any
 ) -> AsyncIterator[Any]:
+    pooled = _pooled(client, spec, extra_headers)
+    if pooled is not None:
+        answer = await _aopen_pooled(client, *pooled, timeout)
+        try:
+            yield answer
+        finally:
+            await answer.aclose()
+        return
     request = build_request(client, spec, extra_headers, timeout)
     try:
         response = await client.send(request, stream=True)
@@ -285,6 +380,9 @@ async def open_stream_async(
 
 
 def iter_bytes(response: Any) -> Iterator[bytes]:
+    if isinstance(response, PooledResponse):  # its errors are the gateway's already
+        yield from response.iter_bytes()
+        return
     try:
         yield from response.iter_bytes()
     except _errors_of_response(response) as exc:
@@ -292,6 +390,10 @@ def iter_bytes(response: Any) -> Iterator[bytes]:
 
 
 async def aiter_bytes(response: Any) -> AsyncIterator[bytes]:
+    if isinstance(response, AsyncPooledResponse):
+        async for piece in response.aiter_bytes():
+            yield piece
+        return
     try:
         async for piece in response.aiter_bytes():
             yield piece
@@ -300,6 +402,8 @@ async def aiter_bytes(response: Any) -> AsyncIterator[bytes]:
 
 
 def _errors_of_response(response: Any) -> tuple[type[BaseException], ...]:
+    if isinstance(response, (PooledResponse, AsyncPooledResponse)):
+        return (APIError,)
     module = sys.modules[type(response).__module__.partition(".")[0]]
     return (module.HTTPError, module.StreamError, *_STACK_ERRORS)
 

@@ -29,11 +29,14 @@ def _failure_on_a_second_event_loop(module, base_url: str) -> type[BaseException
     return None
 
 
-def test_reuse_across_event_loops_fails_like_the_sdk(openai_upstream: LoopbackServer) -> None:
+def test_reuse_across_event_loops_works_where_the_sdk_may_fail(openai_upstream: LoopbackServer) -> None:
+    """A deliberate difference: the SDK's pool hands the second loop the first loop's connection
+    ("Event loop is closed", a RuntimeError, in openai 2.32 and 3.57 alike); Switchyard's upstream pool
+    keeps connections per loop (``gateway/transports/pool_async.py``), so the second call works."""
     base_url = openai_upstream.base_url + "/v1"
-    expected = _failure_on_a_second_event_loop(openai, base_url)
-    actual = _failure_on_a_second_event_loop(gateway, base_url)
-    assert actual is expected
+    sdk = _failure_on_a_second_event_loop(openai, base_url)
+    assert sdk in (None, RuntimeError)  # what the SDK does; anything else would be news
+    assert _failure_on_a_second_event_loop(gateway, base_url) is None
 
 
 def test_upstream_error_document_reaches_the_caller_whole(openai_upstream: LoopbackServer) -> None:

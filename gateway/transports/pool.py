@@ -1,0 +1,241 @@
+"""The core's own keep-alive pool for upstream calls (blocking): h11 frames, sockets carry.
+
+Why not the HTTP client's ``send``: a routed request already went through the SDK's client once;
+sending the upstream call through it again cost ~250 µs a request (a second ``Request`` with its
+URL parse and header merge, the auth/redirect/hook layers, httpcore's pool). This pool does only
+what the upstream leg needs, with the client's own TLS context and connection limits
+(``wire11.PoolSettings``), and only where the client has nothing that would change the request
+(``wire11.client_allows``); otherwise the client sends as before.
+
+What it owes the attempt loop: one send per call, never a silent re-send (an idle connection is
+checked before reuse; one that dies after the request went out is that attempt's error); framing
+errors, socket and TLS failures and timeouts raised as ``APIConnectionError``/``APITimeoutError``;
+the body decoded in bounded steps so that caps count decompressed bytes.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import h11
+
+from gateway.core.errors import APITimeoutError
+from gateway.transports import wire11
+from gateway.transports.wire11 import FAILURES, Origin, PoolSettings, Target, Timeouts
+
+
+class _Conn:
+    __slots__ = ("sock", "h11", "origin", "idle_since")
+
+    def __init__(self, sock: socket.socket, origin: Origin) -> None:
+        self.sock = sock
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=64 * 1024)
+        self.origin = origin
+        self.idle_since = 0.0
+
+    def alive(self) -> bool:
+        """An idle connection the server has not closed (nothing to read on it)."""
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Pool:
+    def __init__(self, settings: PoolSettings, module: ModuleType) -> None:
+        self.settings = settings
+        self.module = module
+        self._idle: dict[Origin, deque[_Conn]] = {}
+        self._count = 0  # open connections, idle ones included
+        self._cond = threading.Condition()
+        self._closed = False
+
+    # --- connections ---------------------------------------------------------------------------
+
+    def _acquire(self, origin: Origin, t: Timeouts) -> _Conn:
+        deadline = None if t.pool is None else time.monotonic() + t.pool
+        with self._cond:
+            while True:
+                conn = self._idle_for(origin)
+                if conn is not None:
+                    return conn
+                if self._count < self.settings.max_connections:
+                    self._count += 1
+                    break
+                if not self._evict_other():
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise APITimeoutError(None)
+                    self._cond.wait(remaining)
+        try:
+            return self._connect(origin, t)
+        except BaseException:
+            self._forget()
+            raise
+
+    def _idle_for(self, origin: Origin) -> _Conn | None:
+        idle = self._idle.get(origin)
+        expiry = self.settings.keepalive_expiry
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if (expiry is None or now - conn.idle_since < expiry) and conn.alive():
+                return conn
+            conn.close()
+            self._count -= 1
+        return None
+
+    def _evict_other(self) -> bool:
+        for idle in self._idle.values():
+            if idle:
+                idle.popleft().close()
+                self._count -= 1
+                return True
+        return False
+
+    def _connect(self, origin: Origin, t: Timeouts) -> _Conn:
+        sock = socket.create_connection((origin.host, origin.port), timeout=t.connect)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if origin.scheme == "https":
+                sock = self.settings.ssl_context.wrap_socket(sock, server_hostname=origin.host)
+        except BaseException:
+            sock.close()
+            raise
+        return _Conn(sock, origin)
+
+    def _forget(self) -> None:
+        with self._cond:
+            self._count -= 1
+            self._cond.notify()
+
+    def release(self, conn: _Conn, *, reuse: bool) -> None:
+        if reuse and wire11.reusable(conn.h11) and not self._closed:
+            conn.h11.start_next_cycle()
+            conn.idle_since = time.monotonic()
+            with self._cond:
+                idle = self._idle.setdefault(conn.origin, deque())
+                total = sum(len(q) for q in self._idle.values())
+                if total < self.settings.max_keepalive:
+                    idle.append(conn)
+                    self._cond.notify()
+                    return
+        conn.close()
+        self._forget()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            for idle in self._idle.values():
+                while idle:
+                    idle.pop().close()
+                    self._count -= 1
+            self._cond.notify_all()
+
+    # --- one exchange --------------------------------------------------------------------------
+
+    def open(self, t: Target, timeout: Any) -> PooledResponse:
+        """Send the request and read the response head; the body is read from the response."""
+        timeouts = Timeouts.of(timeout)
+        lazy = wire11.LazyRequest(self.module, t)
+        try:
+            conn = self._acquire(t.origin, timeouts)
+        except FAILURES as exc:
+            raise wire11.mapped(exc, lazy.get()) from None  # the detail is in the message
+        try:
+            conn.sock.settimeout(timeouts.write)
+            out = b"".join(conn.h11.send(event) or b"" for event in wire11.request_events(t))
+            conn.sock.sendall(out)
+            conn.sock.settimeout(timeouts.read)
+            head = _head(conn)
+            headers = list(head.headers)  # names lowercased by h11
+            decoder = wire11.Decoder(wire11.encoding_of(headers))
+        except FAILURES as exc:
+            conn.close()
+            self._forget()
+            raise wire11.mapped(exc, lazy.get()) from None  # the detail is in the message
+        except BaseException:
+            conn.close()
+            self._forget()
+            raise
+        return PooledResponse(self, conn, head.status_code, headers, lazy, decoder)
+
+
+def _head(conn: _Conn) -> h11.Response:
+    while True:
+        event = conn.h11.next_event()
+        if event is h11.NEED_DATA:
+            conn.h11.receive_data(conn.sock.recv(wire11.READ_SIZE))
+        elif isinstance(event, h11.Response):
+            return event
+        elif isinstance(event, h11.InformationalResponse):
+            continue
+        else:  # ConnectionClosed before any answer
+            raise h11.RemoteProtocolError("Server disconnected without sending a response.")
+
+
+class PooledResponse:
+    """An upstream response read through the pool; quacks like the client's ``Response`` where the core
+    reads one (``status_code``, ``headers``, ``request``, ``extensions``)."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        conn: _Conn,
+        status: int,
+        raw_headers: list[tuple[bytes, bytes]],
+        lazy: wire11.LazyRequest,
+        decoder: wire11.Decoder,
+    ) -> None:
+        self._pool = pool
+        self._conn: _Conn | None = conn
+        self.status_code = status
+        self.headers = pool.module.Headers(raw_headers)
+        self._lazy = lazy
+        self._decoder = decoder
+        self.extensions = {"network_stream": wire11.SocketInfo(conn.sock)}
+
+    @property
+    def request(self) -> Any:
+        return self._lazy.get()
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            while True:
+                event = conn.h11.next_event()
+                if event is h11.NEED_DATA:
+                    conn.h11.receive_data(conn.sock.recv(wire11.READ_SIZE))
+                elif isinstance(event, h11.Data):
+                    yield from self._decoder.feed(bytes(event.data))
+                elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                    break
+        except FAILURES as exc:
+            self._drop()
+            raise wire11.mapped(exc, self.request) from None  # the detail is in the message
+        self._conn = None
+        self._pool.release(conn, reuse=True)
+
+    def close(self) -> None:
+        self._drop()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._pool.release(conn, reuse=False)

@@ -1,0 +1,254 @@
+"""The asyncio twin of ``pool.py``: the same decisions (``wire11``), awaited.
+
+Connections belong to the event loop that opened them: one found idle from another loop (a client
+used under two ``asyncio.run`` calls) is closed, never reused, so "Event loop is closed" cannot
+reach a caller. No pool scan per request: an origin's idle connections are a stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import nullcontext
+from types import ModuleType
+from typing import Any
+
+import h11
+
+from gateway.core.errors import APITimeoutError
+from gateway.transports import wire11
+from gateway.transports.wire11 import FAILURES, Origin, PoolSettings, Target, Timeouts
+
+
+def _within(seconds: float | None) -> Any:
+    return nullcontext() if seconds is None else asyncio.timeout(seconds)
+
+
+class _Conn:
+    __slots__ = ("reader", "writer", "h11", "origin", "idle_since", "loop")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, origin: Origin) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=64 * 1024)
+        self.origin = origin
+        self.idle_since = 0.0
+        self.loop = asyncio.get_running_loop()
+
+    def alive(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Idle, on this loop, not closed by the server, nothing unasked-for waiting to be read."""
+        return (
+            self.loop is loop
+            and not self.writer.is_closing()
+            and not self.reader.at_eof()
+            and not self.reader._buffer  # type: ignore[attr-defined]
+        )
+
+    def close(self) -> None:
+        try:
+            self.writer.close()
+        except RuntimeError:  # its loop is gone; the socket goes with the transport
+            pass
+
+
+class AsyncPool:
+    def __init__(self, settings: PoolSettings, module: ModuleType) -> None:
+        self.settings = settings
+        self.module = module
+        self._idle: dict[Origin, deque[_Conn]] = {}
+        self._count = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._closed = False
+
+    async def _acquire(self, origin: Origin, t: Timeouts) -> _Conn:
+        loop = asyncio.get_running_loop()
+        deadline = None if t.pool is None else loop.time() + t.pool
+        while True:
+            conn = self._idle_for(origin, loop)
+            if conn is not None:
+                return conn
+            if self._count < self.settings.max_connections:
+                self._count += 1
+                break
+            if self._evict_other():
+                continue
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                async with _within(None if deadline is None else max(0.0, deadline - loop.time())):
+                    await waiter
+            except TimeoutError:
+                raise APITimeoutError(None) from None
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        try:
+            return await self._connect(origin, t)
+        except BaseException:
+            self._forget()
+            raise
+
+    def _idle_for(self, origin: Origin, loop: asyncio.AbstractEventLoop) -> _Conn | None:
+        idle = self._idle.get(origin)
+        expiry = self.settings.keepalive_expiry
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if (expiry is None or now - conn.idle_since < expiry) and conn.alive(loop):
+                return conn
+            conn.close()
+            self._count -= 1
+        return None
+
+    def _evict_other(self) -> bool:
+        for idle in self._idle.values():
+            if idle:
+                idle.popleft().close()
+                self._count -= 1
+                return True
+        return False
+
+    async def _connect(self, origin: Origin, t: Timeouts) -> _Conn:
+        tls = self.settings.ssl_context if origin.scheme == "https" else None
+        async with _within(t.connect):
+            reader, writer = await asyncio.open_connection(
+                origin.host,
+                origin.port,
+                ssl=tls,
+                server_hostname=origin.host if tls is not None else None,
+                limit=wire11.READ_SIZE,
+            )
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return _Conn(reader, writer, origin)
+
+    def _forget(self) -> None:
+        self._count -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done() and not waiter.get_loop().is_closed():
+                waiter.set_result(None)
+                return
+
+    def release(self, conn: _Conn, *, reuse: bool) -> None:
+        if reuse and wire11.reusable(conn.h11) and not self._closed:
+            conn.h11.start_next_cycle()
+            conn.idle_since = time.monotonic()
+            idle = self._idle.setdefault(conn.origin, deque())
+            if sum(len(q) for q in self._idle.values()) < self.settings.max_keepalive:
+                idle.append(conn)
+                self._wake()
+                return
+        conn.close()
+        self._forget()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for idle in self._idle.values():
+            while idle:
+                idle.pop().close()
+                self._count -= 1
+
+    async def open(self, t: Target, timeout: Any) -> AsyncPooledResponse:
+        timeouts = Timeouts.of(timeout)
+        lazy = wire11.LazyRequest(self.module, t)
+        try:
+            conn = await self._acquire(t.origin, timeouts)
+        except FAILURES as exc:
+            raise wire11.mapped(exc, lazy.get()) from None  # the detail is in the message
+        try:
+            out = b"".join(conn.h11.send(event) or b"" for event in wire11.request_events(t))
+            conn.writer.write(out)
+            async with _within(timeouts.write):
+                await conn.writer.drain()
+            head = await _head(conn, timeouts.read)
+            headers = list(head.headers)
+            decoder = wire11.Decoder(wire11.encoding_of(headers))
+        except FAILURES as exc:
+            conn.close()
+            self._forget()
+            raise wire11.mapped(exc, lazy.get()) from None  # the detail is in the message
+        except BaseException:
+            conn.close()
+            self._forget()
+            raise
+        return AsyncPooledResponse(self, conn, head.status_code, headers, lazy, decoder, timeouts.read)
+
+
+async def _head(conn: _Conn, read: float | None) -> h11.Response:
+    while True:
+        event = conn.h11.next_event()
+        if event is h11.NEED_DATA:
+            async with _within(read):
+                conn.h11.receive_data(await conn.reader.read(wire11.READ_SIZE))
+        elif isinstance(event, h11.Response):
+            return event
+        elif isinstance(event, h11.InformationalResponse):
+            continue
+        else:
+            raise h11.RemoteProtocolError("Server disconnected without sending a response.")
+
+
+class AsyncPooledResponse:
+    def __init__(
+        self,
+        pool: AsyncPool,
+        conn: _Conn,
+        status: int,
+        raw_headers: list[tuple[bytes, bytes]],
+        lazy: wire11.LazyRequest,
+        decoder: wire11.Decoder,
+        read: float | None,
+    ) -> None:
+        self._pool = pool
+        self._conn: _Conn | None = conn
+        self.status_code = status
+        self.headers = pool.module.Headers(raw_headers)
+        self._lazy = lazy
+        self._decoder = decoder
+        self._read = read
+        self.extensions = {"network_stream": wire11.SocketInfo(conn.writer.get_extra_info("socket"))}
+
+    @property
+    def request(self) -> Any:
+        return self._lazy.get()
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            while True:
+                event = conn.h11.next_event()
+                if event is h11.NEED_DATA:
+                    async with _within(self._read):
+                        conn.h11.receive_data(await conn.reader.read(wire11.READ_SIZE))
+                elif isinstance(event, h11.Data):
+                    for piece in self._decoder.feed(bytes(event.data)):
+                        yield piece
+                elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                    break
+        except FAILURES as exc:
+            self._drop()
+            raise wire11.mapped(exc, self.request) from None  # the detail is in the message
+        except BaseException:
+            self._drop()
+            raise
+        self._conn = None
+        self._pool.release(conn, reuse=True)
+
+    async def aclose(self) -> None:
+        self._drop()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+            self._pool._forget()

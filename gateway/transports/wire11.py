@@ -1,0 +1,283 @@
+"""What the blocking and the asyncio upstream pools share: targets, timeouts, framing, decoding, errors.
+
+HTTP/1.1 framing is h11's (the same parser httpcore uses); this module only turns a provider's
+request into h11 events and h11's answer into bytes, and says when a pool may be used at all
+(``PoolSettings.of``): only over the HTTP client's own default transport with nothing that would
+change what goes on the wire (no proxy, no event hooks, no auth, no cookies, no default query, no
+HTTP/2, no Unix socket or local address). Anything else keeps going through the client itself.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import sys
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlencode, urljoin, urlsplit
+
+import h11
+
+from gateway._redact import redact
+from gateway.core.errors import APIConnectionError, APIError, APITimeoutError
+
+# What the pool can decode; the client's own Accept-Encoding may name more (br, zstd).
+ACCEPT_ENCODING = b"gzip, deflate"
+READ_SIZE = 64 * 1024
+PIECE = 1024 * 1024  # the most one decompression step may produce, so a bomb is counted as it grows
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    scheme: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One request as it goes on the wire."""
+
+    method: str
+    url: str  # absolute, query included (for error messages and the lazily built request object)
+    origin: Origin
+    path: bytes  # request target: path and query
+    headers: list[tuple[bytes, bytes]]
+    body: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float | None
+    read: float | None
+    write: float | None
+    pool: float | None
+
+    @classmethod
+    def of(cls, value: Any) -> Timeouts:
+        """A float or ``None`` (all four), a mapping, or an httpx/httpx2 ``Timeout``."""
+        if value is None or isinstance(value, (int, float)):
+            v = None if value is None else float(value)
+            return cls(v, v, v, v)
+        if isinstance(value, Mapping):
+            return cls(*(value.get(k) for k in ("connect", "read", "write", "pool")))
+        return cls(value.connect, value.read, value.write, value.pool)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    """What the HTTP client's own transport was configured with, when a pool may stand in for it."""
+
+    ssl_context: ssl.SSLContext
+    max_connections: int
+    max_keepalive: int
+    keepalive_expiry: float | None
+
+    @classmethod
+    def of(cls, inner: Any, module: ModuleType) -> PoolSettings | None:
+        """Settings read off the client's default transport, or ``None`` when the pool must not replace it."""
+        if type(inner) not in (
+            getattr(module, "HTTPTransport", None),
+            getattr(module, "AsyncHTTPTransport", None),
+        ):
+            return None
+        pool: Any = getattr(inner, "_pool", None)
+        core = sys.modules.get("httpcore2" if module.__name__ == "httpx2" else "httpcore")
+        if core is None or type(pool) not in (core.ConnectionPool, core.AsyncConnectionPool):
+            return None
+        plain = {"_http2": False, "_uds": None, "_local_address": None, "_socket_options": None}
+        if any(getattr(pool, name, object()) != want for name, want in plain.items()):
+            return None
+        if getattr(pool, "_proxy", None) is not None or not getattr(pool, "_http1", True):
+            return None
+        context = getattr(pool, "_ssl_context", None)
+        if not isinstance(context, ssl.SSLContext):
+            return None
+        return cls(context, pool._max_connections, pool._max_keepalive_connections, pool._keepalive_expiry)
+
+
+def client_allows(client: Any) -> bool:
+    """Nothing on the client itself would change the request (checked on every call: cheap reads)."""
+    hooks = client._event_hooks
+    return not (
+        any(t is not None for t in client._mounts.values())
+        or hooks["request"]
+        or hooks["response"]
+        or client._auth is not None
+        or client._params
+        or client._cookies.jar
+    )
+
+
+def target(
+    method: str,
+    url: str,
+    params: Mapping[str, Any],
+    headers: Mapping[str, str],
+    client_headers: Any,
+    body: bytes | None,
+) -> Target | None:
+    """The wire form of a request, or ``None`` when the URL is one the pool does not speak (http and
+    https to an ASCII host only; the client handles the rest)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    host = parts.hostname
+    if scheme not in ("http", "https") or not host or not host.isascii() or parts.username is not None:
+        return None
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        return None
+    query = parts.query
+    if params:
+        extra = urlencode(list(params.items()), doseq=True)
+        query = f"{query}&{extra}" if query else extra
+    path = (parts.path or "/") + (f"?{query}" if query else "")
+    full = f"{scheme}://{parts.netloc}{path}"
+    default_port = port == (443 if scheme == "https" else 80)
+    merged: dict[bytes, tuple[bytes, bytes]] = {}
+    for name, value in client_headers.raw:
+        merged[name.lower()] = (name, value)
+    for name, value in headers.items():
+        raw = name.encode("ascii")
+        merged[raw.lower()] = (raw, value.encode("ascii"))
+    merged[b"accept-encoding"] = (b"Accept-Encoding", ACCEPT_ENCODING)
+    host_value = (host if default_port else f"{host}:{port}").encode("ascii")
+    lines = [(b"Host", host_value), *merged.values()]
+    if body is not None:
+        lines.append((b"Content-Length", str(len(body)).encode("ascii")))
+    return Target(method, full, Origin(scheme, host, port), path.encode("ascii"), lines, body)
+
+
+def redirected(t: Target, status: int, headers: Any) -> Target | None:
+    """The request a redirect asks for, as the client's ``send`` would make it (``303``, and ``301``/``302``
+    after a POST, become a GET without a body; the credentials go only to the same origin), or ``None``
+    for a redirect that cannot be followed (no ``Location``, another scheme)."""
+    location = headers.get("location")
+    if not location:
+        return None
+    url = urljoin(t.url, location)
+    parts = urlsplit(url)
+    host, scheme = parts.hostname, parts.scheme
+    if scheme not in ("http", "https") or not host or not host.isascii():
+        return None
+    port = parts.port or (443 if scheme == "https" else 80)
+    origin = Origin(scheme, host, port)
+    method, body = t.method, t.body
+    if status == 303 or (status in (301, 302) and method == "POST"):
+        method, body = ("GET" if method != "HEAD" else "HEAD"), None
+    dropped = {b"host", b"content-length"}
+    if body is None:
+        dropped |= {b"content-type", b"transfer-encoding"}
+    if origin != t.origin:
+        dropped.add(b"authorization")
+    lines = [(n, v) for n, v in t.headers if n.lower() not in dropped]
+    default_port = port == (443 if scheme == "https" else 80)
+    lines.insert(0, (b"Host", (host if default_port else f"{host}:{port}").encode("ascii")))
+    if body is not None:
+        lines.append((b"Content-Length", str(len(body)).encode("ascii")))
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return Target(method, f"{scheme}://{parts.netloc}{path}", origin, path.encode("ascii"), lines, body)
+
+
+def request_events(t: Target) -> list[Any]:
+    events: list[Any] = [h11.Request(method=t.method, target=t.path, headers=t.headers)]
+    if t.body:
+        events.append(h11.Data(data=t.body))
+    events.append(h11.EndOfMessage())
+    return events
+
+
+class Decoder:
+    """``Content-Encoding`` undone in steps of at most ``PIECE`` bytes (gzip, deflate or none)."""
+
+    def __init__(self, encoding: str) -> None:
+        encoding = encoding.strip().lower()
+        self._raw = encoding in ("", "identity")
+        self._deflate_guess = encoding == "deflate"
+        if encoding == "gzip" or encoding == "x-gzip":
+            self._z: Any = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        elif self._deflate_guess:
+            self._z = zlib.decompressobj()
+        elif not self._raw:
+            raise zlib.error(f"unsupported content-encoding {encoding!r}")
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        if self._raw:
+            if data:
+                yield data
+            return
+        try:
+            out = self._z.decompress(data, PIECE)
+        except zlib.error:
+            if not self._deflate_guess:
+                raise
+            self._z = zlib.decompressobj(-zlib.MAX_WBITS)  # deflate sent without its zlib header
+            out = self._z.decompress(data, PIECE)
+        self._deflate_guess = False
+        while True:
+            if out:
+                yield out
+            tail = self._z.unconsumed_tail
+            if not tail:
+                return
+            out = self._z.decompress(tail, PIECE)
+
+
+def encoding_of(headers: list[tuple[bytes, bytes]]) -> str:
+    for name, value in headers:
+        if name == b"content-encoding":
+            return value.decode("latin-1")
+    return ""
+
+
+def reusable(conn: h11.Connection) -> bool:
+    return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+
+
+def mapped(exc: BaseException, request: Any) -> APIError:
+    """A socket, TLS, framing or decoding failure as the attempt loop's error (retried, then fallen back)."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return APITimeoutError(request)
+    detail = redact(str(exc)) or type(exc).__name__
+    return APIConnectionError(message=f"Connection error: {detail}", request=request)
+
+
+# What a pooled call can raise beneath it (h11's framing errors, sockets and TLS, zlib).
+FAILURES: tuple[type[BaseException], ...] = (h11.ProtocolError, OSError, zlib.error, EOFError)
+
+
+class LazyRequest:
+    """The client package's ``Request`` for a pooled call, built only when asked (errors carry it)."""
+
+    __slots__ = ("_module", "_target", "_built")
+
+    def __init__(self, module: ModuleType, t: Target) -> None:
+        self._module = module
+        self._target = t
+        self._built: Any = None
+
+    def get(self) -> Any:
+        if self._built is None:
+            t = self._target
+            headers = [(n, v) for n, v in t.headers if n.lower() != b"authorization"]
+            self._built = self._module.Request(t.method, t.url, headers=headers, content=t.body or b"")
+        return self._built
+
+
+class SocketInfo:
+    """``response.extensions["network_stream"]`` as httpcore offers it (the watchdog reads the socket)."""
+
+    __slots__ = ("_sock",)
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+
+    def get_extra_info(self, name: str) -> Any:
+        return self._sock if name == "socket" else None
