@@ -6,6 +6,7 @@ switchyard eval run SET.jsonl --policy P --route R          the route's candidat
     [--store URL] [--concurrency 4] [--fail-fast] [--judge MODEL]
     [--rpm N] [--max-retries 2] [--allow-errors] [--on-error fatal|skip] [--progress auto|rich|plain|none]
 switchyard eval report SET [--policy P | --store URL] [--out DIR]   table, PNG chart and markdown summary
+switchyard eval report SET.jsonl --policy P --split R [--since 7d]  the A/B arms of route R, differences with CIs
 switchyard eval explain --policy P --route R [--store URL]  the plan with eval scores, and their age
 ```
 
@@ -67,6 +68,8 @@ def register(subparsers: Any) -> None:
     report.add_argument("--store", help=STORE_HELP)
     report.add_argument("--policy", help="read the store location from this policy's state section")
     report.add_argument("--out", default="eval-reports", help="folder for the PNG and markdown")
+    report.add_argument("--split", metavar="ROUTE", help="compare the arms of this route's split (A/B)")
+    report.add_argument("--since", default="30d", help="with --split: the traffic since (7d, a date, …)")
     report.set_defaults(func=_report)
 
     explain = commands.add_parser("explain", help="rank a route's candidates with the stored eval scores")
@@ -178,7 +181,9 @@ def _report(args: argparse.Namespace) -> int:
     try:
         name = _set_name(args.set)
         config = store_config(_policy(args.policy), args.store)
-    except (GatewayError, OSError) as exc:
+        if args.split:
+            return _split_report(args, name, config)
+    except (GatewayError, OSError, ValueError) as exc:
         return _fail(str(exc))
     store = EvalStore.open(config)
     try:
@@ -197,6 +202,67 @@ def _report(args: argparse.Namespace) -> int:
         sys.stdout.write(f"chart: {files.chart}\n")
     sys.stdout.write(f"summary: {files.markdown}\n")
     return 0
+
+
+def _split_report(args: argparse.Namespace, name: str, config: Any) -> int:
+    """The arms of a route's ``split`` on the traffic logged in the store, and their differences."""
+    import dataclasses
+    import time
+
+    from gateway.commands.usage import parse_since
+    from gateway.evals import EvalStore
+    from gateway.evals.ab import Estimate, format_split, split_arms
+    from gateway.policy.references import resolve_model_name
+
+    policy = _policy(args.policy)
+    if policy is None:
+        return _fail("--split needs --policy (the route's split and models)")
+    route_name = args.split.removeprefix("route:")
+    route = policy.routes.get(route_name)
+    if route is None or not route.split:
+        return _fail(f"the policy's route {route_name!r} has no split")
+    split = {resolve_model_name(policy, key) or key: weight for key, weight in route.split.items()}
+    store = EvalStore.open(config)
+    try:
+        records = store.backend.usage_records(parse_since(args.since, time.time()))
+        arms, samples = split_arms(records, route_name, split)
+        summaries = {s.model: s for s in store.summaries(name)}
+        arms = [
+            dataclasses.replace(arm, quality=Estimate(s.mean, s.ci_low, s.ci_high, s.scored))
+            if (s := summaries.get(arm.model)) is not None and s.scored
+            else arm
+            for arm in arms
+        ]
+        differences = _paired_quality(store, args.set, [arm.model for arm in arms]) if arms else {}
+    finally:
+        store.close()
+    sys.stdout.write(format_split(route_name, arms, samples, differences))
+    if not differences and len(arms) > 1:
+        sys.stdout.write("\nquality differences need the set's cases: pass the set as a JSONL file\n")
+    return 0
+
+
+def _paired_quality(store: Any, set_arg: str, models: list[str]) -> dict[str, Any]:
+    """Each other arm's quality minus the first's, paired over the cases both scored (a set file only)."""
+    from gateway.evals import load_set
+    from gateway.evals.ab import paired_difference
+
+    path = Path(set_arg)
+    if not path.is_file():
+        return {}
+    eval_set = load_set(path, on_error="skip")
+    base, others = models[0], models[1:]
+    differences = {}
+    for model in others:
+        pairs = []
+        for case in eval_set.cases:
+            a = store.get_case(eval_set.name, eval_set.version, base, case.id)
+            b = store.get_case(eval_set.name, eval_set.version, model, case.id)
+            if a is not None and b is not None and a.score is not None and b.score is not None:
+                pairs.append((a.score, b.score))
+        if pairs:
+            differences[model] = paired_difference(pairs)
+    return differences
 
 
 def _explain(args: argparse.Namespace) -> int:
