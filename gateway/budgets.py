@@ -29,7 +29,9 @@ longer than your longest call.
 Windows are calendar windows in UTC (a minute, an hour, a day from midnight, a month from the 1st);
 ``reset_at`` is the end of the window. A hold is settled in the window where it was taken, or in the
 current one if that window has ended. Budgets fail closed: if the state backend cannot be reached,
-``reserve`` raises :class:`~gateway.state.errors.StateBackendUnavailableError`.
+``reserve`` raises :class:`~gateway.state.errors.StateBackendUnavailableError`, unless the policy's
+``state.fail_open: {budgets: true}`` wraps the backend in a ``DegradingBackend``
+(``gateway/state/outage.py``, which bounds the overspend during an outage; ``docs/state.md``).
 """
 
 from __future__ import annotations

@@ -14,7 +14,9 @@ Failure behaviour: ``fail_open=True`` (the default) admits requests when the sta
 reached, logging a warning at most every ``WARN_EVERY_S`` seconds: a rate limit protects an upstream
 quota that the provider enforces anyway, and losing the limiter should not take the gateway down. ``fail_open=False`` raises
 :class:`~gateway.state.errors.StateBackendUnavailableError` instead. (Budgets, which guard money,
-always fail closed.)
+fail closed unless the policy says otherwise.) A client built from a policy wraps SQLite and Redis in
+a ``DegradingBackend`` (``gateway/state/outage.py``): during an outage its rate limits are then
+enforced by process-local state rather than skipped, and reconciled when the backend is back.
 """
 
 from __future__ import annotations

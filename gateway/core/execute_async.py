@@ -95,7 +95,7 @@ class AsyncExecutor(ExecutorBase):
         for index, candidate in enumerate(plan.candidates):
             retries = 0
             while True:
-                admitted = run.admit(candidate, first=retries == 0)
+                admitted = await run.aadmit(candidate, first=retries == 0)
                 if admitted is None:
                     raise run.error()
                 if not admitted:
@@ -149,7 +149,7 @@ class AsyncExecutor(ExecutorBase):
         except asyncio.CancelledError:
             await _cancel(primary)
             raise
-        if done or not run.admit(second, first=True):
+        if done or not await run.aadmit(second, first=True):
             return await primary
         hedge = asyncio.create_task(self._attempt(run, once, second, timeout))
         return await _first_answer(primary, hedge)
@@ -183,7 +183,7 @@ class AsyncExecutor(ExecutorBase):
         for index, candidate in enumerate(plan.candidates):
             retries = 0
             while True:
-                admitted = run.admit(candidate, first=retries == 0)
+                admitted = await run.aadmit(candidate, first=retries == 0)
                 if admitted is None:
                     raise run.error()
                 if not admitted:
@@ -356,7 +356,7 @@ class AsyncExecutor(ExecutorBase):
         for candidate in plan.candidates:
             retries = 0
             while True:
-                admitted = run.admit(candidate, first=retries == 0)
+                admitted = await run.aadmit(candidate, first=retries == 0)
                 if admitted is None:
                     raise run.error()
                 if not admitted:

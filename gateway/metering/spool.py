@@ -105,6 +105,7 @@ class DiskSpool:
     def pending(self) -> int:
         """Records waiting in this directory (every process's files)."""
         with self._lock:
+            self._adopt()
             return sum(_count_lines(path) for path in self._files("*.jsonl"))
 
     def drain(self, write: Callable[[list[UsageRecord]], object]) -> int:

@@ -31,7 +31,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from gateway.state.aio import call_async
 from gateway.state.base import BreakerState, StateBackend
+from gateway.state.memory import MemoryBackend
 
 if TYPE_CHECKING:
     from gateway.policy.schema import Policy
@@ -124,7 +126,16 @@ class Breakers:
     def allow(self, name: str) -> BreakerDecision:
         """Ask before an attempt; grants the single half-open probe once a cooldown is over."""
         now = self.clock()
-        state = self.backend.breaker_allow(self.namespace + name, now)
+        return self._decide(name, self.backend.breaker_allow(self.namespace + name, now), now)
+
+    async def aallow(self, name: str) -> BreakerDecision:
+        """:meth:`allow` from an event loop, which it never blocks (``redis.asyncio`` for Redis)."""
+        now = self.clock()
+        return self._decide(
+            name, await call_async(self.backend, "breaker_allow", self.namespace + name, now), now
+        )
+
+    def _decide(self, name: str, state: BreakerState, now: float) -> BreakerDecision:
         self._seen[name] = state
         if state.status == "closed":
             return _CLOSED
@@ -135,22 +146,31 @@ class Breakers:
 
     def record(self, name: str, ok: bool, *, probe: bool = False) -> BreakerState:
         """Report an attempt's outcome; a failed probe reopens with a longer cooldown."""
+        state = self.backend.breaker_record(*self._record_args(name, ok, probe))
+        self._seen[name] = state
+        return state
+
+    async def arecord(self, name: str, ok: bool, *, probe: bool = False) -> BreakerState:
+        """:meth:`record` from an event loop, which it never blocks."""
+        state: BreakerState = await call_async(
+            self.backend, "breaker_record", *self._record_args(name, ok, probe)
+        )
+        self._seen[name] = state
+        return state
+
+    @property
+    def blocking(self) -> bool:
+        """Whether a call may wait on I/O (any backend but the in-memory one)."""
+        return not isinstance(self.backend, MemoryBackend)
+
+    def _record_args(self, name: str, ok: bool, probe: bool) -> tuple[Any, ...]:
         settings = self.settings_for(name)
         cooldown = settings.cooldown_s
         if probe:
             previous = self._probe_cooldown.pop(name, settings.cooldown_s)
             cooldown = cooldown if ok else min(previous * settings.cooldown_factor, settings.max_cooldown_s)
-        state = self.backend.breaker_record(
-            self.namespace + name,
-            ok,
-            self.clock(),
-            settings.window_s,
-            settings.min_calls,
-            settings.error_rate,
-            cooldown,
-        )
-        self._seen[name] = state
-        return state
+        key = self.namespace + name
+        return key, ok, self.clock(), settings.window_s, settings.min_calls, settings.error_rate, cooldown
 
     def open_breakers(self) -> dict[str, str]:
         """Deployments refusing calls now, each with why, as this process last saw them."""

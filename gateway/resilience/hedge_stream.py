@@ -108,7 +108,7 @@ async def _first_item(
         item = await asyncio.wait_for(primary.get(), delay)
     except TimeoutError:
         item = None
-    if item is None and run.admit(second, first=True):
+    if item is None and await run.aadmit(second, first=True):
         hedge = Contender(run, second, open_stream(second))
         contenders.append(hedge)
         return await _race(primary, hedge)

@@ -10,6 +10,7 @@ starts (``gateway.stats.InFlight`` counts attempts in flight that way).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -36,7 +37,7 @@ from gateway.resilience.deadline import Deadline, attempt_timeout
 from gateway.resilience.retry import RetrySettings, error_headers, retry_delay, should_retry
 
 if TYPE_CHECKING:
-    from gateway.resilience.breaker import Breakers
+    from gateway.resilience.breaker import BreakerDecision, Breakers
     from gateway.resilience.hedge import TTFTWindow
 
 logger = logging.getLogger("gateway.resilience")
@@ -130,6 +131,24 @@ class RequestRun:
         context-length error, or its provider refused our credentials. On every attempt: ask its
         breaker (an open breaker skips it, and says why in ``reply.gateway.attempts``).
         """
+        ready = self._before_breaker(candidate, first)
+        if ready is not True:
+            return ready
+        breakers = self.res.breakers
+        return self._after_breaker(
+            candidate, breakers.allow(candidate.name) if breakers is not None else None
+        )
+
+    async def aadmit(self, candidate: Candidate, first: bool) -> bool | None:
+        """:meth:`admit` on an event loop: the breaker is asked without blocking the loop."""
+        ready = self._before_breaker(candidate, first)
+        if ready is not True:
+            return ready
+        breakers = self.res.breakers
+        decision = await breakers.aallow(candidate.name) if breakers is not None else None
+        return self._after_breaker(candidate, decision)
+
+    def _before_breaker(self, candidate: Candidate, first: bool) -> bool | None:
         if self.out_of_time() or (first and self._tried_enough(candidate)):
             return None
         if first:
@@ -137,9 +156,10 @@ class RequestRun:
             if reason is not None:
                 self.skipped.append(Skip(candidate, reason))
                 return False
-        breakers = self.res.breakers
-        if breakers is not None:
-            decision = breakers.allow(candidate.name)
+        return True
+
+    def _after_breaker(self, candidate: Candidate, decision: BreakerDecision | None) -> bool:
+        if decision is not None:
             if not decision.allowed:
                 self.skipped.append(Skip(candidate, decision.reason))
                 return False
@@ -202,6 +222,11 @@ class RequestRun:
         if breakers is None or outcome in ("closed", "cancelled"):
             return
         ok = error is None or not is_deployment_fault(error)
+        if breakers.blocking and _on_event_loop():  # never wait on the state backend on the loop
+            task = asyncio.ensure_future(breakers.arecord(candidate.name, ok, probe=probe))
+            _RECORDING.add(task)
+            task.add_done_callback(_recorded)
+            return
         try:
             breakers.record(candidate.name, ok, probe=probe)
         except StateBackendError as exc:  # the attempt happened; its outcome must not be lost to it
@@ -253,3 +278,23 @@ class RequestRun:
         if finished is not None:
             finished(self.request_id, error)
         return error
+
+
+_RECORDING: set[asyncio.Future[Any]] = set()  # breaker records in flight from event loops
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _recorded(task: asyncio.Future[Any]) -> None:
+    _RECORDING.discard(task)
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None:
+        logger.warning("a breaker did not record an attempt: %s", error)

@@ -195,6 +195,9 @@ class _AsyncFacade(_Facade):
         await super().close()  # type: ignore[misc]
         state = getattr(self, "_switchyard", None)
         if state is not None:
+            aclose = getattr(getattr(state.runtime, "backend", None), "aclose", None)
+            if aclose is not None:  # this loop's redis.asyncio connections (gateway/state/aio.py)
+                await aclose()
             state.close()
 
 

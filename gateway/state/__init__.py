@@ -107,7 +107,12 @@ def open_backend(url_or_config: str | BackendConfig) -> StateBackend:
         name = f"{redact_url(config.url)} (key prefix {config.key_prefix!r})"
         if scheme == "sqlite":  # a local file: open it now, so a bad path fails here
             return cast(StateBackend, DegradingBackend(_open(plain, scheme), fail_open, description=name))
-        opener = DegradingBackend(lambda: _open(plain, scheme), fail_open, description=name)
+        from gateway.state.aio import AsyncRedisBackend
+
+        twin = AsyncRedisBackend(config.url, key_prefix=config.key_prefix, timeout_s=config.timeout_s)
+        opener = DegradingBackend(
+            lambda: _open(plain, scheme), fail_open, description=name, async_primary=twin
+        )
         return cast(StateBackend, opener)
     return _open(config, scheme)
 

@@ -33,6 +33,7 @@ the factory is retried like any other call, every ``retry_interval_s``.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import math
@@ -164,6 +165,8 @@ class DegradingBackend:
         description: How the shared backend is named in warnings and errors (no password).
         meter_provider: Where the ``switchyard.state.fallbacks`` counter goes; the global
             OpenTelemetry provider when ``None``.
+        async_primary: The shared backend's async twin (``aio.AsyncRedisBackend``), used by
+            :meth:`acall`; without one, ``acall`` runs the blocking call in a worker thread.
     """
 
     def __init__(
@@ -176,6 +179,7 @@ class DegradingBackend:
         monotonic: Callable[[], float] = time.monotonic,
         description: str | None = None,
         meter_provider: Any = None,
+        async_primary: Any = None,
     ) -> None:
         self.fail_open = FailOpen.of(fail_open)
         self._factory: Callable[[], StateBackend] | None = None
@@ -188,6 +192,7 @@ class DegradingBackend:
             repr(primary) if self._primary is not None else "the state backend"
         )
         self._meter_provider = meter_provider
+        self._async_primary = async_primary
         self._retry_interval_s = retry_interval_s
         self._clock, self._monotonic = clock, monotonic
         self._lock = threading.RLock()
@@ -225,9 +230,6 @@ class DegradingBackend:
         return getattr(primary, name)
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        concern, accounting = _ROUTES[method]
-        if method == "rate_limit" and kwargs.get("force"):
-            accounting = True
         primary = self._reachable()
         if primary is not None:
             try:
@@ -235,14 +237,47 @@ class DegradingBackend:
             except StateBackendUnavailableError as exc:
                 self._went_down(exc)
             else:
-                if method == "reserve" and len(args) == 7:
-                    self._remember(args, result)
-                if self._degraded or self._journal:  # it answered: it is back
-                    try:
-                        self._reconcile(primary)
-                    except StateBackendUnavailableError as exc:
-                        self._went_down(exc)
+                self._answered(primary, method, args, result)
                 return result
+        return self._fallback(method, args, kwargs)
+
+    async def acall(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """The operation ``method`` awaited: ``redis.asyncio`` when an async twin of the shared
+        backend was given, else the blocking call in a worker thread; never blocks the loop."""
+        twin = self._async_primary
+        if twin is None or not hasattr(twin, method):
+            return await asyncio.to_thread(getattr(self, method), *args, **kwargs)
+        if self._monotonic() >= self._down_until:
+            try:
+                result = await getattr(twin, method)(*args, **kwargs)
+            except StateBackendUnavailableError as exc:
+                self._went_down(exc)
+            else:
+                if self._degraded or self._journal:  # reconcile with the blocking twin, off the loop
+                    await asyncio.to_thread(self._back, method, args, result)
+                elif method == "reserve" and len(args) == 7:
+                    self._remember(args, result)
+                return result
+        return self._fallback(method, args, kwargs)  # process-local: no I/O
+
+    def _back(self, method: str, args: tuple[Any, ...], result: Any) -> None:
+        primary = self._primary if self._primary is not None else self._open()
+        if primary is not None:
+            self._answered(primary, method, args, result)
+
+    def _answered(self, primary: StateBackend, method: str, args: tuple[Any, ...], result: Any) -> None:
+        if method == "reserve" and len(args) == 7:
+            self._remember(args, result)
+        if self._degraded or self._journal:  # it answered: it is back
+            try:
+                self._reconcile(primary)
+            except StateBackendUnavailableError as exc:
+                self._went_down(exc)
+
+    def _fallback(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        concern, accounting = _ROUTES[method]
+        if method == "rate_limit" and kwargs.get("force"):
+            accounting = True
         if not (accounting or self.fail_open.allows(concern)):
             with self._lock:
                 self._counters.refused[concern] += 1
@@ -415,6 +450,11 @@ class DegradingBackend:
 
     def ewma_observe(self, *args: Any, **kwargs: Any) -> Any:
         return self._call("ewma_observe", *args, **kwargs)
+
+    async def aclose(self) -> None:
+        """Close the running loop's connections of the async twin (they reopen if used again)."""
+        if self._async_primary is not None:
+            await self._async_primary.aclose()
 
     def close(self) -> None:
         """Replay what can be replayed, then close the shared backend."""

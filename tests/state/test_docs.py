@@ -13,6 +13,8 @@ MODULES = [
     "gateway.state.memory",
     "gateway.state.sqlite",
     "gateway.state.urls",
+    "gateway.state.outage",
+    "gateway.metering.spool",
     "gateway.budgets",
     "gateway.ratelimit",
 ]

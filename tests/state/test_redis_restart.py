@@ -197,3 +197,49 @@ def test_the_async_client_rides_out_a_redis_restart(
     assert errors == []
     assert stats.outages == 1 and stats.replayed > 0
     _reconciles(durable_redis, upstream, len(replies), tmp_path / "spool")
+
+
+def test_the_async_client_never_blocks_its_event_loop_on_a_stopped_redis(
+    policy: Path, durable_redis: RedisServer
+) -> None:
+    """SIGSTOP leaves connections open and unanswered: each state call would wait out its timeout
+    (1 s here). Without budgets or rate limits, the breakers are the only state the request loop
+    asks, on the event loop itself. The loop must keep running meanwhile: the largest gap between
+    ticks of a 10 ms ticker stays far below that timeout (measured: ~1 s with blocking breaker
+    calls on the loop, ~15 ms with redis.asyncio)."""
+    text = policy.read_text()
+    policy.write_text(text[: text.index("\nbudgets:")])
+    gaps: list[float] = []
+
+    async def ticker(stop: asyncio.Event) -> None:
+        last = time.monotonic()
+        while not stop.is_set():
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    async def main() -> int:
+        async with gateway.AsyncOpenAI(policy=str(policy), max_retries=0) as client:
+            messages = [{"role": "user", "content": "warm up"}]
+            await client.chat.completions.create(model="route:chat", messages=messages)
+            durable_redis.pause()
+            try:
+                stop = asyncio.Event()
+                tick = asyncio.create_task(ticker(stop))
+                served = 0
+                for i in range(8):
+                    messages = [{"role": "user", "content": f"paused {i}"}]
+                    stream = await client.chat.completions.create(
+                        model="route:chat", messages=messages, stream=True
+                    )
+                    served += bool([c async for c in stream])
+                stop.set()
+                await tick
+            finally:
+                durable_redis.resume()
+            return served
+
+    assert asyncio.run(main()) == 8
+    print(f"\nlargest event-loop gap with Redis stopped: {max(gaps) * 1000:.1f} ms over {len(gaps)} ticks")
+    assert max(gaps) < 0.5
