@@ -65,8 +65,18 @@ __version__ = "0.2.0"
 Client = OpenAI
 AsyncClient = AsyncOpenAI
 
-# The openai module's client-less names; the module-level client (``openai.chat…``) is not routed.
-_NOT_ROUTED = frozenset({"chat", "completions", "embeddings", "responses", "models", "api_key", "base_url"})
+# The module-level client's settings, as openai's (``gateway/sdk/module_client.py``); ``policy`` is ours.
+api_key: str | None = None
+organization: str | None = None
+project: str | None = None
+webhook_secret: str | None = None
+base_url: str | None = None
+timeout: _Any = _openai.DEFAULT_TIMEOUT
+max_retries: int = _openai.DEFAULT_MAX_RETRIES
+default_headers: _Any = None
+default_query: _Any = None
+http_client: _Any = None
+policy: _Any = None
 
 
 def feedback(
@@ -80,11 +90,11 @@ def feedback(
 
 def __getattr__(name: str) -> _Any:
     """Every other name of the ``openai`` module, so that ``import gateway as openai`` keeps working."""
-    if name in _NOT_ROUTED:
-        raise AttributeError(
-            f"gateway.{name}: the openai module-level client is not routed by Switchyard; "
-            "make a client: `client = gateway.OpenAI()` then `client.{name}`"
-        )
+    from gateway.sdk import module_client
+
+    proxy = module_client.resource(name)  # chat, responses, files, …: the module-level client's
+    if proxy is not None:
+        return proxy
     try:
         return getattr(_openai, name)
     except AttributeError:
