@@ -44,6 +44,7 @@ class Runtime:
 
     def close(self) -> None:
         self.meter.close()
+        self.stats.close()  # its sharing thread writes to the backend
         self.backend.close()
         if self.eval_store is not None:
             self.eval_store.close()
@@ -67,7 +68,10 @@ def build_runtime(policy: Any, user_observer: Observer | None) -> Runtime:
     breakers = Breakers(backend, per_deployment=PolicyBreakerSettings(source))
     in_flight = InFlight()  # attempts in flight per deployment in this process (balance: least_busy)
     stats = LiveStats(
-        breakers=breakers.open_breakers, local_load=local_engine_load, in_flight=in_flight.counts
+        breakers=breakers.open_breakers,
+        local_load=local_engine_load,
+        in_flight=in_flight.counts,
+        board=live_board(current, backend),  # SQLite/Redis: estimates and in-flight shared across processes
     )
     # A policy file is hot-reloaded: prices, budgets and rate limits follow it, like the routes.
     meter = Meter(StateSink(backend), prices=policy_prices(source))
@@ -90,6 +94,15 @@ def build_runtime(policy: Any, user_observer: Observer | None) -> Runtime:
 
         runtime.capture = Capture(source)
     return runtime
+
+
+def live_board(policy: Policy, backend: StateBackend) -> Any:
+    """The board live stats are shared on (``gateway/state/live.py``): none for a memory state."""
+    if policy.state.backend == "memory":
+        return None
+    from gateway.state.live import LiveBoard
+
+    return LiveBoard(backend)
 
 
 def eval_backend(policy: Policy, backend: StateBackend) -> StateBackend:

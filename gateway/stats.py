@@ -19,6 +19,15 @@ that is what enters the ttft estimate; the failure also enters the failure rate.
 (``BadRequestError`` and its kind: the caller's fault) says nothing about the deployment and is
 ignored. Time comes from the injected ``clock``.
 
+**Shared across processes.** Given a ``LiveBoard`` (``gateway/state/live.py``; the runtime passes
+one for a SQLite or Redis state), a daemon thread publishes this process's estimates (each mean
+with its weight, decayed to now) and in-flight counts at most once per ``share_interval_s``, and
+reads the other processes' in the same round. ``snapshot()`` merges them with no I/O: each remote
+mean enters with its weight decayed by the time since it was published (wall clock), and the
+in-flight counts add up. A fresh process thus routes on the picture the others built, within one
+interval; a process that stops publishing fades out with the decay, and stops counting after
+the board's TTL.
+
 ``InFlight`` counts the attempts in flight per deployment in this process, for ``balance:
 least_busy``: the request loop tells it when an attempt starts (``RequestRun.admit`` calls the
 observer's optional ``attempt_started``), and the attempt's record ends it. It wraps the runtime's
@@ -27,19 +36,33 @@ observer, so it hears every record first, and hands the counts to ``LiveStats(in
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.core.attempts import AttemptRecord, Candidate, Observer
 from gateway.router import LocalEngineLoad, ModelStats, StatsSnapshot
 
-__all__ = ["DEFAULT_HALF_LIFE_S", "IN_FLIGHT_MAX_AGE_S", "MAX_WEIGHT", "InFlight", "LiveStats"]
+if TYPE_CHECKING:
+    from gateway.state.live import LiveBoard
+
+__all__ = [
+    "DEFAULT_HALF_LIFE_S",
+    "DEFAULT_SHARE_INTERVAL_S",
+    "IN_FLIGHT_MAX_AGE_S",
+    "MAX_WEIGHT",
+    "InFlight",
+    "LiveStats",
+]
+
+logger = logging.getLogger("gateway.stats")
 
 DEFAULT_HALF_LIFE_S = 5.0
+DEFAULT_SHARE_INTERVAL_S = 1.0  # at most one publish (and one read round) per process per second
 MAX_WEIGHT = 20.0  # however long an estimate has run, a new observation moves it by at least 1/21
 # An attempt whose record never came (a bug, an interrupt outside the loop's handlers) stops
 # counting after this long: above the SDK's default 600 s timeout, so no live attempt is dropped.
@@ -98,9 +121,14 @@ class LiveStats:
         in_flight: Callable[[], dict[str, int]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         half_life_s: float = DEFAULT_HALF_LIFE_S,
+        board: LiveBoard | None = None,
+        share_interval_s: float = DEFAULT_SHARE_INTERVAL_S,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         if not half_life_s > 0:
             raise ValueError(f"LiveStats.half_life_s must be positive, got {half_life_s!r}")
+        if not share_interval_s > 0:
+            raise ValueError(f"LiveStats.share_interval_s must be positive, got {share_interval_s!r}")
         self._lock = threading.Lock()
         self._models: dict[str, _Running] = {}
         self._breakers = breakers
@@ -109,6 +137,15 @@ class LiveStats:
         self._in_flight = in_flight
         self.clock = clock
         self.half_life_s = half_life_s
+        self.board = board
+        self.share_interval_s = share_interval_s
+        self.wall = wall
+        self.publishes = 0  # rounds written to the board (bounded: one per share_interval_s)
+        self.share_errors = 0
+        self._remote: list[tuple[float, dict[str, Any]]] = []
+        self._last_sync: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def attempt_finished(self, record: AttemptRecord) -> None:
         outcome = record.outcome
@@ -139,11 +176,82 @@ class LiveStats:
         if record.ttft_s is not None and completion > 1 and decode_s > 0:
             running.speed.observe(completion / decode_s, now, self.half_life_s)
 
+    def export(self) -> dict[str, list[float | None]]:
+        """This process's estimates per deployment, each mean with its weight decayed to now, and
+        its attempts in flight: what it publishes on the board (``gateway/state/live.py``)."""
+        busy = self._in_flight() if self._in_flight else {}
+        now, half = self.clock(), self.half_life_s
+        with self._lock:
+            rows: dict[str, list[float | None]] = {
+                name: [
+                    *(
+                        item
+                        for m in (r.ttft, r.speed, r.failures)
+                        for item in (m.value, m.decayed(now, half))
+                    ),
+                    r.samples,
+                    busy.get(name, 0),
+                ]
+                for name, r in self._models.items()
+            }
+        for name, count in busy.items():
+            rows.setdefault(name, [None, 0.0, None, 0.0, None, 0.0, 0, count])
+        return rows
+
+    def sync(self) -> None:
+        """Publish this process's picture on the board and read the others' (one round, blocking)."""
+        if self.board is None:
+            return
+        now = self.wall()
+        self._last_sync = now
+        self.board.publish(self.export(), now)
+        self.publishes += 1
+        remote = self.board.read(now)
+        with self._lock:
+            self._remote = remote
+
+    def maybe_sync(self) -> bool:
+        """``sync()`` unless one ran less than ``share_interval_s`` ago; errors are counted and logged."""
+        last = self._last_sync
+        if self.board is None or (last is not None and self.wall() - last < self.share_interval_s):
+            return False
+        try:
+            self.sync()
+        except Exception as exc:  # noqa: BLE001 - sharing is best effort: counted, logged, local stats go on
+            self.share_errors += 1
+            if self.share_errors == 1 or self.share_errors % 100 == 0:
+                logger.warning(
+                    "live stats not shared (%s: %s); routing on this process's own", type(exc).__name__, exc
+                )
+            return False
+        return True
+
+    def _share(self) -> None:
+        while not self._stop.wait(self.share_interval_s):
+            self.maybe_sync()
+
+    def close(self) -> None:
+        """Stop the sharing thread (the runtime calls it before closing its state backend)."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=5.0)
+
+    def _start_sharing(self) -> None:
+        with self._lock:
+            if self._thread is not None or self._stop.is_set():
+                return
+            self._thread = threading.Thread(target=self._share, name="switchyard-live-stats", daemon=True)
+        self._thread.start()
+
     def snapshot(self) -> StatsSnapshot:
+        if self.board is not None and self._thread is None:
+            self._start_sharing()  # the first plan starts it: a client that never routes shares nothing
         breakers = self._breakers() if self._breakers else {}
         busy = self._in_flight() if self._in_flight else {}
         now, half = self.clock(), self.half_life_s
         with self._lock:
+            remote = self._remote
             models = {
                 name: ModelStats(
                     ttft_s=r.ttft.value,
@@ -157,6 +265,8 @@ class LiveStats:
                 )
                 for name, r in self._models.items()
             }
+        if remote:
+            models = self._merged(models, remote, breakers)
         for name, reason in breakers.items():
             models.setdefault(name, ModelStats(breaker_open=True, breaker_reason=reason))
         for name, count in busy.items():
@@ -166,6 +276,45 @@ class LiveStats:
             over_budget=self._over_budget() if self._over_budget else frozenset(),
             local_engine=self._local_load() if self._local_load else None,
         )
+
+    def _merged(
+        self,
+        models: dict[str, ModelStats],
+        remote: list[tuple[float, dict[str, Any]]],
+        breakers: dict[str, str],
+    ) -> dict[str, ModelStats]:
+        """This process's estimates merged with the others' (weights decayed since they published)."""
+        now, half = self.wall(), self.half_life_s
+        sums: dict[str, list[float]] = {}
+        entries = [(1.0, self.export())] + [(0.5 ** (max(0.0, now - at) / half), rows) for at, rows in remote]
+        for decay, rows in entries:
+            for name, row in rows.items():
+                if isinstance(row, list) and len(row) == 8:  # else an entry this version cannot read
+                    _accumulate(sums.setdefault(name, [0.0] * 8), row, decay)
+        merged = dict(models)
+        for name, acc in sums.items():
+            merged[name] = ModelStats(
+                ttft_s=acc[0] / acc[1] if acc[1] else None,
+                tokens_per_s=acc[2] / acc[3] if acc[3] else None,
+                samples=int(acc[6]),
+                in_flight=int(acc[7]),
+                breaker_open=name in breakers,
+                breaker_reason=breakers.get(name),
+                weight=acc[1],
+                failure_rate=acc[4] / acc[5] if acc[5] else 0.0,
+            )
+        return merged
+
+
+def _accumulate(acc: list[float], row: list[Any], decay: float) -> None:
+    """Add one published row: weighted sums of the three means, samples and attempts in flight."""
+    for i in (0, 2, 4):  # (mean, weight) pairs: ttft, tokens/s, failure rate
+        value, weight = row[i], float(row[i + 1] or 0.0) * decay
+        if value is not None and weight > 0:
+            acc[i] += float(value) * weight
+            acc[i + 1] += weight
+    acc[6] += float(row[6] or 0)
+    acc[7] += float(row[7] or 0)
 
 
 class InFlight:
