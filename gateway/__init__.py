@@ -65,7 +65,8 @@ __version__ = "0.2.0"
 Client = OpenAI
 AsyncClient = AsyncOpenAI
 
-# The module-level client's settings, as openai's (``gateway/sdk/module_client.py``); ``policy`` is ours.
+# The module-level client's settings, as openai's (``gateway/sdk/module_client.py``); ``default_policy``
+# is ours (the client's ``policy=``; not ``policy``, which is the name of a subpackage).
 api_key: str | None = None
 organization: str | None = None
 project: str | None = None
@@ -76,7 +77,7 @@ max_retries: int = _openai.DEFAULT_MAX_RETRIES
 default_headers: _Any = None
 default_query: _Any = None
 http_client: _Any = None
-policy: _Any = None
+default_policy: _Any = None
 
 
 def feedback(

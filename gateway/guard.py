@@ -25,12 +25,13 @@ estimated usage (``gateway.metering.streams``), like every other attempt that co
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextvars
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -66,17 +67,51 @@ class Admission:
     grant: RateLimitGrant | None
     plan: Plan
     done: bool = False
+    charged: set[int] = field(default_factory=set)  # attempt indices settled
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def settle(self, attempts: Sequence[AttemptRecord]) -> None:
         """Charge what the attempts consumed. Never raises for the state backend: the reply was
         served. On a running event loop the backend calls go to a worker thread."""
-        if self.done:
-            return
-        self.done = True
+        with self.lock:
+            if self.done:
+                return
+            self.done = True
+            if self.plan.hedge is not None and isinstance(attempts, list):
+                _expect_late(attempts, self)  # a hedge loser may finish after the reply
+            snapshot = list(attempts)
+            self.charged.update(r.attempt for r in snapshot)
+        self._off_loop(self._settle, snapshot)
+
+    def _off_loop(
+        self, work: Callable[[Sequence[AttemptRecord]], None], attempts: list[AttemptRecord]
+    ) -> None:
         if _on_event_loop() and not isinstance(self.guard.backend, MemoryBackend):
-            _BACKGROUND.submit(self._settle, list(attempts))
+            _BACKGROUND.submit(work, attempts)
         else:
-            self._settle(attempts)
+            work(attempts)
+
+    def late(self, record: AttemptRecord) -> None:
+        """Charge an attempt that ended after the request was settled (a hedge loser that finished)."""
+        with self.lock:
+            if record.attempt in self.charged:
+                return  # it made it into the settlement after all
+            self.charged.add(record.attempt)
+        self._off_loop(self._settle_late, [record])
+
+    def _settle_late(self, attempts: Sequence[AttemptRecord]) -> None:
+        cost, tokens = self.guard.actual_cost(attempts)
+        reservation = self.reservation
+        try:
+            if reservation is not None and tokens:
+                late_id = f"{reservation.reservation_id}:late:{attempts[0].attempt}"
+                self.guard.budgets.settle(
+                    replace(reservation, reservation_id=late_id), Cost(usd=cost, tokens=tokens)
+                )
+            if self.grant is not None and self.guard.limiter is not None and tokens:
+                self.guard.limiter.adjust(RateLimitGrant(self.grant.charges, 0), tokens)
+        except StateBackendError as exc:
+            _log.warning("late budget charge of $%s (%d tokens) not recorded: %s", cost, tokens, exc)
 
     def _settle(self, attempts: Sequence[AttemptRecord]) -> None:
         cost, tokens = self.guard.actual_cost(attempts)
@@ -119,13 +154,36 @@ CURRENT_ATTEMPTS: contextvars.ContextVar[list[AttemptRecord] | None] = contextva
 )
 
 
+# Settled requests that may still see an attempt end (hedged ones): id(attempt list) -> (list, admission).
+_LATE: collections.OrderedDict[int, tuple[list[AttemptRecord], Admission]] = collections.OrderedDict()
+_LATE_CAPACITY = 10_000
+_LATE_LOCK = threading.Lock()
+
+
+def _expect_late(attempts: list[AttemptRecord], admission: Admission) -> None:
+    with _LATE_LOCK:
+        _LATE[id(attempts)] = (attempts, admission)
+        while len(_LATE) > _LATE_CAPACITY:
+            _LATE.popitem(last=False)
+
+
 class AttemptCollector:
-    """An observer that hands each attempt to the request it belongs to (through a context variable)."""
+    """An observer that hands each attempt to the request it belongs to (through a context variable);
+    an attempt that ends after its request was settled is charged to its budgets then."""
 
     def attempt_finished(self, record: AttemptRecord) -> None:
         records = CURRENT_ATTEMPTS.get()
-        if records is not None:
-            records.append(record)
+        if records is None:
+            return
+        records.append(record)
+        with _LATE_LOCK:
+            found = _LATE.get(id(records))
+            if found is not None and found[0] is records:
+                del _LATE[id(records)]
+            else:
+                found = None
+        if found is not None:
+            found[1].late(record)
 
 
 class Guard:
@@ -169,6 +227,12 @@ class Guard:
                 plan if len(candidates) == len(plan.candidates) else replace(plan, candidates=candidates)
             )
             return Admission(self, reservation, grant, narrowed), narrowed
+
+    def blocks(self) -> bool:
+        """Whether admitting and settling may wait on I/O (limits or budgets on a shared backend): the
+        async core then calls them in a worker thread; otherwise inline, sparing a thread hop a request."""
+        has_holds = self.limiter is not None or bool(self.budgets.budgets)
+        return has_holds and not isinstance(self.backend, MemoryBackend)
 
     def _worst_case(self, model: str, prompt_tokens: int, max_output: int | None) -> Cost:
         spec = self._spec(model)
@@ -296,6 +360,9 @@ class FollowingGuard:
 
     def actual_cost(self, attempts: Sequence[AttemptRecord]) -> tuple[Decimal, int]:
         return self.current().actual_cost(attempts)
+
+    def blocks(self) -> bool:
+        return self.current().blocks()
 
     def ceiling(self) -> tuple[Decimal, Decimal]:
         return self.current().ceiling()

@@ -14,7 +14,6 @@ The blocking and asyncio handlers share every decision (``_Request``); they diff
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.core import info as info_registry
 from gateway.core.attempts import AttemptRecord, Candidate, StreamInfo
 from gateway.core.errors import APIError
-from gateway.core.service import reply_headers
+from gateway.core.service import reply_headers, settle_async
 from gateway.core.wire import WireRequest, WireResponse, json_response
 from gateway.ingress import chat as chat_dialect
 from gateway.ingress import responses as dialect
@@ -202,7 +201,7 @@ async def ahandle_responses(core: AsyncCore, w: WireRequest, request_id: str) ->
             reply = await core.executor.complete(p.req, p.plan, headers=p.headers, timeout=p.timeout)
     finally:
         if admission is not None:
-            await asyncio.to_thread(admission.settle, records)
+            await settle_async(admission, records)
     return _translated_reply(core, r, reply)
 
 

@@ -391,6 +391,8 @@ class AsyncCore(CoreBase):
     async def aadmit(self, p: Prepared) -> Any:
         if self.guard is None:
             return None
+        if not self.guard.blocks():
+            return self.admit(p)
         return await asyncio.to_thread(self.admit, p)
 
     async def _chat(self, w: WireRequest, request_id: str) -> WireResponse:
@@ -408,7 +410,7 @@ class AsyncCore(CoreBase):
                 reply = await self.executor.complete(p.req, p.plan, headers=p.headers, timeout=p.timeout)
         finally:
             if admission is not None:
-                await asyncio.to_thread(admission.settle, records)
+                await settle_async(admission, records)
         return self.reply(p, reply)
 
     async def _stream(self, p: Prepared, admission: Any) -> WireResponse:
@@ -495,6 +497,14 @@ def _bearer(w: WireRequest) -> str | None:
     value = w.headers.get("authorization", "")
     key = value.removeprefix("Bearer ").strip() if value.startswith("Bearer ") else None
     return None if key == NO_KEY else key
+
+
+async def settle_async(admission: Any, records: list[AttemptRecord]) -> None:
+    """Settle an async request's holds: in a worker thread where that may wait on I/O."""
+    if admission.guard.blocks():
+        await asyncio.to_thread(admission.settle, records)
+    else:
+        admission.settle(records)
 
 
 def _require_client_key(plan: Plan, w: WireRequest) -> None:

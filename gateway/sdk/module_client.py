@@ -2,7 +2,7 @@
 
 As the SDK's own: the settings are module attributes (``gateway.api_key``, ``base_url``,
 ``organization``, ``project``, ``webhook_secret``, ``timeout``, ``max_retries``, ``default_headers``,
-``default_query``, ``http_client``, and Switchyard's ``policy``), read when a resource is used, and
+``default_query``, ``http_client``, and Switchyard's ``default_policy``, the clients' ``policy=``), read when a resource is used, and
 every resource of the SDK's module client (``chat``, ``responses``, ``files``, …) is a proxy to the
 same attribute of one ``gateway.OpenAI`` built from them. A changed setting builds a new client for
 the next call (the SDK reads them on every call too). Azure's module-level mode is not offered:
@@ -27,8 +27,11 @@ SETTINGS = (
     "default_headers",
     "default_query",
     "http_client",
-    "policy",
+    "default_policy",
 )
+
+# Names of the SDK's module client that are Switchyard packages too; they stay Switchyard's.
+_OWN_SUBMODULES = frozenset({"evals"})
 
 _lock = threading.Lock()
 _current: tuple[tuple[Any, ...], Any] | None = None
@@ -51,6 +54,7 @@ def load() -> Any:
             "make a client, `client = gateway.AzureOpenAI(...)`"
         )
     values = {name: getattr(module, name) for name in SETTINGS}
+    values["policy"] = values.pop("default_policy")
     key = tuple(_key(v) for v in values.values())
     with _lock:
         if _current is not None and _current[0] == key:
@@ -93,6 +97,8 @@ def resource(name: str) -> ResourceProxy | None:
 
     proxied = openai.__dict__.get(name)
     if proxied is None or type(proxied).__module__ != "openai._module_client":
+        return None
+    if name in _OWN_SUBMODULES:  # ``gateway.evals`` is Switchyard's eval package: a client reaches OpenAI's
         return None
     proxy = _proxies.get(name)
     if proxy is None:
