@@ -5,11 +5,15 @@ requests to ``X``. The copy is sent unstreamed, after the caller's own request w
 daemon thread (the blocking client) or a task on the caller's event loop (the asyncio client), so
 it never delays the caller and its answer is never returned. Its attempts are observed like any
 other (metering, live statistics, breakers, telemetry) under the route ``shadow:<route>``: its
-usage is its own line in ``switchyard usage --by route``, ``switchyard replay`` leaves it out, and
-the route's budgets are neither checked nor charged for it.
+usage is its own line in ``switchyard usage --by route``, and ``switchyard replay`` leaves it out.
+
+Budgets and rate limits admit the copy as a request of route ``shadow:<route>`` (same team, key
+and user as the caller's): a budget with ``match: {route: "shadow:support"}`` caps the shadow's
+spend, one with ``match: {route: support}`` is not charged for it, and one that matches every
+route counts it, as the money is spent. A copy refused by them is not sent, and is counted.
 
 At most ``MAX_IN_FLIGHT`` copies run at once per client; a sampled copy beyond that is skipped and
-counted (``Shadows.stats``), as are copies that fail.
+counted (``Shadows.stats``), as are copies that are refused or fail.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway._redact import redact
+from gateway.core.errors import RateLimitError
+from gateway.guard import CURRENT_ATTEMPTS
 
 __all__ = ["MAX_IN_FLIGHT", "SHADOW_ROUTE_PREFIX", "ShadowStats", "Shadows"]
 
@@ -34,12 +40,14 @@ SHADOW_ROUTE_PREFIX = "shadow:"
 
 @dataclass(frozen=True, slots=True)
 class ShadowStats:
-    """What one client's shadow copies did: sent, answered, failed, and skipped (too many running)."""
+    """What one client's shadow copies did: sent (started), answered, failed, refused (by a budget
+    or rate limit of ``shadow:<route>``), and skipped (too many running)."""
 
     sent: int
     answered: int
     failed: int
     skipped: int
+    refused: int = 0
 
 
 class Shadows:
@@ -48,7 +56,7 @@ class Shadows:
     def __init__(self, max_in_flight: int = MAX_IN_FLIGHT) -> None:
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._lock = threading.Lock()
-        self._counts = {"sent": 0, "answered": 0, "failed": 0, "skipped": 0}
+        self._counts = {"sent": 0, "answered": 0, "failed": 0, "skipped": 0, "refused": 0}
         self._tasks: set[asyncio.Task[None]] = set()  # strong references until each task ends
 
     def stats(self) -> ShadowStats:
@@ -75,7 +83,8 @@ class Shadows:
                 update={"model": shadow.candidate, "stream": None, "stream_options": None}
             )
             plan = replace(core.planner.plan(shadow.candidate, req), route=SHADOW_ROUTE_PREFIX + route_name)
-            call = (core.executor, req, plan, dict(prepared.headers), prepared.timeout)
+            copy = replace(prepared, req=req, plan=plan, headers=dict(prepared.headers), held=None)
+            call = (core, copy)
             if inspect.iscoroutinefunction(core.executor.complete):
                 # A fresh context: the caller's context variables (its attempt collector for budget
                 # settlement, its stream metering) must not see the copy's attempts.
@@ -92,23 +101,50 @@ class Shadows:
             return
         self._count("sent")
 
-    def _call(self, executor: Any, req: Any, plan: Any, headers: dict[str, str], timeout: Any) -> None:
+    def _call(self, core: Any, copy: Any) -> None:
         try:
-            executor.complete(req, plan, headers=headers, timeout=timeout)
+            try:
+                admission = core.admit(copy)  # budgets and rate limits of route shadow:<route>
+            except RateLimitError as exc:  # a budget refusal is one too
+                self._refused(copy.req.model, exc)
+                return
+            records: list[Any] = []
+            token = CURRENT_ATTEMPTS.set(records)  # this thread's context: the copy's attempts only
+            try:
+                core.executor.complete(copy.req, copy.plan, headers=copy.headers, timeout=copy.timeout)
+            finally:
+                CURRENT_ATTEMPTS.reset(token)
+                if admission is not None:
+                    admission.settle(records)
             self._count("answered")
         except Exception as exc:  # noqa: BLE001 - the copy's failure is counted and logged
-            self._failed(req.model, exc)
+            self._failed(copy.req.model, exc)
         finally:
             self._slots.release()
 
-    async def _acall(self, executor: Any, req: Any, plan: Any, headers: dict[str, str], timeout: Any) -> None:
+    async def _acall(self, core: Any, copy: Any) -> None:
         try:
-            await executor.complete(req, plan, headers=headers, timeout=timeout)
+            try:
+                admission = await core.aadmit(copy)
+            except RateLimitError as exc:
+                self._refused(copy.req.model, exc)
+                return
+            records: list[Any] = []
+            CURRENT_ATTEMPTS.set(records)  # the task runs in a context of its own
+            try:
+                await core.executor.complete(copy.req, copy.plan, headers=copy.headers, timeout=copy.timeout)
+            finally:
+                if admission is not None:
+                    await asyncio.to_thread(admission.settle, records)
             self._count("answered")
         except Exception as exc:  # noqa: BLE001 - the copy's failure is counted and logged
-            self._failed(req.model, exc)
+            self._failed(copy.req.model, exc)
         finally:
             self._slots.release()
+
+    def _refused(self, model: str, exc: BaseException) -> None:
+        self._count("refused")
+        logger.info("shadow copy to %s refused (%s: %s)", model, type(exc).__name__, redact(str(exc)))
 
     def _failed(self, model: str, exc: BaseException) -> None:
         self._count("failed")

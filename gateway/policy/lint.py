@@ -168,6 +168,14 @@ def _lint_budgets(policy: Policy, out: _Findings) -> None:
             )
 
 
+def _shadow_of(policy: Policy, route_name: str) -> bool:
+    """``shadow:NAME`` names the shadow copies of route NAME, when that route has a ``shadow``."""
+    route = (
+        policy.routes.get(route_name.removeprefix("shadow:")) if route_name.startswith("shadow:") else None
+    )
+    return route is not None and route.shadow is not None
+
+
 def lint_policy(policy: Policy) -> list[LintWarning]:
     """Every lint finding of ``policy``, in file order.
 
@@ -186,7 +194,11 @@ def lint_policy(policy: Policy) -> list[LintWarning]:
     for section, entries in (("budgets", policy.budgets), ("rate_limits", policy.rate_limits)):
         for name, entry in entries.items():
             route_name = entry.match.route
-            if route_name is not None and route_name not in policy.routes:
+            if (
+                route_name is not None
+                and route_name not in policy.routes
+                and not _shadow_of(policy, route_name)
+            ):
                 out.add(
                     "lint.matches-nothing",
                     (section, name, "match", "route"),

@@ -17,9 +17,12 @@ from pathlib import Path
 import pytest
 
 import gateway
+from gateway.budgets import Subject
 from gateway.cli import main
+from gateway.commands.replay import replay_report
+from gateway.core.shadow import ShadowStats
 from gateway.core.types import ChatRequest
-from gateway.policy import parse_policy
+from gateway.policy import load_policy, parse_policy
 from gateway.router import ModelStats, StatsSnapshot, plan
 from gateway.state.sqlite import SQLiteBackend
 from tests.servers.http import LoopbackServer, Recorded, Reply
@@ -49,7 +52,7 @@ def upstreams() -> Iterator[tuple[LoopbackServer, LoopbackServer, Held]]:
         held.release.set()
 
 
-def write_policy(tmp_path: Path, primary: str, candidate: str, share: float = 1.0) -> Path:
+def write_policy(tmp_path: Path, primary: str, candidate: str, share: float = 1.0, extra: str = "") -> Path:
     path = tmp_path / "policy.yaml"
     path.write_text(
         f"""
@@ -63,6 +66,7 @@ models:
 routes:
   support: {{candidates: [main], shadow: {{candidate: trial, share: {share}}}}}
 state: {{backend: sqlite, path: "{tmp_path / "state.sqlite"}"}}
+{extra}
 """
     )
     return path
@@ -97,11 +101,17 @@ def test_shadow_copy_runs_in_the_background_and_is_metered_apart(upstreams, tmp_
         shadows = client._switchyard.core.shadows
         held.release.set()
         wait_for(lambda: shadows.stats().answered == 2)
-        assert shadows.stats() == type(shadows.stats())(sent=2, answered=2, failed=0, skipped=0)
+        assert shadows.stats() == ShadowStats(sent=2, answered=2, failed=0, skipped=0, refused=0)
         client._switchyard.runtime.meter.flush()
     copies = [rec.json() for rec in candidate.log]
     assert [(c["model"], c["messages"], c.get("stream")) for c in copies] == [("trial-1", MESSAGES, None)] * 2
     assert routes_logged(tmp_path) == {("support", "main"): 2, ("shadow:support", "trial"): 2}
+    # replay re-plans the route's own requests, not the copies
+    backend = SQLiteBackend(str(tmp_path / "state.sqlite"))
+    records = backend.usage_records(0)
+    backend.close()
+    report = replay_report(records, load_policy(str(tmp_path / "policy.yaml")), lambda eval_set: None)
+    assert (report["requests"], report["skipped"]) == (2, {"shadow": 2})
 
 
 def test_async_client_shadows_on_its_event_loop(upstreams, tmp_path: Path) -> None:
@@ -118,7 +128,7 @@ def test_async_client_shadows_on_its_event_loop(upstreams, tmp_path: Path) -> No
             deadline = time.monotonic() + 10
             while shadows.stats().answered < 1 and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
-            assert shadows.stats() == type(shadows.stats())(sent=1, answered=1, failed=0, skipped=0)
+            assert shadows.stats() == ShadowStats(sent=1, answered=1, failed=0, skipped=0, refused=0)
             client._switchyard.runtime.meter.flush()
 
     asyncio.run(scenario())
@@ -133,6 +143,47 @@ def test_a_failing_shadow_never_reaches_the_caller(tmp_path: Path) -> None:
             shadows = client._switchyard.core.shadows
             wait_for(lambda: shadows.stats().failed == 1)
     assert reply.model == "main-1"
+
+
+BUDGETS = """
+budgets:
+  route-line: {match: {route: support}, window: day, limit_usd: 10}
+  shadow-line: {match: {route: "shadow:support"}, window: day, limit_usd: %s}
+"""
+
+
+def test_the_shadow_has_its_own_budget_line(upstreams, tmp_path: Path) -> None:
+    primary, candidate, held = upstreams
+    held.release.set()
+    policy = write_policy(tmp_path, primary.base_url, candidate.base_url, extra=BUDGETS % "10")
+    with gateway.OpenAI(policy=str(policy)) as client:
+        for _ in range(2):
+            client.chat.completions.create(model="route:support", messages=MESSAGES, max_tokens=20)
+        shadows = client._switchyard.core.shadows
+        wait_for(lambda: shadows.stats().answered == 2)
+        budgets = client._switchyard.runtime.guard.budgets
+        route_line = {s.name: s for s in budgets.status(Subject(route="support"))}["route-line"]
+        shadow_line = {s.name: s for s in budgets.status(Subject(route="shadow:support"))}["shadow-line"]
+        client._switchyard.runtime.meter.flush()
+    backend = SQLiteBackend(str(tmp_path / "state.sqlite"))
+    cost = {route: sum(r.cost_usd for r in backend.usage_records(0) if r.route == route) for route in ("support", "shadow:support")}  # fmt: skip
+    backend.close()
+    assert cost["support"] > 0 and cost["shadow:support"] > cost["support"]  # trial is the pricier model
+    assert (route_line.used, route_line.reserved) == (cost["support"], 0)
+    assert (shadow_line.used, shadow_line.reserved) == (cost["shadow:support"], 0)
+
+
+def test_a_shadow_over_its_budget_is_not_sent(
+    upstreams, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    primary, candidate, held = upstreams
+    policy = write_policy(tmp_path, primary.base_url, candidate.base_url, extra=BUDGETS % "0.0000001")
+    assert main(["policy", "check", "--strict", str(policy)]) == 0  # shadow:support is a route to match
+    with gateway.OpenAI(policy=str(policy)) as client:
+        replies = [client.chat.completions.create(model="route:support", messages=MESSAGES) for _ in range(2)]
+        shadows = client._switchyard.core.shadows
+        wait_for(lambda: shadows.stats().refused == 2)
+    assert [r.model for r in replies] == ["main-1", "main-1"] and candidate.log == []
 
 
 def test_no_copy_without_a_draw(upstreams, tmp_path: Path) -> None:
