@@ -3,6 +3,7 @@
 ```
 switchyard replay --policy new.yaml --since 7d
 switchyard replay --policy new.yaml --baseline old.yaml --since 2026-11-24 --until 2026-12-01 --format json
+switchyard replay --policy new.yaml --since 7d --chart replay.png
 ```
 
 The logged requests (route, prompt and completion tokens, metadata, served model, latency,
@@ -10,7 +11,8 @@ outcome: one usage record per attempt) are re-planned with the new policy's rout
 ``--baseline``, with the old one's too, on the same seed. Per route the report gives the share of
 requests per model, the estimated cost (total and per 1,000 requests), the estimated quality (eval
 scores from the eval store, else priors) and the estimated mean latency, beside what actually
-happened. How each estimate is made, and what the logs cannot tell, is in
+happened; ``--chart`` also draws each route's sides as quality against cost per 1k requests. How
+each estimate is made, and what the logs cannot tell, is in
 ``gateway/commands/replan.py`` and ``docs/routing.md``.
 
 The store is ``--store``, else the baseline policy's ``state`` (the policy that logged the
@@ -32,7 +34,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register", "render_markdown", "replay_report", "run"]
+__all__ = ["register", "render_markdown", "replay_report", "run", "write_chart"]
 
 
 def register(subparsers: Any) -> None:
@@ -47,6 +49,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--route", action="append", help="only this route (repeatable)")
     parser.add_argument("--seed", type=int, default=0, help="for exploration and balance: weighted")
     parser.add_argument("--format", choices=("md", "json"), default="md")
+    parser.add_argument("--chart", metavar="PATH", help="also draw quality against cost per route (PNG)")
     parser.add_argument("--no-env", action="store_true", help="treat every ${VAR} as set (no secrets needed)")
     parser.set_defaults(func=run)
 
@@ -241,6 +244,8 @@ def run(args: argparse.Namespace) -> int:
             f"{_when(since)} and {_when(until)}\n"
         )
         return 1
+    if args.chart:
+        sys.stderr.write(f"chart: {write_chart(report, args.chart)}\n")
     report["period"] = {"since": since, "until": until}
     report["policy"], report["baseline"] = args.policy, args.baseline
     if args.format == "json":
@@ -255,6 +260,49 @@ def run(args: argparse.Namespace) -> int:
     ]
     sys.stdout.write(render_markdown(report, header))
     return 0
+
+
+_MARKERS = {"observed": ("o", "0.35"), "replayed": ("s", "tab:blue"), "baseline": ("^", "tab:orange")}
+
+
+def write_chart(report: Mapping[str, Any], path: str | Path) -> Path:
+    """Draw each route's sides as points of (cost per 1k requests, mean quality), an arrow from what
+    happened to the replayed policy; one panel per route. Returns the PNG's path."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    from matplotlib import pyplot as plt
+
+    routes = list(report["routes"].items())
+    figure, panels = plt.subplots(1, len(routes), figsize=(5 * len(routes), 4.5), dpi=110, squeeze=False)
+    try:
+        for axes, (route, data) in zip(panels[0], routes, strict=True):
+            points = {}
+            for side, (marker, colour) in _MARKERS.items():
+                values = data.get(side)
+                if values is None or values["cost_per_1k_usd"] is None or values["quality"] is None:
+                    continue
+                points[side] = (float(values["cost_per_1k_usd"]), values["quality"])
+                axes.scatter(*points[side], marker=marker, s=90, color=colour, label=_TITLES[side], zorder=3)
+            if "observed" in points and "replayed" in points:
+                axes.annotate(
+                    "",
+                    points["replayed"],
+                    points["observed"],
+                    arrowprops={"arrowstyle": "->", "color": "0.5"},
+                )
+            axes.set_title(f"route {route} ({data['requests']} requests)")
+            axes.set_xlabel("cost per 1k requests (USD)")
+            axes.set_ylabel("mean quality (0..1)")
+            axes.margins(0.25)
+            axes.grid(True, alpha=0.3)
+            axes.legend(loc="best", fontsize=8)
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(out, bbox_inches="tight")
+    finally:
+        plt.close(figure)
+    return out
 
 
 def _when(ts: float) -> str:

@@ -159,7 +159,12 @@ def test_replay_of_a_new_policy_beside_the_baseline(
     assert support["baseline"]["cost_usd"] == support["observed"]["cost_usd"]
 
     capsys.readouterr()
-    assert main(["replay", "--policy", str(new), "--baseline", str(old), "--since", "1d"]) == 0
+    chart = tmp_path / "charts" / "replay.png"
+    assert (
+        main(["replay", "--policy", str(new), "--baseline", str(old), "--since", "1d", "--chart", str(chart)])
+        == 0
+    )
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = capsys.readouterr().out
     assert "## route `support`: 30 requests" in text
     assert "| `strong` | 66.7 % (20) | 100.0 % (30) | 66.7 % (20) |" in text
