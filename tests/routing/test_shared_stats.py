@@ -8,6 +8,8 @@ nothing depends on timing).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -30,6 +32,7 @@ from tests.servers.openai_server import handle
 from tests.state.conftest import RedisServer
 
 MESSAGES = [{"role": "user", "content": "which deployment is quicker?"}]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +81,8 @@ state: {state}
     return path
 
 
-def state_section(kind: str, tmp_path: Path, redis_server: RedisServer) -> str:
-    if kind == "sqlite":
+def state_section(kind: str, tmp_path: Path, redis_server: RedisServer | None) -> str:
+    if kind == "sqlite" or redis_server is None:
         return f'{{backend: sqlite, path: "{tmp_path / "state.sqlite"}"}}'
     return f'{{backend: redis, url: "{redis_server.url}", key_prefix: "live-{uuid.uuid4().hex[:8]}:"}}'
 
@@ -107,6 +110,35 @@ def test_a_fresh_runtime_routes_on_the_slowness_another_one_saw(kind, tmp_path, 
             assert head(b, "fast") == "backup"
             shared = b._switchyard.runtime.stats.snapshot().models["primary"]
             assert shared.samples == 1 and shared.ttft_s is not None and shared.ttft_s > 0.25
+
+
+CHILD = """
+import sys
+import gateway
+
+with gateway.OpenAI(policy=sys.argv[1]) as client:
+    served = [client.chat.completions.create(model="route:fast", messages=[{"role": "user", "content": "hi"}]).model
+              for _ in range(3)]
+    client._switchyard.runtime.stats.sync()
+print(" ".join(served))
+"""
+
+
+def test_a_fresh_process_routes_on_what_another_process_saw(tmp_path: Path) -> None:
+    with LoopbackServer(Gate(delay_s=0.3)) as slow, LoopbackServer(handle) as quick:
+        policy = write_policy(
+            tmp_path, state_section("sqlite", tmp_path, None), slow.base_url, quick.base_url
+        )  # type: ignore[arg-type]
+        child = subprocess.run(
+            [sys.executable, "-c", CHILD, str(policy)], capture_output=True, text=True, timeout=120, cwd=REPO
+        )
+        assert child.returncode == 0, child.stderr[-2000:]
+        assert child.stdout.split() == ["primary-1", "backup-1", "backup-1"]
+        with gateway.OpenAI(policy=str(policy)) as fresh:
+            assert head(fresh, "fast") == "primary"
+            fresh._switchyard.runtime.stats.sync()  # the child's entry outlives it for the board's TTL
+            assert head(fresh, "fast") == "backup"
+            assert fresh.chat.completions.create(model="route:fast", messages=MESSAGES).model == "backup-1"
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
