@@ -214,7 +214,7 @@ def _pooled(
     if pool is None:
         return None
     headers, content = _headers_and_body(spec, extra_headers)
-    t = wire11.target(spec.method, spec.url, spec.params, headers, client.headers, content)
+    t = wire11.target(spec.method, spec.url, spec.params, headers, client.headers, content, pool.module)
     return None if t is None else (pool, t)
 
 

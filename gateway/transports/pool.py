@@ -163,7 +163,7 @@ class Pool:
             conn.sock.settimeout(timeouts.read)
             head = _head(conn)
             headers = list(head.headers)  # names lowercased by h11
-            decoder = wire11.Decoder(wire11.encoding_of(headers))
+            decoder = wire11.Decoder(wire11.encoding_of(headers), self.module)
         except FAILURES as exc:
             conn.close()
             self._forget()
@@ -225,6 +225,9 @@ class PooledResponse:
                 elif isinstance(event, h11.Data):
                     yield from self._decoder.feed(bytes(event.data))
                 elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                    tail = self._decoder.finish()
+                    if tail:
+                        yield tail
                     break
         except FAILURES as exc:
             self._drop()

@@ -170,7 +170,7 @@ class AsyncPool:
                 await conn.writer.drain()
             head = await _head(conn, timeouts.read)
             headers = list(head.headers)
-            decoder = wire11.Decoder(wire11.encoding_of(headers))
+            decoder = wire11.Decoder(wire11.encoding_of(headers), self.module)
         except FAILURES as exc:
             conn.close()
             self._forget()
@@ -234,6 +234,9 @@ class AsyncPooledResponse:
                     for piece in self._decoder.feed(bytes(event.data)):
                         yield piece
                 elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                    tail = self._decoder.finish()
+                    if tail:
+                        yield tail
                     break
         except FAILURES as exc:
             self._drop()

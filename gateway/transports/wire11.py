@@ -24,8 +24,10 @@ import h11
 from gateway._redact import redact
 from gateway.core.errors import APIConnectionError, APIError, APITimeoutError
 
-# What the pool can decode; the client's own Accept-Encoding may name more (br, zstd).
+# What the pool decodes itself, in bounded steps; the client package's own decoders add what it
+# offers (zstd, br where their libraries are installed), so the client's Accept-Encoding is kept.
 ACCEPT_ENCODING = b"gzip, deflate"
+_OWN_ENCODINGS = frozenset({"identity", "gzip", "x-gzip", "deflate"})
 READ_SIZE = 64 * 1024
 PIECE = 1024 * 1024  # the most one decompression step may produce, so a bomb is counted as it grows
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -113,6 +115,27 @@ def client_allows(client: Any) -> bool:
     )
 
 
+def _decoders(module: ModuleType) -> Mapping[str, Any]:
+    """The client package's content decoders by encoding (``httpx._decoders``), or none."""
+    found = getattr(getattr(module, "_decoders", None), "SUPPORTED_DECODERS", None)
+    return found if isinstance(found, Mapping) else {}
+
+
+_accepted: dict[tuple[str, bytes], bool] = {}
+
+
+def _decodable(module: ModuleType, value: bytes) -> bool:
+    """Every encoding an Accept-Encoding value names can be decoded here (cached per value)."""
+    key = (module.__name__, value)
+    known = _accepted.get(key)
+    if known is None:
+        names = {part.split(b";")[0].strip().decode("latin-1").lower() for part in value.split(b",")}
+        known = all(n in _OWN_ENCODINGS or n in _decoders(module) for n in names if n)
+        if len(_accepted) < 256:
+            _accepted[key] = known
+    return known
+
+
 def target(
     method: str,
     url: str,
@@ -120,6 +143,7 @@ def target(
     headers: Mapping[str, str],
     client_headers: Any,
     body: bytes | None,
+    module: ModuleType,
 ) -> Target | None:
     """The wire form of a request, or ``None`` when the URL is one the pool does not speak (http and
     https to an ASCII host only; the client handles the rest)."""
@@ -145,7 +169,9 @@ def target(
     for name, value in headers.items():
         raw = name.encode("ascii")
         merged[raw.lower()] = (raw, value.encode("ascii"))
-    merged[b"accept-encoding"] = (b"Accept-Encoding", ACCEPT_ENCODING)
+    accept = merged.get(b"accept-encoding")
+    if accept is None or not _decodable(module, accept[1]):
+        merged[b"accept-encoding"] = (b"Accept-Encoding", ACCEPT_ENCODING)
     host_value = (host if default_port else f"{host}:{port}").encode("ascii")
     lines = [(b"Host", host_value), *merged.values()]
     if body is not None:
@@ -192,24 +218,41 @@ def request_events(t: Target) -> list[Any]:
     return events
 
 
-class Decoder:
-    """``Content-Encoding`` undone in steps of at most ``PIECE`` bytes (gzip, deflate or none)."""
+class DecodeError(ValueError):
+    """A body whose ``Content-Encoding`` is unknown or whose encoded bytes are broken."""
 
-    def __init__(self, encoding: str) -> None:
+
+class Decoder:
+    """``Content-Encoding`` undone: gzip and deflate here, in steps of at most ``PIECE`` bytes; other
+    encodings the client package offers (zstd, br) by its own decoder, as the client would."""
+
+    def __init__(self, encoding: str, module: ModuleType) -> None:
         encoding = encoding.strip().lower()
         self._raw = encoding in ("", "identity")
         self._deflate_guess = encoding == "deflate"
+        self._foreign: Any = None
         if encoding == "gzip" or encoding == "x-gzip":
             self._z: Any = zlib.decompressobj(zlib.MAX_WBITS | 16)
         elif self._deflate_guess:
             self._z = zlib.decompressobj()
         elif not self._raw:
-            raise zlib.error(f"unsupported content-encoding {encoding!r}")
+            decoder = _decoders(module).get(encoding)
+            if decoder is None:
+                raise DecodeError(f"unsupported content-encoding {encoding!r}")
+            self._foreign = decoder()
 
     def feed(self, data: bytes) -> Iterator[bytes]:
         if self._raw:
             if data:
                 yield data
+            return
+        if self._foreign is not None:
+            try:
+                out = self._foreign.decode(data)
+            except Exception as exc:  # noqa: BLE001 - the client package's DecodingError, whichever it is
+                raise DecodeError(str(exc)) from exc
+            if out:
+                yield out
             return
         try:
             out = self._z.decompress(data, PIECE)
@@ -226,6 +269,15 @@ class Decoder:
             if not tail:
                 return
             out = self._z.decompress(tail, PIECE)
+
+    def finish(self) -> bytes:
+        """What a foreign decoder still holds at the end of the body (zlib's steps hold nothing)."""
+        if self._foreign is None:
+            return b""
+        try:
+            return bytes(self._foreign.flush())
+        except Exception as exc:  # noqa: BLE001
+            raise DecodeError(str(exc)) from exc
 
 
 def encoding_of(headers: list[tuple[bytes, bytes]]) -> str:
@@ -250,7 +302,7 @@ def mapped(exc: BaseException, request: Any) -> APIError:
 
 
 # What a pooled call can raise beneath it (h11's framing errors, sockets and TLS, zlib).
-FAILURES: tuple[type[BaseException], ...] = (h11.ProtocolError, OSError, zlib.error, EOFError)
+FAILURES: tuple[type[BaseException], ...] = (h11.ProtocolError, OSError, zlib.error, EOFError, DecodeError)
 
 
 class LazyRequest:
