@@ -147,20 +147,21 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE = re.compile(r"[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*|")
 
 
+_TOKENS: set[str] = set()  # header names already found to be tokens (names repeat on every call)
+
+
 def check_headers(headers: Mapping[str, str]) -> None:
     for name, value in headers.items():
+        if name not in _TOKENS:
+            if not _TOKEN.fullmatch(name):
+                raise InvalidHeaderError(name.encode("ascii", "backslashreplace").decode(), in_name=True)
+            if len(_TOKENS) < 4096:
+                _TOKENS.add(name)
         # the common case, without a regex: printable ASCII (tabs and spaces take the full check)
-        if name.isascii() and value.isascii() and name.isalnum() or _is_token(name):
-            if value.isprintable() and value.isascii() and value == value.strip():
-                continue
-        if not _TOKEN.fullmatch(name):
-            raise InvalidHeaderError(name.encode("ascii", "backslashreplace").decode(), in_name=True)
+        if value.isprintable() and value.isascii() and value == value.strip():
+            continue
         if not _VALUE.fullmatch(value.strip(" \t")):
             raise InvalidHeaderError(name)
-
-
-def _is_token(name: str) -> bool:
-    return name.isascii() and name.replace("-", "").replace("_", "").isalnum()
 
 
 def _headers_and_body(

@@ -111,8 +111,13 @@ def client_allows(client: Any) -> bool:
         or hooks["response"]
         or client._auth is not None
         or client._params
-        or client._cookies.jar
+        or _has_cookies(client._cookies.jar)
     )
+
+
+def _has_cookies(jar: Any) -> bool:
+    cookies = getattr(jar, "_cookies", None)  # CookieJar's own dict: ``len(jar)`` walks every cookie
+    return bool(cookies) if isinstance(cookies, dict) else bool(jar)
 
 
 def _decoders(module: ModuleType) -> Mapping[str, Any]:
@@ -147,22 +152,15 @@ def target(
 ) -> Target | None:
     """The wire form of a request, or ``None`` when the URL is one the pool does not speak (http and
     https to an ASCII host only; the client handles the rest)."""
-    parts = urlsplit(url)
-    scheme = parts.scheme
-    host = parts.hostname
-    if scheme not in ("http", "https") or not host or not host.isascii() or parts.username is not None:
+    where = _where(url)
+    if where is None:
         return None
-    try:
-        port = parts.port or (443 if scheme == "https" else 80)
-    except ValueError:
-        return None
-    query = parts.query
+    origin, base, path, query, host_value = where
     if params:
         extra = urlencode(list(params.items()), doseq=True)
         query = f"{query}&{extra}" if query else extra
-    path = (parts.path or "/") + (f"?{query}" if query else "")
-    full = f"{scheme}://{parts.netloc}{path}"
-    default_port = port == (443 if scheme == "https" else 80)
+    path = path + (f"?{query}" if query else "")
+    full = base + path
     merged: dict[bytes, tuple[bytes, bytes]] = {}
     for name, value in client_headers.raw:
         merged[name.lower()] = (name, value)
@@ -172,11 +170,43 @@ def target(
     accept = merged.get(b"accept-encoding")
     if accept is None or not _decodable(module, accept[1]):
         merged[b"accept-encoding"] = (b"Accept-Encoding", ACCEPT_ENCODING)
-    host_value = (host if default_port else f"{host}:{port}").encode("ascii")
     lines = [(b"Host", host_value), *merged.values()]
     if body is not None:
         lines.append((b"Content-Length", str(len(body)).encode("ascii")))
-    return Target(method, full, Origin(scheme, host, port), path.encode("ascii"), lines, body)
+    return Target(method, full, origin, path.encode("ascii"), lines, body)
+
+
+_Where = tuple[Origin, str, str, str, bytes]  # origin, "scheme://netloc", path, query, Host header
+_places: dict[str, _Where | None] = {}
+
+
+def _where(url: str) -> _Where | None:
+    """A URL's parts as the pool needs them (cached: a deployment's URL repeats on every call)."""
+    try:
+        return _places[url]
+    except KeyError:
+        pass
+    parts = urlsplit(url)
+    scheme, host = parts.scheme, parts.hostname
+    found: _Where | None = None
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        port = 0
+    plain = scheme in ("http", "https") and host and host.isascii() and parts.username is None and port
+    if plain and host is not None:
+        default_port = port == (443 if scheme == "https" else 80)
+        host_value = (host if default_port else f"{host}:{port}").encode("ascii")
+        found = (
+            Origin(scheme, host, port),
+            f"{scheme}://{parts.netloc}",
+            parts.path or "/",
+            parts.query,
+            host_value,
+        )
+    if len(_places) < 1024:
+        _places[url] = found
+    return found
 
 
 def redirected(t: Target, status: int, headers: Any) -> Target | None:
