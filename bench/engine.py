@@ -5,9 +5,12 @@ Per engine: load time, decode tokens/s at batch 1 and TTFT (medians over the pro
 100-token prompt, prefill tokens/s of a ~500-token prompt, peak RSS, and agreement with
 transformers float32 (greedy tokens identical for N of M prompts, the largest logit difference at
 the prompts' last token). Ours also: aggregate tokens/s with `--concurrency` requests at once.
+With `--rounds R` every engine runs R times, interleaved (all engines, then all again), and each
+figure is the median over the rounds; the load average at the end of each run is printed beside
+(the machine may be shared).
 llama.cpp runs when `llama_cpp` imports (a separate benchmark venv; see BENCHMARKS.md).
 
-    python bench/engine.py [--tokens 128] [--threads 2] [--concurrency 16]
+    python bench/engine.py [--tokens 128] [--threads 2] [--concurrency 16] [--rounds 3]
                            [--engines ours-float32,ours-bfloat16,ours-int8,ours-int4,llama.cpp]
 """
 
@@ -89,6 +92,7 @@ def _child(name: str, args: argparse.Namespace, workdir: str) -> None:
     logits = torch.stack([engine.last_logits(ids) for ids in prompts["chat"]])  # [M, V]
     torch.save(logits, os.path.join(workdir, f"{name}.pt"))
     result["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["load"] = os.getloadavg()[0]  # the machine's 1-minute load average as this engine ends
     with open(os.path.join(workdir, f"{name}.json"), "w", encoding="utf-8") as f:
         json.dump(result, f)
 
@@ -104,6 +108,18 @@ def _run(name: str, args: argparse.Namespace, workdir: str) -> dict[str, object]
         return None
     with open(os.path.join(workdir, f"{name}.json"), encoding="utf-8") as f:
         return json.load(f)  # type: ignore[no-any-return]
+
+
+def _median(runs: list[dict]) -> dict:
+    """One engine's rounds as one result: medians of the timings, the highest peak RSS, the load
+    averages seen, the tokens of the first round (greedy: every round's are the same)."""
+    merged = dict(runs[0])
+    for key in ("load_s", "ttft_ms", "decode", "ttft100_ms", "prefill", "many"):
+        if key in merged:
+            merged[key] = statistics.median(r[key] for r in runs)
+    merged["rss_mb"] = max(r["rss_mb"] for r in runs)
+    merged["load"] = "-".join(f"{r['load']:.1f}" for r in runs)
+    return merged
 
 
 def _agreement(name: str, result: dict, reference: dict, workdir: str) -> str:
@@ -123,6 +139,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=1, help="runs of every engine, interleaved")
     parser.add_argument("--engines", default="ours-float32,ours-bfloat16,ours-int8,ours-int4,llama.cpp")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -137,20 +154,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         with open(os.path.join(workdir, "prompts.json"), "w", encoding="utf-8") as f:
             json.dump(_prompts(), f)
-        results = {name: r for name in names if (r := _run(name, args, workdir)) is not None}
+        rounds: dict[str, list[dict]] = {name: [] for name in names}
+        for _ in range(args.rounds):  # engines interleaved, one after another, every round
+            for name in names:
+                if (r := _run(name, args, workdir)) is not None:
+                    rounds[name].append(r)
+        results = {name: _median(runs) for name, runs in rounds.items() if runs}
         reference = results.get("transformers")
         peer = results.get("llama.cpp", {}).get("decode")
-        print(f"\nthreads={args.threads} new_tokens={args.tokens} prompts={len(QUESTIONS)} (medians)")
+        print(f"\nthreads={args.threads} new_tokens={args.tokens} prompts={len(QUESTIONS)} "
+              f"rounds={args.rounds} (medians over prompts, then over rounds)")  # fmt: skip
         head = ["engine", "load s", "decode tok/s", "x llama.cpp", "TTFT ms", "TTFT 100-tok ms",
                 "prefill tok/s", f"{args.concurrency} at once tok/s", "peak RSS MB",
-                "same greedy / max logit diff vs transformers"]  # fmt: skip
+                "same greedy / max logit diff vs transformers", "load avg"]  # fmt: skip
         print("| " + " | ".join(head) + " |\n|" + " --- |" * len(head))
         for name, r in results.items():
             ratio = f"{r['decode'] / peer:.2f}" if peer else "-"
             many = f"{r['many']:.0f}" if "many" in r else "-"
             agree = _agreement(name, r, reference, workdir) if reference and name != "transformers" else "-"
             print(f"| {name} | {r['load_s']:.1f} | {r['decode']:.1f} | {ratio} | {r['ttft_ms']:.0f} | "
-                  f"{r['ttft100_ms']:.0f} | {r['prefill']:.0f} | {many} | {r['rss_mb']:.0f} | {agree} |")  # fmt: skip
+                  f"{r['ttft100_ms']:.0f} | {r['prefill']:.0f} | {many} | {r['rss_mb']:.0f} | {agree} | "
+                  f"{r['load']} |")  # fmt: skip
         for name, r in results.items():
             if "settings" in r:
                 print(f"{name}: {r['settings']}")

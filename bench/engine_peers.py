@@ -114,9 +114,13 @@ class LlamaCpp:
         return first, (len(out) - 1) / max(total - first, 1e-9), out
 
     def last_logits(self, ids: list[int]) -> torch.Tensor:
+        import numpy as np
+
         self.llm.reset()
         self.llm.eval(ids)
-        return torch.tensor(self.llm.scores[len(ids) - 1], dtype=torch.float32)  # [V]
+        # read from the context: without logits_all, llama-cpp-python 0.3 leaves `scores` at zero
+        logits = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(self.llm.n_vocab(),))
+        return torch.tensor(logits.copy(), dtype=torch.float32)  # [V]
 
     def close(self) -> None:
         pass  # `last_logits` comes after close(); the process exit frees the model

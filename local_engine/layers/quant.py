@@ -96,7 +96,9 @@ class _QuantizedLinear(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
-        flat = x.reshape(-1, self.in_features).to(self.dtype)  # [M, K]
+        flat = x.reshape(-1, self.in_features)  # [M, K]
+        if flat.dtype != self.dtype:  # a cast to the same dtype still costs a dispatch
+            flat = flat.to(self.dtype)
         rows = flat.shape[0]
         split = rows if self.split is None else min(self.split.dense_from, rows)
         if split == rows:
@@ -107,7 +109,9 @@ class _QuantizedLinear(nn.Module):
             out = torch.cat([self.quantized(flat[:split]), F.linear(flat[split:], self.dense)])  # type: ignore[arg-type]
         if self.bias is not None:
             out = out + self.bias
-        return out.to(x.dtype).view(*x.shape[:-1], self.out_features)
+        if out.dtype != x.dtype:
+            out = out.to(x.dtype)
+        return out.view(*x.shape[:-1], self.out_features)
 
 
 class Int8Linear(_QuantizedLinear):
@@ -148,7 +152,7 @@ class Int4Linear(_QuantizedLinear):
         )  # [M, N]
 
 
-def _quantized(linear: nn.Linear, quantization: str, dtype: torch.dtype, split: RowSplit) -> nn.Module:
+def _quantized(linear: nn.Linear, quantization: str, dtype: torch.dtype, split: RowSplit) -> _QuantizedLinear:
     weight = linear.weight.detach()
     if quantization == "int4" and Int4Linear.fits(weight):
         return Int4Linear(weight, linear.bias, dtype, split)

@@ -29,6 +29,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim, device=device))
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            # one fused call, the same float32 arithmetic as below (bit for bit): fewer dispatches
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         # computed in float32 whatever the model dtype, as HF does
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -63,7 +66,8 @@ class Attention(nn.Module):
         # RoPE on the query and key heads at once, written back so that keys and values stay side
         # by side in `qkv`, the layout the cache stores
         qk = qkv[:, : (heads + kv_heads) * dim].view(tokens, heads + kv_heads, dim)  # [T, H + H_kv, D]
-        qk.copy_(qk * cos + rotate_half(qk) * sin)  # cos, sin: [T, 1, D]
+        # rotate_half(qk) * sin as one roll: `sin` comes with the first half's sign flipped
+        qk.copy_(qk * cos + qk.roll(dim // 2, -1) * sin)  # cos, sin: [T, 1, D]
         if self.kv_cache is None:
             raise RuntimeError("call setup_caches() before forward()")
         self.kv_cache.write(meta, qkv[:, heads * dim :].view(tokens, 2, kv_heads, dim))
@@ -175,7 +179,10 @@ class LlamaForCausalLM(nn.Module):
         freqs = meta.positions[0, :, None].to(self.inv_freq.dtype) * self.inv_freq  # [T, D / 2]
         emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [T, 1, D]
         x = self.tok_embeddings(tokens)  # x: [1, T, hidden]
-        cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        half = emb.shape[-1] // 2
+        sin = emb.sin()
+        sin[..., :half].neg_()  # rotate_half(q) * sin == q.roll(D / 2) * (sin, first half negated)
+        cos, sin = emb.cos().to(x.dtype), sin.to(x.dtype)
         for layer in self.layers:
             x = layer(x, cos, sin, meta)
         if last_only:
