@@ -98,8 +98,10 @@ def routing_headers(request_id: str, info: GatewayInfo | None) -> list[tuple[str
 
 def header_safe(text: str, limit: int = 512) -> str:
     """Printable ASCII only (no CR/LF), at most ``limit`` characters."""
-    clean = "".join(c if 32 <= ord(c) < 127 else "?" for c in text)
-    return clean[:limit]
+    text = text[:limit]
+    if text.isascii() and text.isprintable():  # the common case: nothing to replace
+        return text
+    return "".join(c if 32 <= ord(c) < 127 else "?" for c in text)
 
 
 def error_response(exc: BaseException, request_id: str) -> WireResponse:
