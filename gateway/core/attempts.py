@@ -389,8 +389,10 @@ def stream_outcome(attempt: StreamAttempt, error: BaseException | None, *, close
     """The fields of a streaming attempt's record: ``partial`` when it failed after content was delivered.
 
     A metered stream (``STREAM_METERING``) that got an answer but never its usage (cut, closed early,
-    or an upstream that ignores ``include_usage``) is counted: the prompt by the candidate's
-    tokenizer, the completion from the text that arrived; the usage is marked estimated.
+    cancelled as a hedge loser, or an upstream that ignores ``include_usage``) is counted: the prompt
+    by the candidate's tokenizer, the completion from the text that arrived; the usage is marked
+    estimated. An answer is a success status from the upstream, even before any chunk: it read the
+    prompt.
     """
     forced = None
     if closed:
@@ -399,7 +401,7 @@ def stream_outcome(attempt: StreamAttempt, error: BaseException | None, *, close
         forced = "partial"
     text = "".join(attempt.text)
     usage, estimated = attempt.usage, attempt.usage is None and bool(attempt.text)
-    if usage is None and attempt.metering is not None and attempt.received:
+    if usage is None and attempt.metering is not None and (attempt.received or attempt.answered):
         usage, estimated = _estimated_usage(attempt.metering, attempt.candidate, text), True
     return Outcome(
         usage=usage,
@@ -461,6 +463,7 @@ class StreamAttempt:
     """
 
     __slots__ = (
+        "answered",
         "buffer",
         "candidate",
         "content_chunks",
@@ -486,6 +489,7 @@ class StreamAttempt:
         self.text: list[str] = []
         self.metering = STREAM_METERING.get()
         self.received = 0  # chunks that arrived from upstream: it answered, so the prompt was read
+        self.answered = False  # the upstream accepted the request (a success status), chunks or not
 
     @property
     def has_content(self) -> bool:

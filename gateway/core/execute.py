@@ -260,6 +260,7 @@ class Executor(ExecutorBase):
                 error.attach(response.request, response)
                 raise error
             holder.http_response = response
+            attempt.answered = True  # the upstream took the request: its prompt was read
             state = module.new_stream(req, target)
             decoder = SSEDecoder()
             watch = _Watch.of(run, attempt)

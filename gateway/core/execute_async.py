@@ -2,9 +2,10 @@
 
 The streaming contract is ``execute.py``'s. Beyond the blocking loop, this one applies each timeout
 exactly (``asyncio.timeout`` around every attempt and every wait for a stream's next piece) and
-can hedge: with ``Plan.hedge`` the first attempt races the next candidate once it is slow, the
-first answer wins and the other request is cancelled (its connection closed), both reported to the
-observer.
+can hedge: with ``Plan.hedge`` the first attempt races the next candidate once it is slow and the
+first answer wins. The loser of a non-streamed pair is left to finish in the background (the
+upstream bills it anyway) and reported as ``cancelled`` with the usage it reported; the loser of a
+streamed pair is cancelled (its connection closed), and metered as far as it got.
 """
 
 from __future__ import annotations
@@ -117,22 +118,27 @@ class AsyncExecutor(ExecutorBase):
                 return result, run.info(record)
         raise run.error()
 
-    async def _attempt(self, run: RequestRun, once: Once, candidate: Candidate, timeout: Any) -> Served:
-        """One attempt; a failure or a cancellation is recorded here, a success by the caller."""
+    async def _attempt(
+        self, run: RequestRun, once: Once, candidate: Candidate, timeout: Any, contest: _Contest | None = None
+    ) -> Served:
+        """One attempt; a failure or a cancellation is recorded here, a success by the caller
+        (a hedge loser's success here too: nobody else waits for it)."""
         t0 = time.perf_counter()
         try:
             async with asyncio.timeout(run.deadline.remaining()):
                 result, usage = await once(candidate, run.timeout(timeout, stream=False, sync=False))
         except TimeoutError as exc:
             error = APITimeoutError(message="Request timed out: the total deadline passed.")
-            run.finish(candidate, t0, error)
+            _failed(run, candidate, t0, error, contest)
             raise error from exc
         except APIError as exc:
-            run.finish(candidate, t0, exc)
+            _failed(run, candidate, t0, exc, contest)
             raise
         except asyncio.CancelledError:
             run.finish(candidate, t0, None, Outcome(outcome="cancelled"))
             raise
+        if contest is not None and contest.lost:
+            run.finish(candidate, t0, None, Outcome(usage=usage, outcome="cancelled"))
         return candidate, t0, result, usage
 
     async def _hedged(
@@ -143,7 +149,8 @@ class AsyncExecutor(ExecutorBase):
         if partner is None:
             return await self._attempt(run, once, candidate, timeout)
         second, delay = partner
-        primary = asyncio.create_task(self._attempt(run, once, candidate, timeout))
+        contests = (_Contest(), _Contest())
+        primary = asyncio.create_task(self._attempt(run, once, candidate, timeout, contests[0]))
         try:
             done, _ = await asyncio.wait({primary}, timeout=delay)
         except asyncio.CancelledError:
@@ -151,8 +158,8 @@ class AsyncExecutor(ExecutorBase):
             raise
         if done or not await run.aadmit(second, first=True):
             return await primary
-        hedge = asyncio.create_task(self._attempt(run, once, second, timeout))
-        return await _first_answer(primary, hedge)
+        hedge = asyncio.create_task(self._attempt(run, once, second, timeout, contests[1]))
+        return await _first_answer(primary, hedge, contests)
 
     async def _call_once(
         self, req: ChatRequest, candidate: Candidate, headers: dict[str, str], timeout: Any
@@ -306,6 +313,7 @@ class AsyncExecutor(ExecutorBase):
                 error.attach(response.request, response)
                 raise error
             holder.http_response = response
+            attempt.answered = True  # the upstream took the request: its prompt was read
             async with aclosing(_chunks(module, req, response, run, attempt)) as chunks:
                 async for out in chunks:
                     yield out
@@ -519,8 +527,47 @@ def _timed_out(run: RequestRun, attempt: StreamAttempt) -> APITimeoutError:
     return APITimeoutError(message="Request timed out: no first token in time.")
 
 
-async def _first_answer(primary: asyncio.Task[Served], hedge: asyncio.Task[Served]) -> Served:
-    """The first successful of two attempts; the other is cancelled. Both failing raises the primary's error."""
+class _Contest:
+    """One side of a hedged pair; ``lost`` once the other side's answer won."""
+
+    __slots__ = ("lost",)
+
+    def __init__(self) -> None:
+        self.lost = False
+
+
+# Hedge losers still running: the upstream bills a non-streamed answer whether or not anyone reads
+# it, so the loser is left to finish (within its timeouts) and metered with the usage it reports.
+_LOSERS: set[asyncio.Task[Served]] = set()
+
+
+def _failed(
+    run: RequestRun, candidate: Candidate, t0: float, error: APIError, contest: _Contest | None
+) -> None:
+    """A lost hedge's failure is ``cancelled`` (the client may have closed under it): no breaker hears it."""
+    if contest is not None and contest.lost:
+        run.finish(candidate, t0, None, Outcome(outcome="cancelled"))
+    else:
+        run.finish(candidate, t0, error)
+
+
+def _let_finish(task: asyncio.Task[Served], contest: _Contest) -> None:
+    contest.lost = True
+    _LOSERS.add(task)
+    task.add_done_callback(_loser_done)
+
+
+def _loser_done(task: asyncio.Task[Served]) -> None:
+    _LOSERS.discard(task)
+    if not task.cancelled():
+        task.exception()  # recorded by the attempt itself; retrieved so asyncio does not warn
+
+
+async def _first_answer(
+    primary: asyncio.Task[Served], hedge: asyncio.Task[Served], contests: tuple[_Contest, _Contest]
+) -> Served:
+    """The first successful of two attempts; the other finishes unread in the background and is
+    recorded as ``cancelled`` with its usage. Both failing raises the primary's error."""
     pending = {primary, hedge}
     try:
         while pending:
@@ -528,7 +575,7 @@ async def _first_answer(primary: asyncio.Task[Served], hedge: asyncio.Task[Serve
             for task in done:
                 if not task.cancelled() and task.exception() is None:
                     for other in pending:
-                        await _cancel(other)
+                        _let_finish(other, contests[0] if other is primary else contests[1])
                     return task.result()
     except asyncio.CancelledError:
         for task in (primary, hedge):

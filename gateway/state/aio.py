@@ -116,7 +116,7 @@ class AsyncRedisBackend:
             self._down_until = self._monotonic() + self._retry_interval_s
             # The pool's other connections are as dead (a restarted server reset them all):
             # drop them now rather than fail once on each after the server is back.
-            await client.connection_pool.disconnect()
+            await client.connection_pool.disconnect(inuse_connections=False)
             raise StateBackendUnavailableError(
                 f"cannot reach Redis at {self.url}: {type(exc).__name__}. Check that the server is running "
                 "and reachable, or choose another state backend.",

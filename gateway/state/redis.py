@@ -127,6 +127,9 @@ class RedisBackend:
             yield
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._down_until = self._monotonic() + self._retry_interval_s
+            # The pool's other connections are as dead (a restarted server reset them all): drop
+            # them now, rather than fail once on each after the server is back.
+            self._client.connection_pool.disconnect(inuse_connections=False)
             raise StateBackendUnavailableError(
                 f"cannot reach Redis at {self.url}: {self._scrub(exc)}. Check that the server is running "
                 "and reachable, or choose another state backend.",

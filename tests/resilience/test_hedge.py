@@ -1,9 +1,12 @@
-"""Hedged requests (asyncio): the first answer wins, the other request is cancelled and both are metered."""
+"""Hedged requests (asyncio): the first answer wins; the loser finishes unread (a non-streamed one) or
+is cancelled (a stream), and both are metered."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
+import httpx
 import pytest
 
 from gateway.core.attempts import Plan
@@ -21,32 +24,68 @@ def wait_for(predicate, timeout: float = 3.0) -> bool:  # type: ignore[no-untype
     return False
 
 
-async def test_hedge_wins_and_the_slow_request_is_cancelled(
+async def until(predicate, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
+    """``wait_for`` for what the event loop itself must finish (a hedge loser running in a task)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+async def test_hedge_wins_and_the_slow_request_finishes_unread_and_is_metered(
     primary: LoopbackServer, secondary: LoopbackServer
 ) -> None:
     plan = Plan(
         [candidate(primary, "fault:slow-700"), candidate(secondary, "gpt-4o-mini", "secondary")],
         hedge=HedgeSettings(after_s=0.05),
     )
-    result = await run_async(plan)
-    assert result.error is None and result.text == ANSWER
-    assert result.elapsed < 0.5
-    assert result.reply.gateway.model == "secondary/gpt-4o-mini"
+    async with httpx.AsyncClient() as http:
+        result = await run_async(plan, http=http)
+        assert result.error is None and result.text == ANSWER
+        assert result.elapsed < 0.5  # the answer did not wait for the loser
+        assert result.reply.gateway.model == "secondary/gpt-4o-mini"
+        assert await until(lambda: len(result.records) == 2)  # the loser, once it finished
     assert sorted(result.outcomes) == ["cancelled", "ok"]  # both attempts reach the observer, once each
     assert len({(r.request_id, r.attempt) for r in result.records}) == 2
+    [loser] = [r for r in result.records if r.outcome == "cancelled"]
+    [served] = chat_log(primary)
+    assert served.outcome == "ok"  # the upstream answered it in full (and bills it)
+    assert loser.usage is not None and not loser.usage_estimated
+    assert (loser.usage.prompt_tokens, loser.usage.completion_tokens) == (
+        served.served_tokens["prompt"],
+        served.served_tokens["completion"],
+    )
+    assert loser.status_code == 200 and len(chat_log(secondary)) == 1
+
+
+async def test_a_hedge_loser_still_running_when_the_client_closes_is_cancelled(
+    primary: LoopbackServer, secondary: LoopbackServer
+) -> None:
+    plan = Plan(
+        [candidate(primary, "fault:slow-700"), candidate(secondary, "gpt-4o-mini", "secondary")],
+        hedge=HedgeSettings(after_s=0.05),
+    )
+    result = await run_async(plan)  # closes its HTTP client as soon as the answer is in
+    assert result.error is None and result.reply.gateway.model == "secondary/gpt-4o-mini"
+    assert await until(lambda: len(result.records) == 2)
+    assert sorted(result.outcomes) == ["cancelled", "ok"]  # not a connection error: no breaker hears it
     assert wait_for(lambda: chat_log(primary)[0].outcome == "disconnected")  # the upstream saw the hang-up
-    assert len(chat_log(secondary)) == 1
 
 
-async def test_primary_answering_first_cancels_the_hedge(primary: LoopbackServer) -> None:
+async def test_primary_answering_first_leaves_the_hedge_to_finish(primary: LoopbackServer) -> None:
     plan = Plan(
         [candidate(primary, "fault:slow-150"), candidate(primary, "fault:slow-900", "hedge")],
         hedge=HedgeSettings(after_s=0.03),
     )
-    result = await run_async(plan)
-    assert result.error is None and result.reply.gateway.model == "primary/fault:slow-150"
+    async with httpx.AsyncClient() as http:
+        result = await run_async(plan, http=http)
+        assert result.error is None and result.reply.gateway.model == "primary/fault:slow-150"
+        assert await until(lambda: len(result.records) == 2)
     assert sorted(result.outcomes) == ["cancelled", "ok"]
-    assert wait_for(lambda: {r.outcome for r in chat_log(primary)} == {"ok", "disconnected"})
+    assert {r.outcome for r in chat_log(primary)} == {"ok"}
+    assert all(r.usage is not None and r.usage.total_tokens > 0 for r in result.records)
 
 
 async def test_fast_primary_starts_no_hedge(primary: LoopbackServer, secondary: LoopbackServer) -> None:
@@ -80,6 +119,7 @@ async def test_failed_primary_after_hedge_start_still_served_by_hedge(
     )
     result = await run_async(plan, timeout=0.3)
     assert result.error is None and result.reply.gateway.model == "secondary/gpt-4o-mini"
+    assert await until(lambda: len(result.records) == 2)  # the hung primary, given up on unread
     assert sorted(result.outcomes) == ["cancelled", "ok"]
 
 

