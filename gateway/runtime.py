@@ -58,6 +58,7 @@ def build_runtime(policy: Any, user_observer: Observer | None) -> Runtime:
     from gateway.metering import Meter, ObserverGroup, StateSink
     from gateway.metering.pricing import policy_prices
     from gateway.resilience.breaker import Breakers, PolicyBreakerSettings
+    from gateway.state.live import LiveBoard
     from gateway.stats import InFlight, LiveStats
     from gateway.telemetry import Telemetry
 
@@ -71,7 +72,7 @@ def build_runtime(policy: Any, user_observer: Observer | None) -> Runtime:
         breakers=breakers.open_breakers,
         local_load=local_engine_load,
         in_flight=in_flight.counts,
-        board=live_board(current, backend),  # SQLite/Redis: estimates and in-flight shared across processes
+        board=LiveBoard.for_state(current.state),  # SQLite/Redis: shared across processes
     )
     # A policy file is hot-reloaded: prices, budgets and rate limits follow it, like the routes.
     meter = Meter(StateSink(backend), prices=policy_prices(source))
@@ -94,15 +95,6 @@ def build_runtime(policy: Any, user_observer: Observer | None) -> Runtime:
 
         runtime.capture = Capture(source)
     return runtime
-
-
-def live_board(policy: Policy, backend: StateBackend) -> Any:
-    """The board live stats are shared on (``gateway/state/live.py``): none for a memory state."""
-    if policy.state.backend == "memory":
-        return None
-    from gateway.state.live import LiveBoard
-
-    return LiveBoard(backend)
 
 
 def eval_backend(policy: Policy, backend: StateBackend) -> StateBackend:

@@ -20,7 +20,7 @@ that is what enters the ttft estimate; the failure also enters the failure rate.
 ignored. Time comes from the injected ``clock``.
 
 **Shared across processes.** Given a ``LiveBoard`` (``gateway/state/live.py``; the runtime passes
-one for a SQLite or Redis state), a daemon thread publishes this process's estimates (each mean
+one, on a connection of its own, for a SQLite or Redis state), a daemon thread publishes this process's estimates (each mean
 with its weight, decayed to now) and in-flight counts at most once per ``share_interval_s``, and
 reads the other processes' in the same round. ``snapshot()`` merges them with no I/O: each remote
 mean enters with its weight decayed by the time since it was published (wall clock), and the
@@ -231,11 +231,13 @@ class LiveStats:
             self.maybe_sync()
 
     def close(self) -> None:
-        """Stop the sharing thread (the runtime calls it before closing its state backend)."""
+        """Stop the sharing thread and close the board's own connection (the runtime's ``close``)."""
         self._stop.set()
         thread = self._thread
         if thread is not None:
             thread.join(timeout=5.0)
+        if self.board is not None:
+            self.board.close()
 
     def _start_sharing(self) -> None:
         with self._lock:

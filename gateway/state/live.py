@@ -4,8 +4,13 @@ Every process (every client runtime) that routes on a SQLite or Redis state publ
 per interval, one JSON entry: its decayed estimates per deployment (time to first token, tokens per
 second, failure rate, each with its effective weight), its attempts in flight, and the wall-clock
 time it was taken. It reads the entries of the others in the same round. Only ``get_json`` and
-``set_json`` are used, so the board works on every backend (and through ``DegradingBackend``,
-whose ``live_stats`` concern it is).
+``set_json`` are used, so the board works on every backend.
+
+A client's board (``LiveBoard.for_state``) opens a connection of its own, on first use, without
+``DegradingBackend`` around it: sharing is best effort, and a failed round (counted and logged by
+``LiveStats``) must never be what trips the client's shared state into its degraded mode, where
+budgets fail closed. A stale connection after a Redis restart, for one, fails one round here and
+nothing else.
 
 Keys, under the backend's prefix:
 
@@ -24,11 +29,15 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from gateway.state.base import StateBackend
+
+if TYPE_CHECKING:
+    from gateway.policy.schema import StateConfig
 
 __all__ = ["ENTRY_TTL_S", "REGISTRY_KEY", "LiveBoard"]
 
@@ -59,13 +68,57 @@ class LiveBoard:
     """
 
     def __init__(
-        self, backend: StateBackend, *, process_id: str | None = None, ttl_s: float = ENTRY_TTL_S
+        self,
+        backend: StateBackend | Callable[[], StateBackend],
+        *,
+        process_id: str | None = None,
+        ttl_s: float = ENTRY_TTL_S,
     ) -> None:
         if not ttl_s > 0:
             raise ValueError(f"LiveBoard.ttl_s must be positive, got {ttl_s!r}")
-        self.backend = backend
+        # A plain callable opens the board's own backend on first use (and the board closes it).
+        self._opener: Callable[[], StateBackend] | None = None
+        self._backend: StateBackend | None = None
+        if isinstance(backend, StateBackend):
+            self._backend = backend
+        else:
+            self._opener = backend
         self.process_id = process_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_state(cls, state: StateConfig) -> LiveBoard | None:
+        """The board of a policy's ``state`` section, on a connection of its own; ``None`` for memory."""
+        if state.backend == "sqlite" and state.path:
+            url = f"sqlite:///{os.path.abspath(state.path)}"
+        elif state.backend == "redis" and state.url is not None:
+            url = state.url.get_secret_value()
+        else:
+            return None
+        from gateway.state import BackendConfig, open_backend
+
+        return cls(lambda: open_backend(BackendConfig(url, key_prefix=state.key_prefix)))
+
+    @property
+    def backend(self) -> StateBackend:
+        """The backend the board reads and writes (its own is opened here, on first use)."""
+        with self._lock:
+            if self._backend is None:
+                if self._opener is None:
+                    raise RuntimeError("the live board was closed")
+                self._backend = self._opener()
+            return self._backend
+
+    def close(self) -> None:
+        """Close the backend the board opened itself (one it was handed stays open)."""
+        with self._lock:
+            backend, owned = self._backend, self._opener is not None
+            self._opener = None if owned else self._opener
+            if owned:
+                self._backend = None
+        if owned and backend is not None:
+            backend.close()
 
     def _key(self, process_id: str) -> str:
         return f"live:process:{process_id}"

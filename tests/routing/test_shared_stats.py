@@ -241,3 +241,17 @@ def test_writes_are_bounded_and_dead_publishers_expire() -> None:
     wall.now += 31  # a stopped publishing: its entry is past the TTL
     b.sync()
     assert b.board.read(wall.now) == [] and backend.get_json("live:processes") == ["b"]
+
+
+def test_a_clients_board_has_a_connection_of_its_own(tmp_path: Path) -> None:
+    from gateway.policy import parse_policy
+
+    assert LiveBoard.for_state(parse_policy("version: 1").state) is None  # memory: nothing to share
+    state = parse_policy(f'version: 1\nstate: {{backend: sqlite, path: "{tmp_path / "s.sqlite"}"}}').state
+    board = LiveBoard.for_state(state)
+    assert board is not None and not (tmp_path / "s.sqlite").exists()  # opened on first use only
+    board.publish({}, now=1.0)
+    assert (tmp_path / "s.sqlite").exists()
+    board.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        board.read(now=2.0)
