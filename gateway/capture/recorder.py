@@ -2,6 +2,8 @@
 
 Only what the route's ``fields`` name is kept, redacted first. Headers, API keys and the
 caller's credentials are never read here: the request's messages and the reply are all it sees.
+A stream is captured as the completion its chunks add up to (``StreamCapture``), once it ended
+cleanly; a stream cut upstream or closed early by the caller is not an example.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from gateway.capture.config import CaptureConfig
 from gateway.capture.redact import Redactor
 from gateway.capture.store import CapturedExample, DatasetStore
 
-__all__ = ["Capture"]
+__all__ = ["Capture", "StreamCapture"]
 
 _EXPIRE_EVERY_S = 60.0
 
@@ -51,19 +53,46 @@ class Capture:
         config = self.config(route)
         if config is None or route is None or self._rng() >= config.sample_rate:
             return
-        redact = self._redactor(config)
         message = reply.choices[0].message if reply.choices else None
-        fields = set(config.fields)
-        tool_calls = None
-        if "tool_calls" in fields and message is not None and message.tool_calls:
-            tool_calls = [_redacted(call.model_dump(mode="json"), redact) for call in message.tool_calls]
+        calls = [call.model_dump(mode="json") for call in message.tool_calls or []] if message else []
         info = getattr(reply, "_gateway", None)
+        content = message.content if message is not None else None
+        self.keep(config, request_id, route, req, content, calls, info, reply.model, reply.id, upstream_id)
+
+    def stream(self, request_id: str, route: str | None, req: Any) -> StreamCapture | None:
+        """An accumulator for a stream of ``route``, if the route captures and this stream is sampled."""
+        config = self.config(route)
+        if config is None or route is None or self._rng() >= config.sample_rate:
+            return None
+        return StreamCapture(self, config, request_id, route, req)
+
+    def keep(
+        self,
+        config: CaptureConfig,
+        request_id: str,
+        route: str,
+        req: Any,
+        content: str | None,
+        tool_calls: list[dict[str, Any]],
+        info: Any,
+        model: str,
+        completion_id: str | None,
+        upstream_id: str | None,
+    ) -> None:
+        """Store one example: what ``fields`` name, redacted."""
+        redact = self._redactor(config)
+        fields = set(config.fields)
+        calls = (
+            [_redacted(call, redact) for call in tool_calls]
+            if "tool_calls" in fields and tool_calls
+            else None
+        )
         example = CapturedExample(
             id=request_id, route=route, created=time.time(),
             messages=_redacted(list(req.messages), redact) if "prompt" in fields else [],
-            completion=redact(message.content) if "completion" in fields and message and message.content else None,
-            model=getattr(info, "model", None) or reply.model, provider=getattr(info, "provider", None),
-            upstream_id=upstream_id, completion_id=reply.id, tool_calls=tool_calls,
+            completion=redact(content) if "completion" in fields and content else None,
+            model=getattr(info, "model", None) or model, provider=getattr(info, "provider", None),
+            upstream_id=upstream_id, completion_id=completion_id, tool_calls=calls,
             metadata=_redacted(dict(req.metadata or {}), redact) if "metadata" in fields else {},
         )  # fmt: skip
         store = self.store(config)
@@ -93,6 +122,58 @@ class Capture:
         for store in self._stores.values():
             store.close()
         self._stores.clear()
+
+
+class StreamCapture:
+    """A stream's chunks added up (the first choice: its text and its tool calls, merged by index),
+    kept as one example when the stream ended cleanly (``finish``)."""
+
+    def __init__(
+        self, capture: Capture, config: CaptureConfig, request_id: str, route: str, req: Any
+    ) -> None:
+        self._capture = capture
+        self._config = config
+        self._request_id = request_id
+        self._route = route
+        self._req = req
+        self._text: list[str] = []
+        self._calls: dict[int, dict[str, Any]] = {}
+        self._model = ""
+        self._id: str | None = None
+
+    def add(self, chunk: Any) -> None:
+        self._model = self._model or chunk.model
+        self._id = self._id or chunk.id
+        for choice in chunk.choices:
+            if choice.index != 0:
+                continue
+            delta = choice.delta
+            if delta.content:
+                self._text.append(delta.content)
+            for call in delta.tool_calls or []:
+                merged = self._calls.setdefault(
+                    call.index, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
+                )
+                merged["id"] = merged["id"] or call.id
+                if call.function is not None:
+                    merged["function"]["name"] += call.function.name or ""
+                    merged["function"]["arguments"] += call.function.arguments or ""
+
+    def finish(self, info: Any, upstream_id: str | None) -> None:
+        calls = [self._calls[i] for i in sorted(self._calls)]
+        text = "".join(self._text) or None
+        self._capture.keep(
+            self._config,
+            self._request_id,
+            self._route,
+            self._req,
+            text,
+            calls,
+            info,
+            self._model,
+            self._id,
+            upstream_id,
+        )
 
 
 def _redacted(value: Any, redact: Redactor) -> Any:

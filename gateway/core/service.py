@@ -253,6 +253,11 @@ class CoreBase:
             return headers + reply_headers(p.request_id, partial, holder.http_response)
         return headers + reply_headers(p.request_id, None, holder.http_response)
 
+    def stream_capture(self, p: Prepared) -> Any:
+        """The route's capture of this stream (``gateway/capture``), or ``None``."""
+        capture = getattr(self.runtime, "capture", None)
+        return capture.stream(p.request_id, p.plan.route, p.req) if capture is not None else None
+
     def stream_done(self, p: Prepared, holder: StreamInfo) -> None:
         info_registry.remember(p.request_id, holder.gateway)
 
@@ -339,11 +344,18 @@ class Core(CoreBase):
         first: ChatCompletionChunk | None,
         chunks: Iterator[ChatCompletionChunk],
     ) -> Iterator[bytes]:
+        capture = self.stream_capture(p)
         try:
             if first is not None:
+                if capture is not None:
+                    capture.add(first)
                 yield chat_dialect.chunk_bytes(first)
                 for chunk in chunks:
+                    if capture is not None:
+                        capture.add(chunk)
                     yield chat_dialect.chunk_bytes(chunk)
+            if capture is not None:
+                capture.finish(holder.gateway, _upstream_request_id(holder.http_response))
             yield b"data: [DONE]\n\n"
         except APIError as exc:
             yield sse_error(exc, "stream_interrupted")
@@ -435,11 +447,18 @@ class AsyncCore(CoreBase):
         first: ChatCompletionChunk | None,
         chunks: AsyncIterator[ChatCompletionChunk],
     ) -> AsyncIterator[bytes]:
+        capture = self.stream_capture(p)
         try:
             if first is not None:
+                if capture is not None:
+                    capture.add(first)
                 yield chat_dialect.chunk_bytes(first)
                 async for chunk in chunks:
+                    if capture is not None:
+                        capture.add(chunk)
                     yield chat_dialect.chunk_bytes(chunk)
+            if capture is not None:
+                capture.finish(holder.gateway, _upstream_request_id(holder.http_response))
             yield b"data: [DONE]\n\n"
         except APIError as exc:
             yield sse_error(exc, "stream_interrupted")

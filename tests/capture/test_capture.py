@@ -106,3 +106,89 @@ def test_capture_feedback_and_export(tmp_path: Path) -> None:
         == 2
     )
     store.close()
+
+
+def _stream_policy(tmp_path: Path, base_url: str) -> Path:
+    path = tmp_path / "stream-policy.yaml"
+    path.write_text(
+        f"""version: 1
+providers:
+  up: {{kind: openai, base_url: "{base_url}", api_key: "sk-upstream-test-0123456789"}}
+models:
+  teacher: {{provider: up, model: gpt-4o-mini}}
+routes:
+  support:
+    candidates: [teacher]
+    capture: {{sample_rate: 1.0, fields: [prompt, completion, tool_calls], store: "{tmp_path}/streams.sqlite"}}
+"""
+    )
+    return path
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def test_a_stream_is_captured_as_the_completion_it_adds_up_to(tmp_path: Path) -> None:
+    import asyncio
+
+    from gateway import AsyncOpenAI
+    from tests.servers.http import LoopbackServer
+    from tests.servers.openai_server import handle
+
+    with LoopbackServer(handle) as server:
+        policy = _stream_policy(tmp_path, server.base_url + "/v1")
+        client = OpenAI(policy=str(policy), api_key="sk-client-key-0123456789abcdef")
+        asked = [{"role": "user", "content": "stream me for bob@example.com"}]
+        whole = client.chat.completions.create(model="route:support", messages=asked)
+        with client.chat.completions.create(model="route:support", messages=asked, stream=True) as stream:
+            streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        with client.chat.completions.create(
+            model="route:support", messages=[{"role": "user", "content": "closed early"}], stream=True
+        ) as stream:
+            next(iter(stream))  # the caller stops after one chunk: a partial answer is no example
+        tools = client.chat.completions.create(
+            model="route:support",
+            messages=[{"role": "user", "content": "weather in Paris?"}],
+            tools=[WEATHER_TOOL],
+            tool_choice="required",
+            stream=True,
+        )
+        streamed_calls = list(tools)
+
+        async def in_async() -> None:
+            aclient = AsyncOpenAI(policy=str(policy), api_key="sk-client-key-0123456789abcdef")
+            stream = await aclient.chat.completions.create(
+                model="route:support", messages=[{"role": "user", "content": "async stream"}], stream=True
+            )
+            async for _ in stream:
+                pass
+            await aclient.close()
+
+        asyncio.run(in_async())
+        client.close()
+    assert streamed == whole.choices[0].message.content and streamed_calls
+    store = DatasetStore(tmp_path / "streams.sqlite")
+    examples = list(store.examples("support"))
+    assert [e.messages[-1]["content"] for e in examples] == [
+        "stream me for [REDACTED:email]",  # the unary reply
+        "stream me for [REDACTED:email]",  # the same, streamed
+        "weather in Paris?",
+        "async stream",
+    ]
+    assert (
+        examples[1].completion
+        == examples[0].completion
+        == whole.choices[0].message.content.replace("bob@example.com", "[REDACTED:email]")
+    )
+    calls = examples[2].tool_calls
+    assert calls is not None and [c["function"]["name"] for c in calls] == ["get_weather"]
+    assert json.loads(calls[0]["function"]["arguments"]) == {"city": "Paris"}
+    assert calls[0]["id"] and examples[3].completion
+    store.close()
