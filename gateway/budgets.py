@@ -22,9 +22,12 @@ whatever the concurrency. When an actual exceeds its worst case (a wrong estimat
 charged in full (metering never lies) and the overspend is at most the sum of the overruns of the
 requests in flight when the budget filled; one request's overrun when they are sequential.
 
-Holds are leases (``lease_s``, default 10 minutes): if a process dies with holds in flight, they are
-reclaimed once the lease has passed, so a budget is never starved by a dead process. Choose a lease
-longer than your longest call.
+Holds are leases (``lease_s``, default ``DEFAULT_LEASE_S`` = 30 s; the policy's ``state.lease_s``),
+kept alive by a heartbeat: while a request is in flight, a background thread renews its holds every
+``lease_s / 3``. If the process dies, the heartbeat stops and its holds are reclaimed ``lease_s``
+after the last renewal, so a budget is never starved by a dead process for long. A hold is renewed
+for at most ``MAX_HOLD_S`` (15 minutes, beyond the SDK's 10-minute timeout); one older than that
+is let lapse (and logged), so a request that never ends cannot hold room forever.
 
 Windows are calendar windows in UTC (a minute, an hour, a day from midnight, a month from the 1st);
 ``reset_at`` is the end of the window. A hold is settled in the window where it was taken, or in the
@@ -39,9 +42,12 @@ from __future__ import annotations
 import asyncio
 import calendar
 import contextlib
+import logging
 import math
+import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,12 +57,15 @@ from typing import Literal
 from gateway.core.errors import BudgetExceededError, StateBackendError
 from gateway.state.base import StateBackend
 
+_log = logging.getLogger("gateway.budgets")
+
 Period = Literal["minute", "hour", "day", "month"]
 Unit = Literal["usd", "tokens"]
 Scope = Literal["team", "key", "route", "user", "global"]
 SCOPES = ("team", "key", "route", "user", "global")
 
-DEFAULT_LEASE_S = 600.0
+DEFAULT_LEASE_S = 30.0
+MAX_HOLD_S = 900.0
 MICRO_USD = Decimal(1_000_000)
 _SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 
@@ -182,8 +191,10 @@ class Budgets:
     Args:
         backend: Where the windows live; share it (SQLite, Redis) to share budgets between processes.
         budgets: The budgets that apply to every request (each per its scope).
-        lease_s: How long a hold survives without being settled or released.
+        lease_s: How long a hold survives without a renewal (the heartbeat renews live ones).
         clock: Returns the current Unix time.
+        heartbeat: Renew live holds every ``lease_s / 3`` from a background thread (on by default;
+            off, a hold lapses ``lease_s`` after it was taken, as a dead process's does).
 
     Example:
         >>> from gateway.state.memory import MemoryBackend
@@ -201,6 +212,7 @@ class Budgets:
         *,
         lease_s: float = DEFAULT_LEASE_S,
         clock: Callable[[], float] = time.time,
+        heartbeat: bool = True,
     ) -> None:
         names = [b.name for b in budgets]
         if len(set(names)) != len(names):
@@ -211,6 +223,7 @@ class Budgets:
         self.budgets = tuple(budgets)
         self.lease_s = lease_s
         self._clock = clock
+        self._heartbeat = _Heartbeat(self) if heartbeat else None
 
     def _hold(self, budget: Budget, subject: Subject, now: float) -> _Hold:
         start, end = window(budget.period, now)
@@ -243,7 +256,10 @@ class Budgets:
             with contextlib.suppress(StateBackendError):  # if this fails too, the leases expire
                 self._drop(taken, rid, now)
             raise
-        return BudgetReservation(rid, subject, tuple(taken))
+        reservation = BudgetReservation(rid, subject, tuple(taken))
+        if taken and self._heartbeat is not None:
+            self._heartbeat.track(reservation)
+        return reservation
 
     def _reserve_each(
         self, subject: Subject, worst_case: Cost, rid: str, now: float, taken: list[_Hold]
@@ -278,6 +294,8 @@ class Budgets:
                 its lease and this spend is missing from the budget (metering still records it);
                 calling ``settle`` again once the backend is back is safe.
         """
+        if self._heartbeat is not None:
+            self._heartbeat.forget(reservation)
         now = self._clock()
         for hold in reservation.holds:
             if hold.window_end <= now:  # the window ended mid-call: the spend lands in the current one
@@ -292,6 +310,8 @@ class Budgets:
         Raises:
             StateBackendUnavailableError: The backend cannot be reached; the holds lapse with their lease.
         """
+        if self._heartbeat is not None:
+            self._heartbeat.forget(reservation)
         self._drop(reservation.holds, reservation.reservation_id, self._clock())
 
     def status(self, subject: Subject) -> list[BudgetStatus]:
@@ -320,6 +340,63 @@ class Budgets:
     async def arelease(self, reservation: BudgetReservation) -> None:
         """Async :meth:`release`."""
         await asyncio.to_thread(self.release, reservation)
+
+
+class _Heartbeat:
+    """Renews the holds of a ``Budgets``' live reservations every ``lease_s / 3`` from one daemon
+    thread, which runs only while some are live (and holds the ``Budgets`` only weakly)."""
+
+    def __init__(self, budgets: Budgets) -> None:
+        self._budgets = weakref.ref(budgets)
+        self._interval = budgets.lease_s / 3
+        self._live: dict[str, tuple[BudgetReservation, float]] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def track(self, reservation: BudgetReservation) -> None:
+        with self._lock:
+            self._live[reservation.reservation_id] = (reservation, time.monotonic())
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="switchyard-budget-heartbeat", daemon=True
+                )
+                self._thread.start()
+
+    def forget(self, reservation: BudgetReservation) -> None:
+        with self._lock:
+            self._live.pop(reservation.reservation_id, None)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._interval)
+            with self._lock:
+                live = list(self._live.values())
+                if not live:
+                    self._thread = None
+                    return
+            budgets = self._budgets()
+            if budgets is None:
+                return
+            self._renew(budgets, live)
+            del budgets
+
+    def _renew(self, budgets: Budgets, live: list[tuple[BudgetReservation, float]]) -> None:
+        now, age_now = budgets._clock(), time.monotonic()
+        for reservation, started in live:
+            if age_now - started > MAX_HOLD_S:
+                _log.warning(
+                    "budget hold %s is older than %.0f s: no longer renewed, it lapses with its lease",
+                    reservation.reservation_id,
+                    MAX_HOLD_S,
+                )
+                self.forget(reservation)
+                continue
+            for hold in reservation.holds:
+                try:
+                    budgets.backend.renew(hold.key, reservation.reservation_id, budgets.lease_s, now)
+                except StateBackendError as exc:
+                    _log.warning("budget hold %s not renewed: %s", reservation.reservation_id, exc)
 
 
 def _exceeded(

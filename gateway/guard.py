@@ -190,7 +190,8 @@ class Guard:
     def __init__(self, policy: Policy, backend: StateBackend) -> None:
         self.policy = policy
         self.backend = backend
-        self.budgets = Budgets(backend, [_budget(name, b) for name, b in policy.budgets.items()])
+        budgets = [_budget(name, b) for name, b in policy.budgets.items()]
+        self.budgets = Budgets(backend, budgets, lease_s=policy.state.lease_s)
         limits = [limit for name, r in policy.rate_limits.items() for limit in _limits(name, r)]
         fail_open = FailOpen.of(policy.state.fail_open).rate_limits
         self.limiter = RateLimiter(backend, limits, fail_open=fail_open) if limits else None

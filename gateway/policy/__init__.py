@@ -42,7 +42,7 @@ Policy
 │   └── on_exceed: reject | cheaper
 ├── rate_limits: {name -> RateLimit}
 │   └── match, rpm, tpm, burst
-├── state: {backend: memory | sqlite | redis, path, url: ${ENV} (secret), key_prefix}
+├── state: {backend: memory | sqlite | redis, path, url: ${ENV} (secret), key_prefix, lease_s: 30}
 │   └── fail_open: bool | {budgets: false, rate_limits, breakers, live_stats: true}
 └── telemetry: {capture_content, service_name}
 ```

@@ -292,6 +292,8 @@ class StateConfig(_Section):
     key_prefix: str = "switchyard:"
     # A bool sets rate_limits, breakers and live_stats; budgets only through the mapping.
     fail_open: bool | FailOpen = Field(default_factory=FailOpen)
+    # How long a budget hold outlives its process (the heartbeat renews live ones every lease_s / 3).
+    lease_s: float = Field(default=30.0, gt=0, le=3600)
 
     @model_validator(mode="after")
     def _backend_needs(self) -> StateConfig:

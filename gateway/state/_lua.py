@@ -112,6 +112,15 @@ return 0
 """
 )
 
+# ARGV: reservation_id, lease_s, now. Returns 1 if a live, unexpired reservation's lease was extended.
+RENEW = """
+local live, expiry = KEYS[2], KEYS[3]
+local current = tonumber(redis.call('ZSCORE', expiry, ARGV[1]))
+if (not current) or current <= tonumber(ARGV[3]) or redis.call('HEXISTS', live, ARGV[1]) == 0 then return 0 end
+redis.call('ZADD', expiry, string.format('%.17g', tonumber(ARGV[3]) + tonumber(ARGV[2])), ARGV[1])
+return 1
+"""
+
 # ARGV: now. Returns {used, reserved counting only unexpired leases}.
 USAGE = """
 local totals, live, expiry = KEYS[1], KEYS[2], KEYS[3]

@@ -172,6 +172,11 @@ class StateBackend(Protocol):
         """Drop a live reservation without spending; ``False`` if there was none."""
         ...
 
+    def renew(self, key: str, reservation_id: str, lease_s: float, now: float) -> bool:
+        """Extend a live reservation's lease to ``now + lease_s`` (a heartbeat); ``False`` if it
+        was settled, released or had already expired (it is never revived)."""
+        ...
+
     def budget_usage(self, key: str, now: float) -> tuple[int, int]:
         """Return ``(used, reserved)`` of a budget window, counting only unexpired reservations."""
         ...

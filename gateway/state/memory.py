@@ -164,6 +164,15 @@ class MemoryBackend:
             window = self._windows.get(key)
             return window is not None and window.live.pop(reservation_id, None) is not None
 
+    def renew(self, key: str, reservation_id: str, lease_s: float, now: float) -> bool:
+        with self._lock:
+            window = self._windows.get(key)
+            held = window.live.get(reservation_id) if window is not None else None
+            if window is None or held is None or held[1] <= now:
+                return False
+            window.live[reservation_id] = (held[0], now + lease_s)
+            return True
+
     def budget_usage(self, key: str, now: float) -> tuple[int, int]:
         with self._lock:
             window = self._windows.get(key)

@@ -63,6 +63,7 @@ _ROUTES: dict[str, tuple[Concern, bool]] = {
     "budget_usage": ("budgets", False),
     "settle": ("budgets", True),
     "release": ("budgets", True),
+    "renew": ("budgets", True),
     "rate_limit": ("rate_limits", False),
     "breaker_allow": ("breakers", False),
     "breaker_record": ("breakers", True),
@@ -426,6 +427,9 @@ class DegradingBackend:
 
     def release(self, *args: Any, **kwargs: Any) -> Any:
         return self._call("release", *args, **kwargs)
+
+    def renew(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call("renew", *args, **kwargs)
 
     def budget_usage(self, *args: Any, **kwargs: Any) -> Any:
         return self._call("budget_usage", *args, **kwargs)

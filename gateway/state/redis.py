@@ -105,6 +105,7 @@ class RedisBackend:
         self._incr, self._ewma, self._gcra = script(_lua.INCR), script(_lua.EWMA), script(_lua.GCRA)
         self._reserve, self._settle = script(_lua.RESERVE), script(_lua.SETTLE)
         self._release, self._usage = script(_lua.RELEASE), script(_lua.USAGE)
+        self._renew = script(_lua.RENEW)
         self._allow, self._record = script(_lua.BREAKER_ALLOW), script(_lua.BREAKER_RECORD)
         self._append, self._prune = script(_lua.APPEND_USAGE), script(_lua.PRUNE_USAGE)
         # One hash tag for both usage keys, so their scripts stay within one Cluster slot.
@@ -199,6 +200,11 @@ class RedisBackend:
 
     def release(self, key: str, reservation_id: str, now: float) -> bool:
         return bool(self._run(self._release, self._window_keys(key), [reservation_id]))
+
+    def renew(self, key: str, reservation_id: str, lease_s: float, now: float) -> bool:
+        return bool(
+            self._run(self._renew, self._window_keys(key), [reservation_id, _fmt(lease_s), _fmt(now)])
+        )
 
     def budget_usage(self, key: str, now: float) -> tuple[int, int]:
         used, reserved = self._run(self._usage, self._window_keys(key), [_fmt(now)])

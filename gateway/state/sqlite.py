@@ -232,6 +232,14 @@ class SQLiteBackend:
             cursor = db.execute("DELETE FROM reservation WHERE key = ? AND id = ?", (key, reservation_id))
             return cursor.rowcount > 0
 
+    def renew(self, key: str, reservation_id: str, lease_s: float, now: float) -> bool:
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE reservation SET expires_at = ? WHERE key = ? AND id = ? AND expires_at > ?",
+                (now + lease_s, key, reservation_id, now),
+            )
+            return cursor.rowcount > 0
+
     def budget_usage(self, key: str, now: float) -> tuple[int, int]:
         with self._tx(write=False) as db:
             row = db.execute("SELECT used, window_end FROM budget WHERE key = ?", (key,)).fetchone()
