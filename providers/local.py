@@ -79,6 +79,32 @@ ENGINE_SETTINGS = (
 )
 
 
+def model_roots(options: dict[str, Any]) -> list[str]:
+    """Where models and adapters may be read from: the provider's ``model_roots`` option, else
+    ``SWITCHYARD_MODEL_ROOTS`` (either ``os.pathsep``-separated)."""
+    roots = str(options.get("model_roots") or os.environ.get("SWITCHYARD_MODEL_ROOTS", ""))
+    return [r for r in roots.split(os.pathsep) if r]
+
+
+def adapter_path(engine_module: Any, name: str, roots: list[str]) -> Any:
+    """An adapter folder, confined to the model roots like a model file: an absolute path must lie
+    inside one (symlinks resolved), a relative name is looked up under each. A model name comes from
+    requests too (``local/<base>+<adapter>``), so without roots no adapter is read at all."""
+    if not roots:
+        raise engine_module.ModelPathError(
+            f"adapter {name!r}: adapters are read only from the local provider's model_roots "
+            "(policy: providers.local.options.model_roots, or SWITCHYARD_MODEL_ROOTS); none is set",
+            path=name,
+            code="adapter.outside-roots",
+        )
+    if not os.path.isabs(name):
+        for root in roots:
+            candidate = os.path.join(root, name)
+            if os.path.exists(candidate):
+                return engine_module.resolve_model_path(candidate, roots)
+    return engine_module.resolve_model_path(name, roots)
+
+
 def _load(model: str, options: dict[str, Any]) -> AsyncEngine:
     try:
         import local_engine
@@ -89,17 +115,16 @@ def _load(model: str, options: dict[str, Any]) -> AsyncEngine:
     try:
         path: Any
         base, *adapters = model.split("+")  # local/<base>+<adapter>: LoRA adapters merged at load
+        roots = model_roots(options)
         if base == EMBEDDED_MODEL:
             path = local_engine.default_model_path()
         else:
-            roots = options.get("model_roots") or os.environ.get("SWITCHYARD_MODEL_ROOTS", "").split(
-                os.pathsep
-            )
-            path = local_engine.resolve_model_path(base, [r for r in roots if r])
+            path = local_engine.resolve_model_path(base, roots)
         settings = {k: options[k] for k in ENGINE_SETTINGS if options.get(k) is not None}
         if adapters:  # merged adapters are served unquantized, the precision they were trained in
             settings["quantization"] = "none"
-            return local_engine.load_engine(path, adapters=adapters, **settings)
+            folders = [adapter_path(local_engine, a, roots) for a in adapters]
+            return local_engine.load_engine(path, adapters=folders, **settings)
         return local_engine.load_engine(path, **settings)
     except local_engine.SettingsError as exc:
         raise BadRequestError(

@@ -70,9 +70,10 @@ def write_policy(work: Path, base_url: str) -> Path:
         f"""version: 1
 providers:
   frontier: {{kind: openai, base_url: "{base_url}", api_key: "${{TEACHER_API_KEY}}"}}
+  local: {{kind: local, options: {{model_roots: "{work}/adapters"}}}}  # adapters are read only from here
 models:
   teacher: {{provider: frontier, model: teacher, price: {TEACHER_PRICE}, quality: 0.95}}
-  tuned: {{provider: local, model: "smollm2-135m-instruct+{work}/adapters/city", price: {LOCAL_PRICE}, tags: [local]}}
+  tuned: {{provider: local, model: "smollm2-135m-instruct+city", price: {LOCAL_PRICE}, tags: [local]}}
 routes:
   city:
     candidates: [local/smollm2-135m-instruct, tuned, teacher]

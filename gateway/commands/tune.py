@@ -83,7 +83,10 @@ def _tune(args: argparse.Namespace) -> int:
         f"{result.seconds:.1f}s; validation loss {result.val_losses[0]:.3f} -> {min(result.val_losses):.3f}"
         f" (best epoch {result.best_epoch}{', stopped early' if result.stopped_early else ''})"
     )
-    _out(f"adapter: {report.out_dir} (serve it as {args.base}+{report.out_dir})")
+    _out(
+        f"adapter: {report.out_dir} (serve it as {args.base}+{report.out_dir.name}, with its folder "
+        f"{report.out_dir.parent} in the local provider's model_roots)"
+    )
     return 0
 
 

@@ -121,7 +121,7 @@ class ModelCaller:
         target = self.candidate(model).target
         if target.provider != "local" or "+" not in target.model:
             return ""
-        return adapter_revision(target.model.split("+")[1:])
+        return adapter_revision(_adapter_folders(target))
 
     def call(
         self,
@@ -185,6 +185,20 @@ class ModelCaller:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _adapter_folders(target: Any) -> list[str]:
+    """The adapter folders the local engine would read (resolved under the model roots), or the names
+    as written where they do not resolve (the call then fails with the engine's own error)."""
+    names: list[str] = target.model.split("+")[1:]
+    try:
+        import local_engine
+        from providers.local import adapter_path, model_roots
+
+        roots = model_roots(dict(target.options))
+        return [str(adapter_path(local_engine, name, roots)) for name in names]
+    except Exception:  # noqa: BLE001 - no torch, or an adapter outside the roots: keyed by name
+        return names
 
 
 def adapter_revision(folders: Sequence[str]) -> str:

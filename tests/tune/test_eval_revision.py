@@ -12,6 +12,8 @@ from gateway.policy import parse_policy
 def _caller(adapter: Path) -> ModelCaller:
     policy = parse_policy(
         f"""version: 1
+providers:
+  local: {{kind: local, options: {{model_roots: "{adapter.parent}"}}}}
 models:
   tuned: {{provider: local, model: "smollm2-135m-instruct+{adapter}", price: {{input: 0, output: 0}}}}
 routes:
