@@ -7,6 +7,10 @@ Formats:
 - ``preference``: ``{"input": {"messages": [...]}, "preferred_output": [...],
   "non_preferred_output": [...]}`` pairs (OpenAI's DPO format), from prompts captured more than
   once with different feedback scores.
+
+A held-out share (``held_out``) is written as an eval set (``held_out.jsonl``, docs/evals.md's
+format: the captured answer is each case's ``expected``), cut by prompt before anything else, so
+that no held-out prompt is in the training or validation files, with any of its answers.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ class ExportResult:
     train_count: int = 0
     validation_count: int = 0
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> examples left out
+    held_out: Path | None = None
+    held_out_count: int = 0
 
 
 def curate(examples: Iterable[CapturedExample], *, min_score: float | None = None,
@@ -87,12 +93,27 @@ def _preference_pairs(examples: Sequence[CapturedExample]) -> list[dict[str, Any
 
 def export_examples(examples: Iterable[CapturedExample], out_dir: str | Path, *, fmt: ExportFormat = "openai-ft",
                     min_score: float | None = None, validation: float = 0.1,
-                    seed: int = 0) -> ExportResult:  # fmt: skip
-    """Write ``train.jsonl`` and ``validation.jsonl`` (a ``validation`` share, chosen by ``seed``)."""
+                    seed: int = 0, held_out: float = 0.0, route: str | None = None,
+                    scorer: str = "exact") -> ExportResult:  # fmt: skip
+    """Write ``train.jsonl`` and ``validation.jsonl`` (a ``validation`` share, chosen by ``seed``), and
+    with ``held_out`` > 0 an eval set of that share of the prompts (``held_out.jsonl``)."""
     if not 0 <= validation < 1:
         raise ValueError(f"validation must be in [0, 1), got {validation}")
+    if not 0 <= held_out < 1:
+        raise ValueError(f"held_out must be in [0, 1), got {held_out}")
+    if held_out and fmt == "preference":
+        raise ValueError("a held-out eval set is written with the openai-ft or jsonl format, not preference")
     skipped: dict[str, int] = {}
     kept = curate(examples, min_score=None if fmt == "preference" else min_score, skipped=skipped)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cases: list[dict[str, Any]] = []
+    if held_out:
+        kept, held = _split_by_prompt(kept, held_out, seed)
+        cases = [_case(e, scorer) for e in held]
+        header = {"set": {"name": f"{route or 'captured'}-held-out", "scorer": scorer,
+                          **({"route": route} if route else {})}}  # fmt: skip
+        _write(out / "held_out.jsonl", [header, *cases])
     rows: list[dict[str, Any]]
     if fmt == "preference":
         rows = _preference_pairs(kept)
@@ -104,15 +125,48 @@ def export_examples(examples: Iterable[CapturedExample], out_dir: str | Path, *,
     cut = round(len(rows) * validation) if len(rows) > 1 else 0
     if validation > 0 and len(rows) > 1:
         cut = max(cut, 1)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     result = ExportResult(out / "train.jsonl", out / "validation.jsonl" if cut else None, skipped=skipped)
+    if held_out:
+        result.held_out, result.held_out_count = out / "held_out.jsonl", len(cases)
     _write(result.train, rows[cut:])
     result.train_count = len(rows) - cut
     if result.validation is not None:
         _write(result.validation, rows[:cut])
         result.validation_count = cut
     return result
+
+
+def _split_by_prompt(
+    examples: Sequence[CapturedExample], share: float, seed: int
+) -> tuple[list[CapturedExample], list[CapturedExample]]:
+    """``share`` of the distinct prompts (at least one where there are two), all their examples out of
+    training; the held-out side keeps one example per prompt (the first captured)."""
+    by_prompt: dict[str, list[CapturedExample]] = {}
+    for example in examples:
+        by_prompt.setdefault(json.dumps(example.messages, sort_keys=True), []).append(example)
+    prompts = sorted(by_prompt)
+    random.Random(seed).shuffle(prompts)
+    count = max(1, round(len(prompts) * share)) if len(prompts) > 1 else 0
+    held = set(prompts[:count])
+    train = [e for p in prompts if p not in held for e in by_prompt[p]]
+    return train, [by_prompt[p][0] for p in prompts[:count]]
+
+
+def _case(example: CapturedExample, scorer: str) -> dict[str, Any]:
+    """An eval case from a captured example: its prompt, and its answer as ``expected``."""
+    case: dict[str, Any] = {"id": example.id, "messages": example.messages}
+    if example.tool_calls and not (example.completion or "").strip():
+        call = example.tool_calls[0].get("function", {})
+        try:
+            arguments = json.loads(call.get("arguments") or "{}")
+        except ValueError:
+            arguments = {}
+        case.update(expected={"name": call.get("name"), "arguments": arguments}, scorer="tool_call")
+    else:
+        case["expected"] = example.completion
+        if scorer != "exact":
+            case["scorer"] = scorer
+    return case
 
 
 def _write(path: Path, rows: Iterable[dict[str, Any]]) -> None:

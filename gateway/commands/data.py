@@ -5,6 +5,7 @@ switchyard data list [ROUTE] [--store PATH | --policy P] [--since 7d]       coun
 switchyard data show ID [--store PATH | --policy P]                           one example (redacted) as JSON
 switchyard data export ROUTE --out DIR [--format openai-ft|jsonl|preference]
     [--since 7d] [--min-score 0.5] [--validation 0.1] [--seed 0] [--min-examples 20]
+    [--held-out 0.2 [--scorer exact]]       also held_out.jsonl: an eval set of prompts not trained on
 ```
 
 The store is ``--store``, else the route's ``capture.store`` in ``--policy``, else
@@ -45,6 +46,11 @@ def register(subparsers: Any) -> None:
     export.add_argument("--validation", type=float, default=0.1, help="share held out (default 0.1)")
     export.add_argument("--seed", type=int, default=0)
     export.add_argument("--min-examples", type=int, default=20, help="fewer is an error (default 20)")
+    export.add_argument(
+        "--held-out", type=float, default=0.0,
+        help="share of the prompts written as an eval set, held_out.jsonl, none of them in training",
+    )  # fmt: skip
+    export.add_argument("--scorer", default="exact", help="the held-out set's scorer (default exact)")
     for command in (listing, show, export):
         command.add_argument("--store", help="the capture SQLite file")
         command.add_argument("--policy", help="read the store from the route's capture section")
@@ -135,6 +141,7 @@ def _export(args: argparse.Namespace) -> int:
         result = export_examples(
             store.examples(args.route, since=since), args.out, fmt=args.format,
             min_score=args.min_score, validation=args.validation, seed=args.seed,
+            held_out=args.held_out, route=args.route, scorer=args.scorer,
         )  # fmt: skip
     except ValueError as exc:
         return _fail(str(exc))
@@ -142,6 +149,8 @@ def _export(args: argparse.Namespace) -> int:
         store.close()
     skipped = ", ".join(f"{count} {reason}" for reason, count in sorted(result.skipped.items())) or "none"
     _out(f"wrote {result.train_count} training and {result.validation_count} validation rows to {args.out}")
+    if result.held_out is not None:
+        _out(f"wrote {result.held_out_count} held-out eval cases to {result.held_out}")
     _out(f"left out: {skipped}")
     total = result.train_count + result.validation_count
     if total < args.min_examples:

@@ -192,3 +192,58 @@ def test_a_stream_is_captured_as_the_completion_it_adds_up_to(tmp_path: Path) ->
     assert json.loads(calls[0]["function"]["arguments"]) == {"city": "Paris"}
     assert calls[0]["id"] and examples[3].completion
     store.close()
+
+
+def test_export_holds_out_prompts_as_an_eval_set(tmp_path: Path) -> None:
+    from gateway.capture import export_examples
+    from gateway.capture.store import CapturedExample
+    from gateway.evals.sets import load_set
+
+    def example(
+        i: int, prompt: str, completion: str | None, calls: list[dict[str, object]] | None = None
+    ) -> CapturedExample:
+        return CapturedExample(
+            id=f"sy-{i}", route="support", created=1_700_000_000.0 + i,
+            messages=[{"role": "user", "content": prompt}], completion=completion, model="teacher",
+            provider="up", upstream_id=None, completion_id=None, tool_calls=calls, metadata={},
+        )  # fmt: skip
+
+    weather = [
+        {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+        }
+    ]
+    captured = [
+        example(i, f"question {i % 10}", f"answer {i}") for i in range(30)
+    ]  # 10 prompts, 3 answers each
+    captured.append(example(99, "weather in Oslo?", None, weather))
+    result = export_examples(
+        captured, tmp_path / "out", held_out=0.25, route="support", seed=3, validation=0.1
+    )
+    assert result.held_out is not None and result.held_out_count == 3  # 25 % of 11 distinct prompts
+    cases = load_set(result.held_out)
+    assert cases.name == "support-held-out" and len(cases.cases) == 3
+    held = {json.dumps(c.messages) for c in cases.cases}
+    trained = [
+        json.loads(line)
+        for f in ("train.jsonl", "validation.jsonl")
+        for line in (tmp_path / "out" / f).read_text().splitlines()
+    ]
+    assert not held & {
+        json.dumps(row["messages"][:-1]) for row in trained
+    }  # no held-out prompt, with any answer
+    assert (
+        result.train_count + result.validation_count + 3 <= 31
+        and len(trained) == result.train_count + result.validation_count
+    )
+    every = export_examples(captured, tmp_path / "all", held_out=0.99, route="support", seed=0)
+    tool_cases = [
+        c
+        for c in load_set(every.held_out).cases
+        if c.expected == {"name": "get_weather", "arguments": {"city": "Oslo"}}
+    ]  # type: ignore[arg-type]
+    assert len(tool_cases) == 1
+    with pytest.raises(ValueError, match="held_out"):
+        export_examples(captured, tmp_path / "bad", held_out=1.0)
