@@ -1,7 +1,8 @@
 """Budgets and rate limits of a policy, applied around each request before any upstream call.
 
 ``Guard.admit`` takes the request's rate-limit charge and reserves its worst-case cost (estimated
-prompt tokens + ``max_tokens``, priced at the dearest candidate of the plan) in every budget that
+prompt tokens + ``max_tokens``, or without it the route's observed p99 output for the model capped by
+the model's maximum, ``gateway/metering/observed.py``; priced at the dearest candidate of the plan) in every budget that
 matches; ``Admission.settle`` replaces the hold by the actual cost of every attempt that consumed
 tokens, and ``Admission.release`` drops it when nothing was consumed. A budget with
 ``on_exceed: cheaper`` drops the dearest candidates until the worst case fits, before refusing.
@@ -39,6 +40,7 @@ from gateway.budgets import Budget, BudgetReservation, Budgets, Cost, Subject
 from gateway.core.attempts import AttemptRecord, Plan
 from gateway.core.errors import BudgetExceededError, StateBackendError
 from gateway.core.types import ChatRequest
+from gateway.metering.observed import ObservedOutputs
 from gateway.ratelimit import RateLimit, RateLimiter, RateLimitGrant
 from gateway.state.memory import MemoryBackend
 from gateway.state.outage import FailOpen
@@ -199,6 +201,7 @@ class Guard:
         self._specs: dict[str, ModelSpec] = {}
         self._ceiling: tuple[Decimal, Decimal] | None = None
         self._lock = threading.Lock()
+        self.outputs = ObservedOutputs(backend)  # a request without max_tokens: its route's p99 output
 
     def admit(
         self, req: ChatRequest, plan: Plan, subject: Subject, prompt_tokens: int
@@ -212,7 +215,7 @@ class Guard:
             grant = self.limiter.acquire(subject, prompt_tokens + (max_output or 0))
         candidates = list(plan.candidates)
         while True:
-            costs = [self._worst_case(c.name, prompt_tokens, max_output) for c in candidates]
+            costs = [self._worst_case(c.name, prompt_tokens, max_output, plan.route) for c in candidates]
             worst = Cost(usd=max(c.usd for c in costs), tokens=max(c.tokens for c in costs))
             try:
                 reservation = self.budgets.reserve(subject, worst) if self.budgets.budgets else None
@@ -220,7 +223,8 @@ class Guard:
                 if not self._cheaper or len(candidates) == 1:
                     raise
                 dearest = max(
-                    candidates, key=lambda c: self._worst_case(c.name, prompt_tokens, max_output).usd
+                    candidates,
+                    key=lambda c: self._worst_case(c.name, prompt_tokens, max_output, plan.route).usd,
                 )
                 candidates.remove(dearest)
                 continue
@@ -235,13 +239,17 @@ class Guard:
         has_holds = self.limiter is not None or bool(self.budgets.budgets)
         return has_holds and not isinstance(self.backend, MemoryBackend)
 
-    def _worst_case(self, model: str, prompt_tokens: int, max_output: int | None) -> Cost:
+    def _worst_case(
+        self, model: str, prompt_tokens: int, max_output: int | None, route: str | None = None
+    ) -> Cost:
+        """The prompt plus ``max_tokens``; without it, the route's observed p99 output for the
+        model (``ObservedOutputs``), capped by the model's maximum output, else that maximum."""
         spec = self._spec(model)
-        output = (
-            max_output
-            if max_output is not None
-            else (spec.max_output if spec and spec.max_output else DEFAULT_WORST_OUTPUT)
-        )
+        output = max_output
+        if output is None:
+            cap = spec.max_output if spec and spec.max_output else DEFAULT_WORST_OUTPUT
+            observed = self.outputs.bound(route, model)
+            output = cap if observed is None else min(observed, cap)
         price_in, _, price_out = self._prices(spec)
         usd = (prompt_tokens * price_in + output * price_out) / _MILLION
         return Cost(usd=usd, tokens=prompt_tokens + output)

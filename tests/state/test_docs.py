@@ -15,6 +15,7 @@ MODULES = [
     "gateway.state.urls",
     "gateway.state.outage",
     "gateway.metering.spool",
+    "gateway.metering.observed",
     "gateway.budgets",
     "gateway.ratelimit",
 ]
