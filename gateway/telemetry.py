@@ -1,11 +1,22 @@
 """OpenTelemetry for the gateway: a span per request and per attempt, and the GenAI client metrics.
 
 ``Telemetry`` is an observer (pass it to a client's ``observer=``, beside a meter in an
-``ObserverGroup``). It follows the OpenTelemetry GenAI semantic conventions:
+``ObserverGroup``). It follows the OpenTelemetry GenAI semantic conventions, pinned to
+``SEMCONV_VERSION`` (the names of semantic-conventions v1.41.0; the GenAI conventions now live in
+the ``open-telemetry/semantic-conventions-genai`` repository, development status).
+
+``OTEL_SEMCONV_STABILITY_OPT_IN``, as the conventions' transition plan asks: without
+``gen_ai_latest_experimental`` in it, spans also carry ``gen_ai.system`` (the v1.36.0 name of
+``gen_ai.provider.name``, which backends on v1.36.0 read); with it, only the latest names are
+emitted. Everything else is the same in both modes.
 
 Spans (kind ``CLIENT``), named ``"{operation} {model}"``: one per request (the parent) and one per
 attempt (its children), with ``gen_ai.operation.name``, ``gen_ai.provider.name``,
-``gen_ai.request.model``, ``gen_ai.response.model``, ``gen_ai.usage.input_tokens``,
+``gen_ai.request.model``, ``gen_ai.response.model`` (the model the upstream says answered, not the
+one asked for; absent when it did not answer), ``gen_ai.response.id``,
+``gen_ai.response.finish_reasons``, the request's parameters that were set
+(``gen_ai.request.max_tokens``, ``temperature``, ``top_p``, ``frequency_penalty``,
+``presence_penalty``, ``seed``, ``stop_sequences``, ``choice.count``), ``gen_ai.usage.input_tokens``,
 ``gen_ai.usage.output_tokens``, ``gen_ai.usage.cache_read.input_tokens``,
 ``gen_ai.usage.reasoning.output_tokens``, ``gen_ai.usage.cache_creation.input_tokens`` (cache
 writes, when reported), ``gen_ai.response.finish_reasons`` when known,
@@ -17,8 +28,9 @@ Metrics: ``gen_ai.client.token.usage`` (``{token}``, by ``gen_ai.token.type`` in
 ``switchyard.client.cost`` (USD), with the conventions' advised bucket boundaries. A token count
 nobody reported is absent, never 0.
 
-Content (``gen_ai.output.messages``) is recorded only when ``capture_content=True`` (the policy's
-``telemetry.capture_content``), and always through the redaction function. API keys never appear.
+Content (``gen_ai.input.messages`` and ``gen_ai.output.messages``, streamed or not) is recorded
+only when ``capture_content=True`` (the policy's ``telemetry.capture_content``), and always through
+the redaction function. API keys never appear.
 
 Without an SDK configured, OpenTelemetry's API is a no-op and so is this class. Spans are written
 after the fact with their real start and end times, because the observer hears of an attempt when it
@@ -52,6 +64,9 @@ if TYPE_CHECKING:
 __all__ = ["Telemetry"]
 
 SCOPE = "switchyard"
+SEMCONV_VERSION = "1.41.0"  # the GenAI conventions' names followed (baseline for the old names: 1.36.0)
+SEMCONV_OPT_IN_ENV = "OTEL_SEMCONV_STABILITY_OPT_IN"
+LATEST_EXPERIMENTAL = "gen_ai_latest_experimental"
 DEFAULT_REQUEST_TIMEOUT_S = 600.0
 SWEEP_EVERY_S = 1.0
 MAX_CACHED_DEPLOYMENTS = 1024
@@ -88,6 +103,19 @@ class _Request:
     cost_usd: float | None = None
 
 
+def latest_semconv(value: str | None = None) -> bool:
+    """Whether ``OTEL_SEMCONV_STABILITY_OPT_IN`` (or ``value``) opts in to the latest GenAI names.
+
+    Example:
+        >>> latest_semconv("http,gen_ai_latest_experimental"), latest_semconv("")
+        (True, False)
+    """
+    import os
+
+    text = os.environ.get(SEMCONV_OPT_IN_ENV, "") if value is None else value
+    return LATEST_EXPERIMENTAL in (part.strip() for part in text.split(","))
+
+
 def provider_name(provider: str, kind: str) -> str:
     """``gen_ai.provider.name`` for a deployment: a well-known value, or the deployment's own name."""
     return _PROVIDER_NAMES.get(provider) or _PROVIDER_NAMES.get(kind) or provider
@@ -103,6 +131,8 @@ class Telemetry:
         prices: For the cost attribute and metric; the catalog's when ``None``.
         operation: ``gen_ai.operation.name`` (``chat``).
         request_timeout_s: End a request span this long after its last failed attempt.
+        semconv_opt_in: The ``OTEL_SEMCONV_STABILITY_OPT_IN`` value; read from the environment
+            when ``None``.
     """
 
     def __init__(
@@ -114,6 +144,7 @@ class Telemetry:
         prices: PriceTable | None = None,
         operation: str = "chat",
         request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+        semconv_opt_in: str | None = None,
     ) -> None:
         from opentelemetry import metrics, trace  # only clients that use telemetry pay for the import
 
@@ -140,6 +171,7 @@ class Telemetry:
         )
         self._cost_usd = meter.create_counter("switchyard.client.cost", unit="USD", description="Cost in USD")
         self.capture_content = capture_content
+        self.latest = latest_semconv(semconv_opt_in)
         self._prices = prices
         self.operation = operation
         self.request_timeout_s = request_timeout_s
@@ -192,7 +224,7 @@ class Telemetry:
             if cost is not None:
                 request.cost_usd = (request.cost_usd or 0.0) + cost
         if record.outcome in _TERMINAL:
-            self._end_request(record.request_id, record, base, end_ns)
+            self._end_request(record.request_id, record, {**base, **_response_attributes(record)}, end_ns)
         self._sweep()
 
     def request_finished(self, request_id: str, error: BaseException | None = None) -> None:
@@ -224,6 +256,7 @@ class Telemetry:
                     if record.route:
                         span.set_attribute("switchyard.route", record.route)
                     span.set_attribute("gen_ai.operation.name", self.operation)
+                    span.set_attributes(_request_attributes(record))
                 request = _Request(span, time.monotonic())
                 self._requests[record.request_id] = request
                 if len(self._requests) > MAX_OPEN_REQUESTS:
@@ -313,8 +346,9 @@ class Telemetry:
             "gen_ai.operation.name": self.operation,
             "gen_ai.provider.name": provider_name(target.provider, target.kind),
             "gen_ai.request.model": target.model,
-            "gen_ai.response.model": target.model,
         }
+        if not self.latest:  # the v1.36.0 name, until OTEL_SEMCONV_STABILITY_OPT_IN opts out of it
+            attributes["gen_ai.system"] = attributes["gen_ai.provider.name"]
         try:
             url = urlsplit(target.base_url)
             if url.hostname:
@@ -333,6 +367,8 @@ class Telemetry:
             "switchyard.attempt": record.attempt,
             "switchyard.model": record.candidate.name,
             "switchyard.outcome": record.outcome,
+            **_request_attributes(record),
+            **_response_attributes(record),
         }
         if record.route:
             attributes["switchyard.route"] = record.route
@@ -350,12 +386,8 @@ class Telemetry:
             attributes["switchyard.usage.estimated"] = tokens.estimated
         if cost is not None:
             attributes["switchyard.cost_usd"] = cost
-        if self.capture_content and record.streamed_text:
-            message = {
-                "role": "assistant",
-                "parts": [{"type": "text", "content": redact(record.streamed_text)}],
-            }
-            attributes["gen_ai.output.messages"] = json.dumps([message])
+        if self.capture_content:
+            attributes.update(_content_attributes(record))
         return attributes
 
     def _set_status(self, span: Span, record: AttemptRecord) -> None:
@@ -368,6 +400,8 @@ class Telemetry:
     def _record_metrics(
         self, record: AttemptRecord, tokens: AttemptTokens | None, cost: float | None, base: dict[str, Any]
     ) -> None:
+        if record.response_model:  # recommended on the metrics too
+            base = {**base, "gen_ai.response.model": record.response_model}
         if record.error is not None:
             self._duration.record(record.duration_s, {**base, "error.type": type(record.error).__name__})
         else:
@@ -379,3 +413,51 @@ class Telemetry:
             self._tokens.record(tokens.completion, {**base, "gen_ai.token.type": "output"})
         if cost is not None:
             self._cost_usd.add(cost, base)
+
+
+def _request_attributes(record: AttemptRecord) -> dict[str, Any]:
+    return {f"gen_ai.request.{name}": value for name, value in record.request_params.items()}
+
+
+def _response_attributes(record: AttemptRecord) -> dict[str, Any]:
+    """What the upstream said it answered with; nothing for an attempt it never answered."""
+    attributes: dict[str, Any] = {}
+    if record.response_model:
+        attributes["gen_ai.response.model"] = record.response_model
+    if record.response_id:
+        attributes["gen_ai.response.id"] = record.response_id
+    if record.finish_reasons:
+        attributes["gen_ai.response.finish_reasons"] = list(record.finish_reasons)
+    return attributes
+
+
+def _content_attributes(record: AttemptRecord) -> dict[str, Any]:
+    """The opted-in content, redacted: the request's messages and the answer's text."""
+    attributes: dict[str, Any] = {}
+    if record.request_messages:
+        attributes["gen_ai.input.messages"] = json.dumps([_message(m) for m in record.request_messages])
+    text = record.streamed_text or record.reply_text
+    if text:
+        answer = {"role": "assistant", "parts": [{"type": "text", "content": redact(text)}]}
+        attributes["gen_ai.output.messages"] = json.dumps([answer])
+    return attributes
+
+
+def _message(message: dict[str, Any]) -> dict[str, Any]:
+    content = message.get("content")
+    if isinstance(content, str):
+        parts: list[dict[str, Any]] = [{"type": "text", "content": redact(content)}]
+    elif isinstance(content, list):
+        parts = [
+            {"type": "text", "content": redact(str(part.get("text", "")))}
+            if part.get("type") == "text"
+            else {"type": str(part.get("type", "unknown"))}  # images, audio, files: their kind only
+            for part in content
+            if isinstance(part, dict)
+        ]
+    else:
+        parts = []
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        parts.append({"type": "tool_call", "id": call.get("id"), "name": function.get("name")})
+    return {"role": str(message.get("role", "")), "parts": parts}

@@ -135,6 +135,54 @@ class AttemptRecord:
     metadata: dict[str, str] = field(default_factory=dict)
     user: str | None = None
     error: BaseException | None = None
+    # What the upstream said it answered with (telemetry's gen_ai.response.*), when it answered.
+    response_id: str | None = None
+    response_model: str | None = None
+    finish_reasons: tuple[str, ...] = ()
+    # The request's sampling parameters that were set (telemetry's gen_ai.request.*).
+    request_params: dict[str, Any] = field(default_factory=dict)
+    # For opt-in content capture only: the request's messages (shared, never copied) and a
+    # non-streamed reply's text (a stream's is ``streamed_text``).
+    request_messages: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+    reply_text: str = field(default="", repr=False, compare=False)
+
+
+def request_parameters(req: ChatRequest | None) -> dict[str, Any]:
+    """The sampling parameters ``req`` set, by their GenAI convention names (``gen_ai.request.<name>``)."""
+    if req is None:
+        return {}
+    stop = req.stop
+    values: dict[str, Any] = {
+        "max_tokens": req.max_output_tokens,
+        "temperature": req.temperature,
+        "top_p": req.top_p,
+        "frequency_penalty": req.frequency_penalty,
+        "presence_penalty": req.presence_penalty,
+        "seed": req.seed,
+        "stop_sequences": [stop] if isinstance(stop, str) else (list(stop) if stop else None),
+        "choice.count": req.n if req.n not in (None, 1) else None,
+    }
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def reply_outcome(reply: Any, usage: CompletionUsage | None, outcome: str | None = None) -> Outcome:
+    """An attempt's outcome from its parsed reply: usage, and the reply's id, model and finish reasons."""
+    choices = getattr(reply, "choices", None) or ()
+    return Outcome(
+        usage=usage,
+        outcome=outcome,
+        response_id=getattr(reply, "id", None) if isinstance(getattr(reply, "id", None), str) else None,
+        response_model=getattr(reply, "model", None)
+        if isinstance(getattr(reply, "model", None), str)
+        else None,
+        finish_reasons=tuple(str(c.finish_reason) for c in choices if getattr(c, "finish_reason", None)),
+        reply_text="".join(_message_text(c) for c in choices),
+    )
+
+
+def _message_text(choice: Any) -> str:
+    content = getattr(getattr(choice, "message", None), "content", None)
+    return content if isinstance(content, str) else ""
 
 
 @dataclass(slots=True)
@@ -362,6 +410,10 @@ class Outcome:
     streamed_text: str = ""
     estimated: bool = False
     outcome: str | None = None  # forced: "partial", "closed" or "cancelled"
+    response_id: str | None = None
+    response_model: str | None = None
+    finish_reasons: tuple[str, ...] = ()
+    reply_text: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,6 +461,9 @@ def stream_outcome(attempt: StreamAttempt, error: BaseException | None, *, close
         streamed_text=text,
         estimated=estimated,
         outcome=forced,
+        response_id=attempt.response_id,
+        response_model=attempt.response_model,
+        finish_reasons=tuple(attempt.finish_reasons),
     )
 
 
@@ -468,9 +523,12 @@ class StreamAttempt:
         "candidate",
         "content_chunks",
         "delivered",
+        "finish_reasons",
         "held",
         "metering",
         "received",
+        "response_id",
+        "response_model",
         "t0",
         "text",
         "ttft_s",
@@ -490,6 +548,9 @@ class StreamAttempt:
         self.metering = STREAM_METERING.get()
         self.received = 0  # chunks that arrived from upstream: it answered, so the prompt was read
         self.answered = False  # the upstream accepted the request (a success status), chunks or not
+        self.response_id: str | None = None
+        self.response_model: str | None = None
+        self.finish_reasons: list[str] = []
 
     @property
     def has_content(self) -> bool:
@@ -498,6 +559,11 @@ class StreamAttempt:
 
     def offer(self, chunk: ChatCompletionChunk) -> Iterator[ChatCompletionChunk]:
         self.received += 1
+        if self.response_id is None and chunk.id:
+            self.response_id = chunk.id
+        if chunk.model:
+            self.response_model = chunk.model
+        self.finish_reasons += [str(c.finish_reason) for c in chunk.choices if c.finish_reason]
         if chunk.usage is not None:
             self.usage = chunk.usage
         if self.metering is not None and not self.metering.caller_wants_usage:

@@ -27,13 +27,13 @@ import providers
 from gateway.core.attempts import (
     Candidate,
     Observer,
-    Outcome,
     Plan,
     Sleep,
     StreamAttempt,
     StreamInfo,
     check_request,
     interrupted,
+    reply_outcome,
     stream_outcome,
 )
 from gateway.core.errors import APIConnectionError, APIError, APITimeoutError
@@ -169,7 +169,7 @@ class Executor(ExecutorBase):
                     self.sleep(delay)
                     retries += 1
                     continue
-                record = run.finish(candidate, t0, None, Outcome(usage=usage))
+                record = run.finish(candidate, t0, None, reply_outcome(result, usage))
                 return result, run.info(record)
         raise run.error()
 

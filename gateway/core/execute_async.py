@@ -26,6 +26,7 @@ from gateway.core.attempts import (
     StreamInfo,
     check_request,
     interrupted,
+    reply_outcome,
     stream_outcome,
 )
 from gateway.core.errors import APIError, APITimeoutError
@@ -114,7 +115,7 @@ class AsyncExecutor(ExecutorBase):
                     retries += 1
                     continue
                 winner, t0, result, usage = served
-                record = run.finish(winner, t0, None, Outcome(usage=usage))
+                record = run.finish(winner, t0, None, reply_outcome(result, usage))
                 return result, run.info(record)
         raise run.error()
 
@@ -138,7 +139,7 @@ class AsyncExecutor(ExecutorBase):
             run.finish(candidate, t0, None, Outcome(outcome="cancelled"))
             raise
         if contest is not None and contest.lost:
-            run.finish(candidate, t0, None, Outcome(usage=usage, outcome="cancelled"))
+            run.finish(candidate, t0, None, reply_outcome(result, usage, "cancelled"))
         return candidate, t0, result, usage
 
     async def _hedged(

@@ -10,6 +10,7 @@ on with the other; when both fail, ``HedgeFailed`` carries the primary's error t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
@@ -72,7 +73,7 @@ class Contender:
             except asyncio.CancelledError:
                 pass
         base = stream_outcome(self.attempt, None, closed=True)
-        self.report(None, Outcome(base.usage, base.ttft_s, base.streamed_text, base.estimated, outcome))
+        self.report(None, dataclasses.replace(base, outcome=outcome))
 
 
 async def hedged_stream(

@@ -30,6 +30,7 @@ from gateway.core.attempts import (
     gateway_info,
     is_deployment_fault,
     may_fall_back,
+    request_parameters,
 )
 from gateway.core.errors import APIError, APIStatusError, APITimeoutError, StateBackendError
 from gateway.core.types import ChatRequest, GatewayInfo
@@ -72,6 +73,7 @@ class RequestRun:
         "auth_failed",
         "deadline",
         "min_window",
+        "params",
         "plan",
         "probes",
         "records",
@@ -102,6 +104,7 @@ class RequestRun:
         self.min_window = 0
         self.auth_failed: set[str] = set()
         self.probes: set[int] = set()  # ids of attempts that are a half-open probe
+        self.params = request_parameters(req)  # shared by its attempt records, never mutated
 
     # --- before an attempt ----------------------------------------------------------------------
 
@@ -208,6 +211,12 @@ class RequestRun:
             metadata=dict(req.metadata or {}) if req is not None else {},
             user=req.user if req is not None else None,
             error=error,
+            response_id=o.response_id,
+            response_model=o.response_model,
+            finish_reasons=o.finish_reasons,
+            request_params=self.params,
+            request_messages=req.messages if req is not None else None,
+            reply_text=o.reply_text,
         )
         self.records.append(record)
         self._tell_breaker(candidate, index, error, name)

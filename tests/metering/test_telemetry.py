@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -82,13 +83,19 @@ def test_request_and_attempt_spans_follow_genai_conventions(
     assert {k: v for k, v in served.attributes.items() if k.startswith("gen_ai.")} == {
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": "openai",
+        "gen_ai.system": "openai",  # the v1.36.0 name, without OTEL_SEMCONV_STABILITY_OPT_IN
         "gen_ai.request.model": "flaky1:gpt-4o-mini",
-        "gen_ai.response.model": "flaky1:gpt-4o-mini",
+        "gen_ai.response.model": "gpt-4o-mini",  # what the upstream says answered, not what was asked
+        "gen_ai.response.id": served.attributes["gen_ai.response.id"],
+        "gen_ai.response.finish_reasons": ("stop",),
         "gen_ai.usage.input_tokens": 2,
         "gen_ai.usage.output_tokens": 3,
         "gen_ai.usage.cache_read.input_tokens": 0,
         "gen_ai.usage.reasoning.output_tokens": 0,
     }
+    assert str(served.attributes["gen_ai.response.id"]).startswith("chatcmpl-")
+    assert "gen_ai.response.model" not in failed.attributes  # it never answered
+    assert request.attributes["gen_ai.response.model"] == "gpt-4o-mini"
     assert served.attributes["server.address"] == "127.0.0.1"
     assert served.status.status_code is StatusCode.UNSET
     assert request.attributes["switchyard.attempts"] == 2
@@ -157,6 +164,61 @@ def test_content_is_captured_only_when_opted_in(
         )
         text = repr([dict(s.attributes or {}) for s in otel.finished()])
         assert ("secret plan" in text) is capture
+
+
+@pytest.mark.parametrize("opt_in", ["", "http,gen_ai_latest_experimental"])
+def test_request_parameters_and_the_semconv_opt_in(
+    otel: OTel, scripted_url: str, make_client: Callable[..., gateway.OpenAI], monkeypatch, opt_in: str
+) -> None:
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", opt_in)
+    client = make_client(api_key="sk-test", base_url=scripted_url, observer=otel.telemetry())
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "hello there"}],
+        stream=True,
+        temperature=0.2,
+        top_p=0.9,
+        max_tokens=50,
+        stop=["END"],
+        seed=7,
+    )
+    list(stream)
+    [request] = [s for s in otel.finished() if s.parent is None]
+    [attempt] = [s for s in otel.finished() if s.parent is not None]
+    params = {
+        "gen_ai.request.temperature": 0.2,
+        "gen_ai.request.top_p": 0.9,
+        "gen_ai.request.max_tokens": 50,
+        "gen_ai.request.stop_sequences": ("END",),
+        "gen_ai.request.seed": 7,
+    }
+    for span in (request, attempt):
+        assert {k: v for k, v in span.attributes.items() if k in params} == params
+    assert attempt.attributes["gen_ai.response.model"] == "gpt-4o-mini"
+    assert attempt.attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    assert str(attempt.attributes["gen_ai.response.id"]).startswith("chatcmpl-")
+    assert ("gen_ai.system" in attempt.attributes) is (opt_in == "")
+    assert attempt.attributes["gen_ai.provider.name"] == "openai"
+
+
+def test_captured_content_covers_input_and_a_non_streamed_answer(
+    otel: OTel, scripted_url: str, make_client: Callable[..., gateway.OpenAI]
+) -> None:
+    client = make_client(
+        api_key="sk-test", base_url=scripted_url, observer=otel.telemetry(capture_content=True)
+    )
+    secret = "sk-proj-" + "a" * 40  # a bearer token pasted into a prompt: redacted everywhere
+    client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": f"hello Bearer {secret}"}],
+    )
+    [attempt] = [s for s in otel.finished() if s.parent is not None]
+    inputs = json.loads(str(attempt.attributes["gen_ai.input.messages"]))
+    assert [m["role"] for m in inputs] == ["system", "user"]
+    assert inputs[0]["parts"] == [{"type": "text", "content": "be brief"}]
+    [output] = json.loads(str(attempt.attributes["gen_ai.output.messages"]))
+    assert output["role"] == "assistant" and output["parts"][0]["content"].startswith("Echo: hello")
+    assert secret not in repr(dict(attempt.attributes))
 
 
 def test_policy_section_maps_to_capture_content() -> None:
