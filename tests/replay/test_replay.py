@@ -182,3 +182,17 @@ def test_replay_says_when_nothing_was_logged(tmp_path: Path, capsys: pytest.Capt
     memory.write_text("version: 1\nroutes: {r: {candidates: [gpt-4o-mini]}}\n")
     assert main(["replay", "--policy", str(memory)]) == 2
     assert "the policy's state is memory" in capsys.readouterr().err
+
+
+def test_replay_filters_routes_and_refuses_a_bad_period(
+    upstreams: tuple[LoopbackServer, LoopbackServer], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    strong, light = upstreams
+    policy = write_policy(tmp_path, "p.yaml", (strong.base_url, light.base_url), "minimize: cost")
+    record_traffic(policy)
+    report = replay_json(capsys, "--policy", str(policy), "--route", "route:digest")
+    assert list(report["routes"]) == ["digest"] and report["requests"] == 12
+    assert main(["replay", "--policy", str(policy), "--since", "last tuesday"]) == 2
+    assert "cannot read the time 'last tuesday'" in capsys.readouterr().err
+    assert main(["replay", "--policy", str(policy), "--store", f"sqlite:///{tmp_path / 'none.sqlite'}"]) == 2
+    assert "no SQLite store at" in capsys.readouterr().err
