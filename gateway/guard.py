@@ -216,7 +216,7 @@ class Guard:
         candidates = list(plan.candidates)
         while True:
             costs = [self._worst_case(c.name, prompt_tokens, max_output, plan.route) for c in candidates]
-            worst = Cost(usd=max(c.usd for c in costs), tokens=max(c.tokens for c in costs))
+            worst = _worst_of(costs, hedged=plan.hedge is not None)
             try:
                 reservation = self.budgets.reserve(subject, worst) if self.budgets.budgets else None
             except BudgetExceededError:
@@ -375,6 +375,15 @@ class FollowingGuard:
 
     def ceiling(self) -> tuple[Decimal, Decimal]:
         return self.current().ceiling()
+
+
+def _worst_of(costs: Sequence[Cost], *, hedged: bool) -> Cost:
+    """The most one request can cost: its dearest candidate; with a hedge, its two dearest (the
+    first attempt and its hedge may both run to the end, and both are charged)."""
+    taken = 2 if hedged and len(costs) > 1 else 1
+    usd = sum(sorted((c.usd for c in costs), reverse=True)[:taken], Decimal(0))
+    tokens = sum(sorted((c.tokens for c in costs), reverse=True)[:taken])
+    return Cost(usd=usd, tokens=tokens)
 
 
 def _budget(name: str, budget: PolicyBudget) -> Budget:
