@@ -39,6 +39,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -226,9 +227,15 @@ class LiveStats:
             return False
         return True
 
-    def _share(self) -> None:
-        while not self._stop.wait(self.share_interval_s):
-            self.maybe_sync()
+    @staticmethod
+    def _share(ref: weakref.ReferenceType[LiveStats], stop: threading.Event, interval_s: float) -> None:
+        # A weak reference: a client dropped without close() lets its stats go, and this thread ends.
+        while not stop.wait(interval_s):
+            stats = ref()
+            if stats is None:
+                return
+            stats.maybe_sync()
+            del stats
 
     def close(self) -> None:
         """Stop the sharing thread and close the board's own connection (the runtime's ``close``)."""
@@ -243,7 +250,12 @@ class LiveStats:
         with self._lock:
             if self._thread is not None or self._stop.is_set():
                 return
-            self._thread = threading.Thread(target=self._share, name="switchyard-live-stats", daemon=True)
+            self._thread = threading.Thread(
+                target=self._share,
+                args=(weakref.ref(self), self._stop, self.share_interval_s),
+                name="switchyard-live-stats",
+                daemon=True,
+            )
         self._thread.start()
 
     def snapshot(self) -> StatsSnapshot:

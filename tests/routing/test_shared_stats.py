@@ -255,3 +255,16 @@ def test_a_clients_board_has_a_connection_of_its_own(tmp_path: Path) -> None:
     board.close()
     with pytest.raises(RuntimeError, match="closed"):
         board.read(now=2.0)
+
+
+def test_a_dropped_client_lets_its_sharing_thread_end(tmp_path: Path) -> None:
+    import gc
+
+    stats = LiveStats(board=LiveBoard(MemoryBackend()), share_interval_s=0.01)
+    stats.snapshot()  # starts the thread
+    thread = stats._thread
+    assert thread is not None and thread.is_alive()
+    del stats
+    gc.collect()
+    thread.join(5)
+    assert not thread.is_alive()
