@@ -48,7 +48,9 @@ from gateway.core.types import (
     GatewayInfo,
 )
 from gateway.resilience.breaker import Breakers
-from gateway.resilience.hedge import TTFTWindow
+from gateway.resilience.hedge import TTFTWindow, hedge_affordable, hedge_delay
+from gateway.resilience.hedge_stream import HedgeFailed
+from gateway.resilience.hedge_sync import SyncOpener, hedged_stream_sync, hedged_unary
 from gateway.resilience.retry import RetrySettings
 from gateway.resilience.run import RETRY, STOP, RequestRun, Resilience
 from gateway.transports import http as transport
@@ -99,6 +101,17 @@ class ExecutorBase:
             raise run.error() from None
         return move.delay if move.action == RETRY else None
 
+    def _hedge_partner(self, run: RequestRun, index: int) -> tuple[Candidate, float] | None:
+        """The candidate to race the first attempt against, and after how long; ``None`` for no hedge."""
+        settings = run.plan.hedge
+        if settings is None or self.res.ttft is None:
+            return None
+        second = next(iter(run.plan.candidates[index + 1 :]), None)
+        if second is None or not hedge_affordable(settings, second.estimated_cost_usd):
+            return None
+        delay = hedge_delay(settings, self.res.ttft, run.plan.candidates[index].name)
+        return None if delay is None else (second, delay)
+
 
 class Executor(ExecutorBase):
     """Runs requests over one shared HTTP client (the SDK's ``httpx2.Client`` or ``httpx.Client``).
@@ -148,9 +161,10 @@ class Executor(ExecutorBase):
         once: Callable[[Candidate, Any], tuple[Any, Any]],
         timeout: Any,
     ) -> tuple[Any, GatewayInfo]:
-        """The one non-streaming loop (chat, embeddings, relayed bodies): candidates, retries, fallback."""
+        """The one non-streaming loop (chat, embeddings, relayed bodies): candidates, retries, fallback,
+        hedging (``gateway/resilience/hedge_sync.py``: the race in threads)."""
         run = self._run(plan, req)
-        for candidate in plan.candidates:
+        for index, candidate in enumerate(plan.candidates):
             retries = 0
             while True:
                 admitted = run.admit(candidate, first=retries == 0)
@@ -158,18 +172,31 @@ class Executor(ExecutorBase):
                     raise run.error()
                 if not admitted:
                     break
-                t0 = time.perf_counter()
+
+                def call(c: Candidate) -> tuple[Any, Any]:
+                    return once(c, run.timeout(timeout, stream=False, sync=True))
+
+                partner = (
+                    self._hedge_partner(run, index) if plan.hedge is not None and not run.records else None
+                )
                 try:
-                    result, usage = once(candidate, run.timeout(timeout, stream=False, sync=True))
+                    if partner is not None:
+                        winner, t0, result, usage = hedged_unary(run, call, candidate, *partner)
+                    else:
+                        winner, t0 = candidate, time.perf_counter()
+                        try:
+                            result, usage = call(candidate)
+                        except APIError as exc:
+                            run.finish(candidate, t0, exc)
+                            raise
                 except APIError as exc:
-                    run.finish(candidate, t0, exc)
                     delay = self.retry_delay(run, candidate, retries, exc)
                     if delay is None:
                         break
                     self.sleep(delay)
                     retries += 1
                     continue
-                record = run.finish(candidate, t0, None, reply_outcome(result, usage))
+                record = run.finish(winner, t0, None, reply_outcome(result, usage))
                 return result, run.info(record)
         raise run.error()
 
@@ -203,7 +230,7 @@ class Executor(ExecutorBase):
         self, req: ChatRequest, plan: Plan, *, headers: dict[str, str], timeout: Any, holder: StreamInfo
     ) -> Iterator[ChatCompletionChunk]:
         run = self._run(plan, req)
-        for candidate in plan.candidates:
+        for index, candidate in enumerate(plan.candidates):
             module = providers.load(candidate.target.kind)
             retries = 0
             while True:
@@ -212,6 +239,25 @@ class Executor(ExecutorBase):
                     raise run.error()
                 if not admitted:
                     break
+                hedge = self._hedge_partner(run, index) if not run.records else None
+                if hedge is not None:
+                    try:
+                        yield from hedged_stream_sync(
+                            run,
+                            candidate,
+                            hedge[0],
+                            hedge[1],
+                            self._opener(req, headers, timeout, run),
+                            holder,
+                        )
+                        return
+                    except HedgeFailed as failed:
+                        delay = self.retry_delay(run, candidate, retries, failed.error)
+                    if delay is None:
+                        break
+                    self.sleep(delay)
+                    retries += 1
+                    continue
                 attempt = StreamAttempt(candidate, time.perf_counter(), plan.buffer_tokens)
                 holder.candidate = candidate
                 try:
@@ -233,6 +279,19 @@ class Executor(ExecutorBase):
                 holder.gateway = run.info(record)
                 return
         raise run.error()
+
+    def _opener(
+        self, req: ChatRequest, headers: dict[str, str], timeout: Any, run: RequestRun
+    ) -> Callable[[Candidate], SyncOpener]:
+        def for_candidate(candidate: Candidate) -> SyncOpener:
+            module = providers.load(candidate.target.kind)
+
+            def open_stream(attempt: StreamAttempt, info: StreamInfo) -> Iterator[ChatCompletionChunk]:
+                return self._stream_once(module, req, headers, timeout, attempt, info, run)
+
+            return open_stream
+
+        return for_candidate
 
     def _stream_once(
         self,

@@ -43,7 +43,6 @@ from gateway.core.types import (
 )
 from gateway.resilience.breaker import Breakers
 from gateway.resilience.deadline import chunk_wait
-from gateway.resilience.hedge import hedge_affordable, hedge_delay
 from gateway.resilience.hedge_stream import HedgeFailed, Opener, hedged_stream
 from gateway.resilience.retry import RetrySettings
 from gateway.resilience.run import RequestRun
@@ -251,17 +250,6 @@ class AsyncExecutor(ExecutorBase):
             raise
         record = run.finish(candidate, attempt.t0, None, stream_outcome(attempt, None))
         holder.gateway = run.info(record)
-
-    def _hedge_partner(self, run: RequestRun, index: int) -> tuple[Candidate, float] | None:
-        """The candidate to race the first attempt against, and after how long; ``None`` for no hedge."""
-        settings = run.plan.hedge
-        if settings is None or self.res.ttft is None:
-            return None
-        second = next(iter(run.plan.candidates[index + 1 :]), None)
-        if second is None or not hedge_affordable(settings, second.estimated_cost_usd):
-            return None
-        delay = hedge_delay(settings, self.res.ttft, run.plan.candidates[index].name)
-        return None if delay is None else (second, delay)
 
     def _opener(
         self, req: ChatRequest, headers: dict[str, str], timeout: Any, run: RequestRun

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -70,6 +71,7 @@ class RequestRun:
     """The state of one request across its attempts."""
 
     __slots__ = (
+        "_finishing",
         "auth_failed",
         "deadline",
         "min_window",
@@ -98,6 +100,7 @@ class RequestRun:
         self.request_id = uuid.uuid4().hex
         self.started = time.perf_counter()
         self.records: list[AttemptRecord] = []
+        self._finishing = threading.Lock()
         self.skipped: list[Skip] = []
         timeouts = plan.timeouts
         self.deadline = Deadline(timeouts.total_s if timeouts is not None else None, clock)
@@ -191,34 +194,35 @@ class RequestRun:
     ) -> AttemptRecord:
         """Record one attempt: the observer (once), the breaker and the TTFT window hear of it."""
         o = outcome or Outcome()
-        index = len(self.records)
-        status = error.status_code if isinstance(error, APIStatusError) else None
-        name = o.outcome or ("ok" if error is None else type(error).__name__)
-        req = self.req
-        record = AttemptRecord(
-            request_id=self.request_id,
-            attempt=index,
-            candidate=candidate,
-            route=self.plan.route,
-            started=t0,
-            duration_s=time.perf_counter() - t0,
-            ttft_s=o.ttft_s,
-            outcome=name,
-            status_code=status if status is not None else (200 if error is None else None),
-            usage=o.usage,
-            usage_estimated=o.estimated,
-            streamed_text=o.streamed_text,
-            metadata=dict(req.metadata or {}) if req is not None else {},
-            user=req.user if req is not None else None,
-            error=error,
-            response_id=o.response_id,
-            response_model=o.response_model,
-            finish_reasons=o.finish_reasons,
-            request_params=self.params,
-            request_messages=req.messages if req is not None else None,
-            reply_text=o.reply_text,
-        )
-        self.records.append(record)
+        with self._finishing:  # a blocking hedge records its two attempts from two threads
+            index = len(self.records)
+            status = error.status_code if isinstance(error, APIStatusError) else None
+            name = o.outcome or ("ok" if error is None else type(error).__name__)
+            req = self.req
+            record = AttemptRecord(
+                request_id=self.request_id,
+                attempt=index,
+                candidate=candidate,
+                route=self.plan.route,
+                started=t0,
+                duration_s=time.perf_counter() - t0,
+                ttft_s=o.ttft_s,
+                outcome=name,
+                status_code=status if status is not None else (200 if error is None else None),
+                usage=o.usage,
+                usage_estimated=o.estimated,
+                streamed_text=o.streamed_text,
+                metadata=dict(req.metadata or {}) if req is not None else {},
+                user=req.user if req is not None else None,
+                error=error,
+                response_id=o.response_id,
+                response_model=o.response_model,
+                finish_reasons=o.finish_reasons,
+                request_params=self.params,
+                request_messages=req.messages if req is not None else None,
+                reply_text=o.reply_text,
+            )
+            self.records.append(record)
         self._tell_breaker(candidate, index, error, name)
         if error is None and name == "ok" and self.res.ttft is not None:
             self.res.ttft.observe(candidate.name, o.ttft_s if o.ttft_s is not None else record.duration_s)

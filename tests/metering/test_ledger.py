@@ -178,20 +178,31 @@ def test_sync_attempts_reconcile_with_the_upstream_ledger(
     sink = MemorySink()
     meter = Meter(sink)
     with gateway.OpenAI(policy=str(policy), observer=meter, max_retries=0) as client:
+        reply = client.chat.completions.create(model="route:hedged", messages=MESSAGES)
+        assert gateway.info(reply).model == "fastb"  # the blocking client hedges too (hedge_sync.py)
+        stream = client.chat.completions.create(model="route:hedged_stream", messages=MESSAGES, stream=True)
+        hedged = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         stream = client.chat.completions.create(model="route:buffered", messages=MESSAGES, stream=True)
         assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices).startswith("Echo: one")
         stream = client.chat.completions.create(model="route:late_cut", messages=MESSAGES, stream=True)
         with pytest.raises(gateway.APIError):
             for _ in stream:
                 pass
-        client.chat.completions.create(model="route:hedged", messages=MESSAGES)  # no hedging when blocking
+        # The non-streamed hedge's loser is still answering (600 ms) in its thread: wait for its record.
+        deadline = time.monotonic() + 5
+        while len(upstream.ledger.entries) != len(meter_records(meter, sink)) and time.monotonic() < deadline:
+            time.sleep(0.02)
     meter.close()
+    assert hedged == "Echo: one two three four five six seven eight nine ten"
     paired = _reconcile(upstream.ledger.entries, sink.records)
     cut_buffered = [("cuta", "error", True)] * 3
     assert paired == [
         *cut_buffered,
         ("cutc", "partial", True),
+        ("fastb", "ok", False),  # the non-streamed hedge's winner
+        ("fastb2", "ok", False),  # the streamed hedge's winner
         ("fastb3", "ok", False),
-        ("slowa", "ok", False),
+        ("holda", "partial", True),  # the streamed hedge's loser, stopped (its socket shut)
+        ("slowa", "partial", False),  # the non-streamed hedge's loser, finished unread in its thread
     ]
     assert _budget_used(tmp_path) == sum(e.prompt + e.completion for e in upstream.ledger.entries)

@@ -7,6 +7,7 @@ executor; retry sleeps are shortened through ``RetrySettings``, never by patchin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -84,11 +85,14 @@ def run_sync(
     timeout: Any = 5.0,
     headers: dict[str, str] | None = None,
     req: ChatRequest | None = None,
+    http: httpx.Client | None = None,
 ) -> Result:
+    """``http``: a client the caller keeps open (a hedge loser still running uses it); else one of
+    its own, closed as soon as the answer is in."""
     records = Records()
     result = Result(records=records)
     req = req or request(stream=stream)
-    with httpx.Client() as http:
+    with contextlib.nullcontext(http) if http is not None else httpx.Client() as http:
         ex = Executor(http, observer=records, retry=FAST, breakers=breakers)
         t0 = time.monotonic()
         try:
