@@ -192,6 +192,15 @@ def format_plan(result: Any) -> str:
         lines.append("    (no candidate survived)")
     elif len(result.candidates) > 1:
         lines += ["", _why(result.candidates[0], result.candidates[1], rates)]
+    settings = result.settings
+    if settings.split:
+        arms = ", ".join(f"{model} {weight:g}" for model, weight in settings.split.items())
+        lines += ["", f"split (A/B): the head is drawn by weight from {arms}; without a draw, the heaviest"]
+    if settings.shadow is not None:
+        lines.append(
+            f"shadow: {settings.shadow.share:.1%} of requests copied to {settings.shadow.candidate} "
+            f"in the background (metered as route shadow:{result.route})"
+        )
     if result.exclusions:
         lines += ["", "excluded:"]
         lines += [f"    {e.model:<36} {e.code:<20} {e.message}" for e in result.exclusions]

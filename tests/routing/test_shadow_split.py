@@ -257,3 +257,20 @@ routes:
         "[policy.unknown-model]",
         f"{path}: 2 error(s)",
     ]
+
+
+def test_policy_explain_names_the_split_and_the_shadow(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "ab.yaml"
+    path.write_text(SPLIT.replace("explore: 0.5", "shadow: {candidate: gpt-4.1-nano, share: 0.05}"))
+    assert (
+        main(["policy", "explain", str(path), "--route", "ab", "--prompt", "hello", "--prompt-tokens", "5"])
+        == 0
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[4].split()[:2] == ["1", "openai/gpt-4o"] and lines[4].endswith("split")
+    assert lines[-2:] == [
+        "split (A/B): the head is drawn by weight from gpt-4o-mini 0.3, openai/gpt-4o 0.7; without a draw, the heaviest",
+        "shadow: 5.0% of requests copied to gpt-4.1-nano in the background (metered as route shadow:ab)",
+    ]
