@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import select
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -41,12 +42,16 @@ class _Conn:
         self.idle_since = 0.0
 
     def alive(self) -> bool:
-        """An idle connection the server has not closed (nothing to read on it)."""
+        """An idle connection the server has not closed: nothing to read on it (a close, or bytes
+        nobody asked for, both make it unusable). ``poll``, not ``select``: no limit on the fd."""
+        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+            return False
         try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
+            poller = select.poll()
+            poller.register(self.sock, select.POLLIN)
+            return not poller.poll(0)
         except (OSError, ValueError):
             return False
-        return not readable
 
     def close(self) -> None:
         try:

@@ -47,6 +47,27 @@ def test_sequential_calls_share_one_kept_alive_connection() -> None:
     assert json.loads(first.body)["messages"] == MESSAGES
 
 
+def test_keep_alive_works_above_file_descriptor_1024() -> None:
+    """The idle check polls (``select`` cannot take a descriptor past FD_SETSIZE, and would have
+    made every reused connection look dead in a process with many files open)."""
+    import os
+    import resource
+
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 1200:
+        pytest.skip("this process may not open 1200 files")
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with RawServer(ok) as server:
+            client = gateway.OpenAI(base_url=f"{server.base_url}/v1", api_key="sk-pool", max_retries=0)
+            for _ in range(3):
+                create(client)
+            client.close()
+        assert [(r.connection, r.index) for r in server.requests] == [(0, 0), (0, 1), (0, 2)]
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
 def test_a_connection_the_server_closes_is_not_reused_and_nothing_is_resent() -> None:
     def closing(request: RawRequest) -> RawAnswer:
         headers = {
