@@ -143,7 +143,10 @@ class LiveStats:
         self.wall = wall
         self.publishes = 0  # rounds written to the board (bounded: one per share_interval_s)
         self.share_errors = 0
-        self._remote: list[tuple[float, dict[str, Any]]] = []
+        # The others' published rows, summed per deployment with weights decayed to ``_synced_at``;
+        # a snapshot scales them by one common factor for the time since (decay is multiplicative).
+        self._remote_sums: dict[str, list[float]] = {}
+        self._synced_at = 0.0
         self._last_sync: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -207,9 +210,14 @@ class LiveStats:
         self._last_sync = now
         self.board.publish(self.export(), now)
         self.publishes += 1
-        remote = self.board.read(now)
+        sums: dict[str, list[float]] = {}
+        for at, rows in self.board.read(now):
+            decay = 0.5 ** (max(0.0, now - at) / self.half_life_s)
+            for name, row in rows.items():
+                if isinstance(row, list) and len(row) == 8:  # else an entry this version cannot read
+                    _accumulate(sums.setdefault(name, [0.0] * 8), row, decay)
         with self._lock:
-            self._remote = remote
+            self._remote_sums, self._synced_at = sums, now
 
     def maybe_sync(self) -> bool:
         """``sync()`` unless one ran less than ``share_interval_s`` ago; errors are counted and logged."""
@@ -265,7 +273,7 @@ class LiveStats:
         busy = self._in_flight() if self._in_flight else {}
         now, half = self.clock(), self.half_life_s
         with self._lock:
-            remote = self._remote
+            remote = self._remote_sums
             models = {
                 name: ModelStats(
                     ttft_s=r.ttft.value,
@@ -278,9 +286,14 @@ class LiveStats:
                     failure_rate=r.failures.value or 0.0,
                 )
                 for name, r in self._models.items()
+                if name not in remote  # those are built below, with the others' picture
             }
-        if remote:
-            models = self._merged(models, remote, breakers)
+            if remote:
+                scale = 0.5 ** (max(0.0, self.wall() - self._synced_at) / half)
+                for name, acc in remote.items():
+                    models[name] = _combined(
+                        self._models.get(name), acc, scale, now, half, busy, breakers, name
+                    )
         for name, reason in breakers.items():
             models.setdefault(name, ModelStats(breaker_open=True, breaker_reason=reason))
         for name, count in busy.items():
@@ -290,34 +303,6 @@ class LiveStats:
             over_budget=self._over_budget() if self._over_budget else frozenset(),
             local_engine=self._local_load() if self._local_load else None,
         )
-
-    def _merged(
-        self,
-        models: dict[str, ModelStats],
-        remote: list[tuple[float, dict[str, Any]]],
-        breakers: dict[str, str],
-    ) -> dict[str, ModelStats]:
-        """This process's estimates merged with the others' (weights decayed since they published)."""
-        now, half = self.wall(), self.half_life_s
-        sums: dict[str, list[float]] = {}
-        entries = [(1.0, self.export())] + [(0.5 ** (max(0.0, now - at) / half), rows) for at, rows in remote]
-        for decay, rows in entries:
-            for name, row in rows.items():
-                if isinstance(row, list) and len(row) == 8:  # else an entry this version cannot read
-                    _accumulate(sums.setdefault(name, [0.0] * 8), row, decay)
-        merged = dict(models)
-        for name, acc in sums.items():
-            merged[name] = ModelStats(
-                ttft_s=acc[0] / acc[1] if acc[1] else None,
-                tokens_per_s=acc[2] / acc[3] if acc[3] else None,
-                samples=int(acc[6]),
-                in_flight=int(acc[7]),
-                breaker_open=name in breakers,
-                breaker_reason=breakers.get(name),
-                weight=acc[1],
-                failure_rate=acc[4] / acc[5] if acc[5] else 0.0,
-            )
-        return merged
 
 
 def _accumulate(acc: list[float], row: list[Any], decay: float) -> None:
@@ -329,6 +314,44 @@ def _accumulate(acc: list[float], row: list[Any], decay: float) -> None:
             acc[i + 1] += weight
     acc[6] += float(row[6] or 0)
     acc[7] += float(row[7] or 0)
+
+
+def _combined(
+    mine: _Running | None,
+    acc: list[float],
+    scale: float,
+    now: float,
+    half: float,
+    busy: dict[str, int],
+    breakers: dict[str, str],
+    name: str,
+) -> ModelStats:
+    """One deployment's estimates: this process's means beside the others' sums (scaled by ``scale``)."""
+    ttft, ttft_w = acc[0] * scale, acc[1] * scale
+    speed, speed_w = acc[2] * scale, acc[3] * scale
+    fail, fail_w = acc[4] * scale, acc[5] * scale
+    samples = int(acc[6])
+    if mine is not None:  # written out: this runs per deployment on every routed request
+        samples += mine.samples
+        if mine.ttft.value is not None:
+            w = mine.ttft.decayed(now, half)
+            ttft, ttft_w = ttft + mine.ttft.value * w, ttft_w + w
+        if mine.speed.value is not None:
+            w = mine.speed.decayed(now, half)
+            speed, speed_w = speed + mine.speed.value * w, speed_w + w
+        if mine.failures.value is not None:
+            w = mine.failures.decayed(now, half)
+            fail, fail_w = fail + mine.failures.value * w, fail_w + w
+    return ModelStats(
+        ttft_s=ttft / ttft_w if ttft_w > 0 else None,
+        tokens_per_s=speed / speed_w if speed_w > 0 else None,
+        samples=samples,
+        in_flight=busy.get(name, 0) + int(acc[7]),
+        breaker_open=name in breakers,
+        breaker_reason=breakers.get(name),
+        weight=ttft_w,
+        failure_rate=fail / fail_w if fail_w > 0 else 0.0,
+    )
 
 
 class InFlight:
