@@ -210,7 +210,10 @@ def test_captured_content_covers_input_and_a_non_streamed_answer(
     secret = "sk-proj-" + "a" * 40  # a bearer token pasted into a prompt: redacted everywhere
     client.chat.completions.create(
         model="gpt-4o-mini",
-        messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": f"hello Bearer {secret}"}],
+        messages=[
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": f"hello Bearer {secret}"},
+        ],
     )
     [attempt] = [s for s in otel.finished() if s.parent is not None]
     inputs = json.loads(str(attempt.attributes["gen_ai.input.messages"]))
