@@ -137,6 +137,11 @@ class AsyncExecutor(ExecutorBase):
         except asyncio.CancelledError:
             run.finish(candidate, t0, None, Outcome(outcome="cancelled"))
             raise
+        except Exception:  # noqa: BLE001 - recorded and re-raised: a lost hedge's client may be closed under it
+            if contest is None or not contest.lost:
+                raise
+            run.finish(candidate, t0, None, Outcome(outcome="cancelled"))
+            raise
         if contest is not None and contest.lost:
             run.finish(candidate, t0, None, reply_outcome(result, usage, "cancelled"))
         return candidate, t0, result, usage

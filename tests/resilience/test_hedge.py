@@ -71,7 +71,8 @@ async def test_a_hedge_loser_still_running_when_the_client_closes_is_cancelled(
     assert result.error is None and result.reply.gateway.model == "secondary/gpt-4o-mini"
     assert await until(lambda: len(result.records) == 2)
     assert sorted(result.outcomes) == ["cancelled", "ok"]  # not a connection error: no breaker hears it
-    assert wait_for(lambda: chat_log(primary)[0].outcome == "disconnected")  # the upstream saw the hang-up
+    # The upstream saw the hang-up (on a loaded machine the request may not have been sent at all).
+    assert wait_for(lambda: all(r.outcome == "disconnected" for r in chat_log(primary)))
 
 
 async def test_primary_answering_first_leaves_the_hedge_to_finish(primary: LoopbackServer) -> None:
