@@ -90,6 +90,9 @@ class BreakerPolicy(_Section):
     cooldown_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
     cooldown_factor: float = Field(default=2.0, ge=1, allow_inf_nan=False)
     max_cooldown_s: float = Field(default=600.0, gt=0, allow_inf_nan=False)
+    half_open_probes: int = Field(
+        default=1, ge=1, description="successful probes in a row, one at a time, that close it again"
+    )
 
 
 class ModelEntry(_Section):

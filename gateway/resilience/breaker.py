@@ -3,7 +3,7 @@
 ```
 closed --(error rate >= error_rate over window_s, at least min_calls calls)--> open
 open --(cooldown over: exactly one caller is granted a probe)--> half_open
-half_open --(probe succeeds)--> closed        (cooldown back to cooldown_s)
+half_open --(half_open_probes probes succeed, one at a time)--> closed        (cooldown back to cooldown_s)
 half_open --(probe fails)--> open             (cooldown x cooldown_factor, up to max_cooldown_s)
 ```
 
@@ -55,6 +55,7 @@ class BreakerSettings:
     cooldown_s: float = 30.0
     cooldown_factor: float = 2.0
     max_cooldown_s: float = 600.0
+    half_open_probes: int = 1  # successful probes in a row, one at a time, that close it again
 
     def __post_init__(self) -> None:
         checks = {
@@ -64,6 +65,7 @@ class BreakerSettings:
             "cooldown_s": self.cooldown_s > 0,
             "cooldown_factor": self.cooldown_factor >= 1,
             "max_cooldown_s": self.max_cooldown_s >= self.cooldown_s,
+            "half_open_probes": self.half_open_probes >= 1,
         }
         for name, ok in checks.items():
             value = getattr(self, name)
@@ -170,7 +172,10 @@ class Breakers:
             previous = self._probe_cooldown.pop(name, settings.cooldown_s)
             cooldown = cooldown if ok else min(previous * settings.cooldown_factor, settings.max_cooldown_s)
         key = self.namespace + name
-        return key, ok, self.clock(), settings.window_s, settings.min_calls, settings.error_rate, cooldown
+        return (
+            key, ok, self.clock(), settings.window_s, settings.min_calls, settings.error_rate, cooldown,
+            settings.half_open_probes,
+        )  # fmt: skip
 
     def open_breakers(self) -> dict[str, str]:
         """Deployments refusing calls now, each with why, as this process last saw them."""

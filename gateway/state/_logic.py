@@ -48,6 +48,7 @@ def new_breaker() -> dict[str, Any]:
         "window_start": 0.0,
         "retry_at": 0.0,
         "cooldown": 0.0,
+        "probes_ok": 0,
     }
 
 
@@ -75,16 +76,33 @@ def breaker_record(
     min_calls: int,
     error_rate: float,
     cooldown_s: float,
+    probes: int = 1,
 ) -> None:
-    """Mutate ``state`` with one outcome (fixed window of ``window_s`` seconds while closed)."""
+    """Mutate ``state`` with one outcome (fixed window of ``window_s`` seconds while closed).
+
+    Half-open, a successful probe closes the breaker once ``probes`` have succeeded in a row; before
+    that the next probe may go at once. A failed probe reopens it."""
     status = state["status"]
     if status == "open":
         return  # a late answer from a call sent before the breaker opened
     if status == "half_open":
         if ok:
-            state.update(status="closed", calls=0, failures=0, window_start=now, retry_at=0.0)
+            passed = int(state.get("probes_ok", 0)) + 1
+            if passed >= probes:
+                state.update(
+                    status="closed", calls=0, failures=0, window_start=now, retry_at=0.0, probes_ok=0
+                )
+            else:
+                state.update(probes_ok=passed, retry_at=now)
         else:
-            state.update(status="open", calls=0, failures=0, retry_at=now + cooldown_s, cooldown=cooldown_s)
+            state.update(
+                status="open",
+                calls=0,
+                failures=0,
+                retry_at=now + cooldown_s,
+                cooldown=cooldown_s,
+                probes_ok=0,
+            )
         return
     if now - state["window_start"] >= window_s:
         state.update(calls=0, failures=0, window_start=now)

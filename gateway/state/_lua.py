@@ -135,7 +135,7 @@ return {tonumber(redis.call('HGET', totals, 'used')), reserved}
 
 _BREAKER = """
 local key = KEYS[1]
-local s = {status = 'closed', calls = 0, failures = 0, window_start = 0, retry_at = 0, cooldown = 0}
+local s = {status = 'closed', calls = 0, failures = 0, window_start = 0, retry_at = 0, cooldown = 0, probes_ok = 0}
 local stored = redis.call('HGETALL', key)
 for i = 1, #stored, 2 do
   s[stored[i]] = tonumber(stored[i + 1]) or stored[i + 1]
@@ -143,7 +143,7 @@ end
 local function save(allowed)
   redis.call('HSET', key, 'status', s.status, 'calls', s.calls, 'failures', s.failures,
     'window_start', string.format('%.17g', s.window_start), 'retry_at', string.format('%.17g', s.retry_at),
-    'cooldown', string.format('%.17g', s.cooldown))
+    'cooldown', string.format('%.17g', s.cooldown), 'probes_ok', s.probes_ok)
   local retry_at = '0'
   if s.status ~= 'closed' then retry_at = string.format('%.17g', s.retry_at) end
   return {s.status, allowed, s.calls, s.failures, retry_at}
@@ -165,19 +165,25 @@ return save(0)
 """
 )
 
-# ARGV: ok, now, window_s, min_calls, error_rate, cooldown_s.
+# ARGV: ok, now, window_s, min_calls, error_rate, cooldown_s, probes (successes in a row that close it).
 BREAKER_RECORD = (
     _BREAKER
     + """
 local ok, now, window = ARGV[1] == '1', tonumber(ARGV[2]), tonumber(ARGV[3])
 local min_calls, rate, cooldown = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local probes = tonumber(ARGV[7]) or 1
 if s.status == 'open' then return save(0) end
 if s.status == 'half_open' then
-  s.calls, s.failures = 0, 0
   if ok then
-    s.status, s.window_start, s.retry_at = 'closed', now, 0
+    s.probes_ok = (tonumber(s.probes_ok) or 0) + 1
+    if s.probes_ok >= probes then
+      s.status, s.calls, s.failures, s.window_start, s.retry_at, s.probes_ok = 'closed', 0, 0, now, 0, 0
+    else
+      s.retry_at = now
+    end
     return save(1)
   end
+  s.calls, s.failures, s.probes_ok = 0, 0, 0
   s.status, s.retry_at, s.cooldown = 'open', now + cooldown, cooldown
   return save(0)
 end

@@ -194,8 +194,10 @@ class StateBackend(Protocol):
         min_calls: int,
         error_rate: float,
         cooldown_s: float,
+        probes: int = 1,
     ) -> BreakerState:
-        """Record a call's outcome; opens the breaker at ``error_rate`` once ``min_calls`` are seen."""
+        """Record a call's outcome; opens the breaker at ``error_rate`` once ``min_calls`` are seen.
+        Half-open, ``probes`` successful probes in a row close it (one probe in flight at a time)."""
         ...
 
     def append_usage(self, records: Sequence[UsageRecord]) -> None:

@@ -195,10 +195,11 @@ class MemoryBackend:
         min_calls: int,
         error_rate: float,
         cooldown_s: float,
+        probes: int = 1,
     ) -> BreakerState:
         with self._lock:
             state = self._breakers.setdefault(key, _logic.new_breaker())
-            _logic.breaker_record(state, ok, now, window_s, min_calls, error_rate, cooldown_s)
+            _logic.breaker_record(state, ok, now, window_s, min_calls, error_rate, cooldown_s, probes)
             return _logic.breaker_view(state, state["status"] != "open")
 
     def append_usage(self, records: Sequence[UsageRecord]) -> None:

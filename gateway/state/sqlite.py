@@ -270,9 +270,10 @@ class SQLiteBackend:
         min_calls: int,
         error_rate: float,
         cooldown_s: float,
+        probes: int = 1,
     ) -> BreakerState:
         def change(state: dict[str, Any]) -> bool:
-            _logic.breaker_record(state, ok, now, window_s, min_calls, error_rate, cooldown_s)
+            _logic.breaker_record(state, ok, now, window_s, min_calls, error_rate, cooldown_s, probes)
             return bool(state["status"] != "open")
 
         return self._breaker(key, change)

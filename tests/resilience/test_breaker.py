@@ -94,6 +94,33 @@ def test_full_cycle(backend: Any) -> None:
     assert breakers.allow("gpt").allowed and breakers.open_breakers() == {}
 
 
+def test_half_open_closes_after_its_probes_succeed_one_at_a_time(backend: Any) -> None:
+    clock = Clock()
+    breakers = Breakers(backend, BreakerSettings(min_calls=2, cooldown_s=10, half_open_probes=3), clock=clock)
+    for _ in range(2):
+        breakers.record("gpt", ok=False)
+    clock.now += 10
+    for number in range(3):
+        probe = breakers.allow("gpt")
+        assert probe.allowed and probe.probe, number
+        assert not breakers.allow("gpt").allowed  # one probe in flight at a time
+        breakers.record("gpt", ok=True, probe=True)
+        if number < 2:
+            assert breakers.allow("other").allowed and set(breakers.open_breakers()) <= {"gpt"}
+    assert breakers.allow("gpt") == breakers.allow("other")  # closed: not a probe any more
+    # a failure among the probes reopens it, and the count starts again after the next cooldown
+    for _ in range(2):
+        breakers.record("gpt", ok=False)
+    clock.now += 10
+    breakers.record("gpt", ok=True, probe=breakers.allow("gpt").probe)
+    breakers.record("gpt", ok=False, probe=breakers.allow("gpt").probe)
+    assert not breakers.allow("gpt").allowed
+    clock.now += 20  # the failed probe doubled the cooldown
+    for _ in range(3):
+        breakers.record("gpt", ok=True, probe=breakers.allow("gpt").probe)
+    assert breakers.allow("gpt") == breakers.allow("other")
+
+
 def test_open_breakers_reopen_to_the_router_after_the_cooldown(backend: Any) -> None:
     clock = Clock()
     breakers = Breakers(backend, SETTINGS, clock=clock)
@@ -112,7 +139,16 @@ def test_only_deployment_faults_count() -> None:
 
 
 @pytest.mark.parametrize(
-    "field", ["window_s", "min_calls", "error_rate", "cooldown_s", "cooldown_factor", "max_cooldown_s"]
+    "field",
+    [
+        "window_s",
+        "min_calls",
+        "error_rate",
+        "cooldown_s",
+        "cooldown_factor",
+        "max_cooldown_s",
+        "half_open_probes",
+    ],
 )
 def test_impossible_settings_are_refused(field: str) -> None:
     with pytest.raises(ValueError, match=field):

@@ -30,7 +30,11 @@ settle_op = st.tuples(st.just("settle"), IDS, st.integers(0, 8))
 release_op = st.tuples(st.just("release"), IDS)
 usage_op = st.tuples(st.just("budget_usage"))
 breaker_op = st.tuples(
-    st.just("breaker_record"), st.booleans(), st.sampled_from([2, 3]), st.sampled_from([0.5, 1.0])
+    st.just("breaker_record"),
+    st.booleans(),
+    st.sampled_from([2, 3]),
+    st.sampled_from([0.5, 1.0]),
+    st.sampled_from([1, 2]),  # half-open probes that close it
 )
 allow_op = st.tuples(st.just("breaker_allow"))
 step = st.tuples(
@@ -53,8 +57,8 @@ def apply(backend, now: float, op: tuple) -> object:
             return backend.release("budget", rid, now)
         case ("budget_usage",):
             return backend.budget_usage("budget", now)
-        case ("breaker_record", ok, min_calls, error_rate):
-            return backend.breaker_record("p", ok, now, 2.0, min_calls, error_rate, 1.5)
+        case ("breaker_record", ok, min_calls, error_rate, probes):
+            return backend.breaker_record("p", ok, now, 2.0, min_calls, error_rate, 1.5, probes)
         case ("breaker_allow",):
             return backend.breaker_allow("p", now)
     raise AssertionError(op)
