@@ -86,7 +86,8 @@ def build_runtime(policy: Any, user_observer: Observer | None) -> Runtime:
     if user_observer is not None:
         observers.append(user_observer)
     scores = eval_backend(current, backend)
-    evals = EvalScores(EvalStore(scores))  # a route's quality: its eval scores
+    # a route's quality: its eval scores, re-read every policy evals.refresh_s (hot reload applies)
+    evals = EvalScores(EvalStore(scores), settings=source if callable(source) else lambda: current)
     extra = scores if scores is not backend else None
     in_flight.inner = ObserverGroup(*observers)  # it hears each record first, then passes it on
     runtime = Runtime(source, in_flight, stats, meter, backend, guard, evals, breakers, extra)

@@ -316,8 +316,10 @@ class EvalScores:
         store: The eval store.
         policy: Needed only by :meth:`for_route`.
         ttl_s: How long a set's scores are reused before the store is read again (the client's
-            is ``SCORE_REFRESH_S``, 60 s).
+            is the policy's ``evals.refresh_s``, default ``SCORE_REFRESH_S``, 60 s).
         max_age_s: Ignore older scores (the prior stands in).
+        settings: Returns the policy in force; when given, its ``evals.refresh_s`` and
+            ``evals.max_age_s`` are used instead of ``ttl_s`` and ``max_age_s`` (a reload applies).
         clock: Returns Unix seconds.
 
     Example:
@@ -337,11 +339,21 @@ class EvalScores:
         ttl_s: float = SCORE_REFRESH_S,
         max_age_s: float | None = None,
         clock: Callable[[], float] = time.time,
+        settings: Callable[[], Policy] | None = None,
     ) -> None:
-        self.store, self.policy, self.ttl_s, self.max_age_s = store, policy, ttl_s, max_age_s
+        self.store, self.policy, self._ttl_s, self._max_age_s = store, policy, ttl_s, max_age_s
+        self._settings = settings
         self._clock = clock
         self._cache: dict[str, tuple[float, Mapping[str, EvalScore]]] = {}
         self._lock = threading.Lock()
+
+    @property
+    def ttl_s(self) -> float:
+        return self._settings().evals.refresh_s if self._settings is not None else self._ttl_s
+
+    @property
+    def max_age_s(self) -> float | None:
+        return self._settings().evals.max_age_s if self._settings is not None else self._max_age_s
 
     def __call__(self, eval_set: str | None) -> Mapping[str, EvalScore] | None:
         """The scores of ``eval_set``; ``None`` for a route without one."""

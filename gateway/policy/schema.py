@@ -307,6 +307,21 @@ class StateConfig(_Section):
         return self
 
 
+class EvalsConfig(_Section):
+    """How a running client reads eval scores (``gateway/evals/store.py``, ``EvalScores``)."""
+
+    refresh_s: float = Field(
+        default=60.0, ge=0, allow_inf_nan=False,
+        description="how long a set's scores are reused before the store is read again (0: every plan)",
+    )  # fmt: skip
+    max_age_s: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="scores older than this are ignored (the prior stands in)",
+    )
+
+
 class Telemetry(_Section):
     capture_content: bool = False
     service_name: str = "switchyard"
@@ -323,6 +338,7 @@ class Policy(_Section):
     rate_limits: dict[str, RateLimit] = Field(default_factory=dict)
     state: StateConfig = Field(default_factory=StateConfig)
     telemetry: Telemetry = Field(default_factory=Telemetry)
+    evals: EvalsConfig = Field(default_factory=EvalsConfig)
 
     # Filled by the loader: where each value came from, and the resolved model table (see index).
     _source: object = PrivateAttr(default=None)

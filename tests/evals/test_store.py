@@ -171,3 +171,31 @@ def test_the_clients_planner_reads_eval_scores(
     store.put_summary(summary("openai/gpt-4o-mini", 1.0))
     store.put_summary(summary("openai/gpt-4o", 0.1))
     assert planner.plan("route:qa", request).candidates[0].name == "openai/gpt-4o-mini"
+
+
+def test_the_refresh_interval_and_max_age_are_policy_settings_that_follow_a_reload(store: EvalStore) -> None:
+    from gateway.policy import parse_policy
+
+    def policy(refresh: float, max_age: float | None = None) -> Policy:
+        section = f"evals: {{refresh_s: {refresh}" + (f", max_age_s: {max_age}" if max_age else "") + "}"
+        return parse_policy(
+            f"version: 1\nroutes: {{qa: {{candidates: [openai/gpt-4o], eval_set: quiz}}}}\n{section}\n"
+        )
+
+    current = [policy(5)]
+    now = [1000.0]
+    scores = EvalScores(store, clock=lambda: now[0], settings=lambda: current[0])
+    store.put_summary(summary("openai/gpt-4o", 0.5, at=now[0]))
+    assert scores("quiz") == {"openai/gpt-4o": EvalScore(0.5, 10)}
+    store.put_summary(summary("openai/gpt-4o", 0.9, at=now[0]))
+    now[0] += 4
+    assert scores("quiz") == {"openai/gpt-4o": EvalScore(0.5, 10)}  # within refresh_s: 5
+    now[0] += 1
+    assert scores("quiz") == {"openai/gpt-4o": EvalScore(0.9, 10)}
+    current[0] = policy(0, max_age=3)  # reloaded: read on every plan, scores older than 3 s ignored
+    store.put_summary(summary("openai/gpt-4o", 0.7, at=now[0]))
+    assert scores("quiz") == {"openai/gpt-4o": EvalScore(0.7, 10)}
+    now[0] += 4
+    assert scores("quiz") == {}
+    with pytest.raises(Exception, match="refresh_s"):
+        policy(-1)
