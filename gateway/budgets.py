@@ -39,7 +39,6 @@ current one if that window has ended. Budgets fail closed: if the state backend 
 
 from __future__ import annotations
 
-import asyncio
 import calendar
 import contextlib
 import logging
@@ -48,11 +47,11 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
-from typing import Literal
+from typing import Any, Literal, TypeVar, cast
 
 from gateway.core.errors import BudgetExceededError, StateBackendError
 from gateway.state.base import StateBackend
@@ -247,44 +246,65 @@ class Budgets:
             BudgetExceededError: A budget has no room; nothing stays held.
             StateBackendUnavailableError: The backend cannot be reached (budgets fail closed).
         """
+        return _drive(self.backend, self._reserve_steps(subject, worst_case, reservation_id))
+
+    # The operations are written once as generators of backend calls (``Step``), run by ``_drive``
+    # (blocking) or ``_adrive`` (awaited, ``redis.asyncio`` for Redis): the twins share every decision.
+
+    def _reserve_steps(
+        self, subject: Subject, worst_case: Cost, reservation_id: str | None
+    ) -> Generator[Step, Any, BudgetReservation]:
         rid = reservation_id or uuid.uuid4().hex
         now = self._clock()
         taken: list[_Hold] = []
         try:
-            self._reserve_each(subject, worst_case, rid, now, taken)
+            for budget in self.budgets:
+                if not budget.applies(subject):
+                    continue
+                hold = self._hold(budget, subject, now)
+                args = (
+                    hold.key,
+                    budget.limit_units(),
+                    budget.units(worst_case),
+                    rid,
+                    self.lease_s,
+                    hold.window_end,
+                    now,
+                )
+                result = yield "reserve", args
+                if not result.granted:
+                    yield from self._drop_steps(taken, rid, now)
+                    raise _exceeded(budget, hold.window_end, now, result.used, result.reserved, worst_case)
+                taken.append(hold)
         except StateBackendError:
             with contextlib.suppress(StateBackendError):  # if this fails too, the leases expire
-                self._drop(taken, rid, now)
+                yield from self._drop_steps(taken, rid, now)
             raise
         reservation = BudgetReservation(rid, subject, tuple(taken))
         if taken and self._heartbeat is not None:
             self._heartbeat.track(reservation)
         return reservation
 
-    def _reserve_each(
-        self, subject: Subject, worst_case: Cost, rid: str, now: float, taken: list[_Hold]
-    ) -> None:
-        for budget in self.budgets:
-            if not budget.applies(subject):
-                continue
-            hold = self._hold(budget, subject, now)
-            result = self.backend.reserve(
-                hold.key,
-                budget.limit_units(),
-                budget.units(worst_case),
-                rid,
-                self.lease_s,
-                hold.window_end,
-                now,
-            )
-            if not result.granted:
-                self._drop(taken, rid, now)
-                raise _exceeded(budget, hold.window_end, now, result.used, result.reserved, worst_case)
-            taken.append(hold)
-
-    def _drop(self, holds: Sequence[_Hold], rid: str, now: float) -> None:
+    def _drop_steps(self, holds: Sequence[_Hold], rid: str, now: float) -> Generator[Step, Any, None]:
         for hold in holds:
-            self.backend.release(hold.key, rid, now)
+            yield "release", (hold.key, rid, now)
+
+    def _settle_steps(self, reservation: BudgetReservation, actual: Cost) -> Generator[Step, Any, None]:
+        if self._heartbeat is not None:
+            self._heartbeat.forget(reservation)
+        now = self._clock()
+        for hold in reservation.holds:
+            if hold.window_end <= now:  # the window ended mid-call: the spend lands in the current one
+                hold = self._hold(hold.budget, reservation.subject, now)
+            yield (
+                "settle",
+                (hold.key, reservation.reservation_id, hold.budget.units(actual), hold.window_end, now),
+            )
+
+    def _release_steps(self, reservation: BudgetReservation) -> Generator[Step, Any, None]:
+        if self._heartbeat is not None:
+            self._heartbeat.forget(reservation)
+        yield from self._drop_steps(reservation.holds, reservation.reservation_id, self._clock())
 
     def settle(self, reservation: BudgetReservation, actual: Cost) -> None:
         """Charge the actual cost in place of the holds; replaying a settlement changes nothing.
@@ -294,15 +314,7 @@ class Budgets:
                 its lease and this spend is missing from the budget (metering still records it);
                 calling ``settle`` again once the backend is back is safe.
         """
-        if self._heartbeat is not None:
-            self._heartbeat.forget(reservation)
-        now = self._clock()
-        for hold in reservation.holds:
-            if hold.window_end <= now:  # the window ended mid-call: the spend lands in the current one
-                hold = self._hold(hold.budget, reservation.subject, now)
-            self.backend.settle(
-                hold.key, reservation.reservation_id, hold.budget.units(actual), hold.window_end, now
-            )
+        _drive(self.backend, self._settle_steps(reservation, actual))
 
     def release(self, reservation: BudgetReservation) -> None:
         """Drop the holds without spending (the call failed before consuming tokens).
@@ -310,9 +322,7 @@ class Budgets:
         Raises:
             StateBackendUnavailableError: The backend cannot be reached; the holds lapse with their lease.
         """
-        if self._heartbeat is not None:
-            self._heartbeat.forget(reservation)
-        self._drop(reservation.holds, reservation.reservation_id, self._clock())
+        _drive(self.backend, self._release_steps(reservation))
 
     def status(self, subject: Subject) -> list[BudgetStatus]:
         """Return where each budget that applies to ``subject`` stands in the current window."""
@@ -330,16 +340,57 @@ class Budgets:
     async def areserve(
         self, subject: Subject, worst_case: Cost, *, reservation_id: str | None = None
     ) -> BudgetReservation:
-        """Async :meth:`reserve`; the backend call runs in a worker thread."""
-        return await asyncio.to_thread(self.reserve, subject, worst_case, reservation_id=reservation_id)
+        """:meth:`reserve` on an event loop, which it never blocks (``redis.asyncio`` for Redis)."""
+        return await _adrive(self.backend, self._reserve_steps(subject, worst_case, reservation_id))
 
     async def asettle(self, reservation: BudgetReservation, actual: Cost) -> None:
         """Async :meth:`settle`."""
-        await asyncio.to_thread(self.settle, reservation, actual)
+        await _adrive(self.backend, self._settle_steps(reservation, actual))
 
     async def arelease(self, reservation: BudgetReservation) -> None:
         """Async :meth:`release`."""
-        await asyncio.to_thread(self.release, reservation)
+        await _adrive(self.backend, self._release_steps(reservation))
+
+
+# (a StateBackend method, its positional arguments[, its keyword arguments])
+Step = tuple[str, tuple[Any, ...]] | tuple[str, tuple[Any, ...], dict[str, Any]]
+_T = TypeVar("_T")
+
+
+def _drive(backend: StateBackend, steps: Generator[Step, Any, _T]) -> _T:
+    """Run a generator of backend calls with the blocking backend; errors are thrown back into it."""
+    try:
+        step = next(steps)
+        while True:
+            try:
+                result = getattr(backend, step[0])(*step[1], **_kwargs(step))
+            except Exception as exc:  # noqa: BLE001 - handed to the operation, which decides
+                step = steps.throw(exc)
+            else:
+                step = steps.send(result)
+    except StopIteration as done:
+        return cast(_T, done.value)
+
+
+async def _adrive(backend: StateBackend, steps: Generator[Step, Any, _T]) -> _T:
+    """``_drive`` awaited: each call through ``gateway.state.aio.call_async``."""
+    from gateway.state.aio import call_async
+
+    try:
+        step = next(steps)
+        while True:
+            try:
+                result = await call_async(backend, step[0], *step[1], **_kwargs(step))
+            except Exception as exc:  # noqa: BLE001 - handed to the operation, which decides
+                step = steps.throw(exc)
+            else:
+                step = steps.send(result)
+    except StopIteration as done:
+        return cast(_T, done.value)
+
+
+def _kwargs(step: Step) -> dict[str, Any]:
+    return step[2] if len(step) == 3 else {}  # type: ignore[misc]
 
 
 class _Heartbeat:

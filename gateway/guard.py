@@ -37,7 +37,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from gateway.budgets import Budget, BudgetReservation, Budgets, Cost, Subject
-from gateway.core.attempts import AttemptRecord, Plan
+from gateway.core.attempts import AttemptRecord, Candidate, Plan
 from gateway.core.errors import BudgetExceededError, StateBackendError
 from gateway.core.types import ChatRequest
 from gateway.metering.observed import ObservedOutputs
@@ -92,6 +92,25 @@ class Admission:
             _BACKGROUND.submit(work, attempts)
         else:
             work(attempts)
+
+    async def asettle(self, attempts: Sequence[AttemptRecord]) -> None:
+        """:meth:`settle` on an event loop, which it never blocks; never raises for the backend."""
+        with self.lock:
+            if self.done:
+                return
+            self.done = True
+            if self.plan.hedge is not None and isinstance(attempts, list):
+                _expect_late(attempts, self)
+            snapshot = list(attempts)
+            self.charged.update(r.attempt for r in snapshot)
+        cost, tokens = self.guard.actual_cost(snapshot)
+        try:
+            if self.reservation is not None:
+                await self.guard.budgets.asettle(self.reservation, Cost(usd=cost, tokens=tokens))
+            if self.grant is not None and self.guard.limiter is not None:
+                await self.guard.limiter.aadjust(self.grant, tokens)
+        except StateBackendError as exc:
+            _log.warning("budget settlement of $%s (%d tokens) not recorded: %s", cost, tokens, exc)
 
     def late(self, record: AttemptRecord) -> None:
         """Charge an attempt that ended after the request was settled (a hedge loser that finished)."""
@@ -215,23 +234,66 @@ class Guard:
             grant = self.limiter.acquire(subject, prompt_tokens + (max_output or 0))
         candidates = list(plan.candidates)
         while True:
-            costs = [self._worst_case(c.name, prompt_tokens, max_output, plan.route) for c in candidates]
-            worst = _worst_of(costs, hedged=plan.hedge is not None)
+            worst = self._plan_worst(candidates, prompt_tokens, max_output, plan)
             try:
                 reservation = self.budgets.reserve(subject, worst) if self.budgets.budgets else None
-            except BudgetExceededError:
-                if not self._cheaper or len(candidates) == 1:
-                    raise
-                dearest = max(
-                    candidates,
-                    key=lambda c: self._worst_case(c.name, prompt_tokens, max_output, plan.route).usd,
-                )
-                candidates.remove(dearest)
+            except BudgetExceededError as refused:
+                self._narrow(candidates, prompt_tokens, max_output, plan, refused)
                 continue
-            narrowed = (
-                plan if len(candidates) == len(plan.candidates) else replace(plan, candidates=candidates)
-            )
-            return Admission(self, reservation, grant, narrowed), narrowed
+            return self._admitted(reservation, grant, plan, candidates)
+
+    async def aadmit(
+        self, req: ChatRequest, plan: Plan, subject: Subject, prompt_tokens: int
+    ) -> tuple[Admission, Plan]:
+        """:meth:`admit` on an event loop, which it never blocks (``redis.asyncio`` for Redis)."""
+        if self.limiter is None and not self.budgets.budgets:
+            return Admission(self, None, None, plan), plan
+        max_output = req.max_output_tokens
+        grant = None
+        if self.limiter is not None:
+            grant = await self.limiter.aacquire(subject, prompt_tokens + (max_output or 0))
+        candidates = list(plan.candidates)
+        while True:
+            # The usage store is read at most once a minute for the observed outputs: off the loop.
+            worst = await asyncio.to_thread(self._plan_worst, candidates, prompt_tokens, max_output, plan)
+            try:
+                reservation = await self.budgets.areserve(subject, worst) if self.budgets.budgets else None
+            except BudgetExceededError as refused:
+                self._narrow(candidates, prompt_tokens, max_output, plan, refused)
+                continue
+            return self._admitted(reservation, grant, plan, candidates)
+
+    def _plan_worst(
+        self, candidates: Sequence[Candidate], prompt_tokens: int, max_output: int | None, plan: Plan
+    ) -> Cost:
+        costs = [self._worst_case(c.name, prompt_tokens, max_output, plan.route) for c in candidates]
+        return _worst_of(costs, hedged=plan.hedge is not None)
+
+    def _narrow(
+        self,
+        candidates: list[Candidate],
+        prompt_tokens: int,
+        max_output: int | None,
+        plan: Plan,
+        refused: BudgetExceededError,
+    ) -> None:
+        """After a refusal: drop the dearest candidate (``on_exceed: cheaper``), or raise the refusal."""
+        if not self._cheaper or len(candidates) == 1:
+            raise refused
+        dearest = max(
+            candidates, key=lambda c: self._worst_case(c.name, prompt_tokens, max_output, plan.route).usd
+        )
+        candidates.remove(dearest)
+
+    def _admitted(
+        self,
+        reservation: BudgetReservation | None,
+        grant: RateLimitGrant | None,
+        plan: Plan,
+        candidates: list[Candidate],
+    ) -> tuple[Admission, Plan]:
+        narrowed = plan if len(candidates) == len(plan.candidates) else replace(plan, candidates=candidates)
+        return Admission(self, reservation, grant, narrowed), narrowed
 
     def blocks(self) -> bool:
         """Whether admitting and settling may wait on I/O (limits or budgets on a shared backend): the
@@ -366,6 +428,12 @@ class FollowingGuard:
     ) -> tuple[Admission, Plan]:
         """``Guard.admit`` under the policy in force."""
         return self.current().admit(req, plan, subject, prompt_tokens)
+
+    async def aadmit(
+        self, req: ChatRequest, plan: Plan, subject: Subject, prompt_tokens: int
+    ) -> tuple[Admission, Plan]:
+        """``Guard.aadmit`` under the policy in force."""
+        return await self.current().aadmit(req, plan, subject, prompt_tokens)
 
     def actual_cost(self, attempts: Sequence[AttemptRecord]) -> tuple[Decimal, int]:
         return self.current().actual_cost(attempts)

@@ -21,15 +21,14 @@ enforced by process-local state rather than skipped, and reconciled when the bac
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from gateway.budgets import SCOPES, Scope, Subject, check_match
+from gateway.budgets import SCOPES, Scope, Step, Subject, _adrive, _drive, check_match
 from gateway.core.errors import StateBackendError
 from gateway.state.base import StateBackend
 from gateway.state.errors import RateLimitExceededError
@@ -177,21 +176,22 @@ class RateLimiter:
                 limits that refused. Nothing stays consumed.
             StateBackendUnavailableError: Only with ``fail_open=False``.
         """
+        return _drive(self.backend, self._acquire_steps(subject, tokens))
+
+    def _acquire_steps(self, subject: Subject, tokens: int) -> Generator[Step, Any, RateLimitGrant]:
         now = self._clock()
         taken: list[_Charge] = []
         refused: list[tuple[_Charge, float]] = []
         try:
             for charge in self._charges(subject, tokens):
                 limit = charge.limit
-                decision = self.backend.rate_limit(
-                    charge.key, limit.rate_per_s, limit.burst, charge.cost, now
-                )
+                decision = yield "rate_limit", (charge.key, limit.rate_per_s, limit.burst, charge.cost, now)
                 if decision.allowed:
                     taken.append(charge)
                 else:
                     refused.append((charge, decision.retry_after_s))
             if refused:
-                self._refund(taken, now)
+                yield from self._refund_steps(taken, now)
         except StateBackendError:
             if not self.fail_open:
                 raise
@@ -204,13 +204,20 @@ class RateLimiter:
             raise RateLimitExceededError(charge.limit.name, retry_after_s=retry_after, now=now)
         return RateLimitGrant(tuple(taken), tokens)
 
-    def _refund(self, charges: Sequence[_Charge], now: float) -> None:
+    def _refund_steps(self, charges: Sequence[_Charge], now: float) -> Generator[Step, Any, None]:
         for charge in charges:
             limit = charge.limit
-            self.backend.rate_limit(charge.key, limit.rate_per_s, limit.burst, -charge.cost, now, force=True)
+            yield (
+                "rate_limit",
+                (charge.key, limit.rate_per_s, limit.burst, -charge.cost, now),
+                {"force": True},
+            )
 
     def adjust(self, grant: RateLimitGrant, actual_tokens: int) -> None:
         """Correct token limits by ``actual_tokens - estimated`` (a refund when negative)."""
+        _drive(self.backend, self._adjust_steps(grant, actual_tokens))
+
+    def _adjust_steps(self, grant: RateLimitGrant, actual_tokens: int) -> Generator[Step, Any, None]:
         delta = float(actual_tokens - grant.estimated_tokens)
         if delta == 0:
             return
@@ -219,7 +226,11 @@ class RateLimiter:
             for charge in grant.charges:
                 limit = charge.limit
                 if limit.unit == "tokens":
-                    self.backend.rate_limit(charge.key, limit.rate_per_s, limit.burst, delta, now, force=True)
+                    yield (
+                        "rate_limit",
+                        (charge.key, limit.rate_per_s, limit.burst, delta, now),
+                        {"force": True},
+                    )
         except StateBackendError:
             if not self.fail_open:
                 raise
@@ -228,9 +239,9 @@ class RateLimiter:
             )
 
     async def aacquire(self, subject: Subject, tokens: int = 0) -> RateLimitGrant:
-        """Async :meth:`acquire`; the backend calls run in a worker thread."""
-        return await asyncio.to_thread(self.acquire, subject, tokens)
+        """:meth:`acquire` on an event loop, which it never blocks (``redis.asyncio`` for Redis)."""
+        return await _adrive(self.backend, self._acquire_steps(subject, tokens))
 
     async def aadjust(self, grant: RateLimitGrant, actual_tokens: int) -> None:
         """Async :meth:`adjust`."""
-        await asyncio.to_thread(self.adjust, grant, actual_tokens)
+        await _adrive(self.backend, self._adjust_steps(grant, actual_tokens))

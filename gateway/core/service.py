@@ -17,7 +17,6 @@ a worker thread).
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import itertools
 import os
@@ -190,6 +189,11 @@ class CoreBase:
         """Reserve the policy's budgets and charge its rate limits (blocking); ``None`` without any."""
         if self.guard is None:
             return None
+        admission, p.plan = self.guard.admit(p.req, p.plan, *self.admission_subject(p))
+        return admission
+
+    def admission_subject(self, p: Prepared) -> tuple[Any, int]:
+        """Who the request is charged to, and its estimated prompt tokens."""
         from gateway.budgets import Subject
         from gateway.metering.records import api_key_id
 
@@ -201,9 +205,7 @@ class CoreBase:
             user=p.req.user or "",
         )
         tokens = p.plan.prompt_tokens if p.plan.prompt_tokens is not None else estimate_prompt_tokens(p.req)
-        admission, plan = self.guard.admit(p.req, p.plan, subject, tokens)
-        p.plan = plan
-        return admission
+        return subject, tokens
 
     def meter_stream(self, p: Prepared) -> StreamMetering | None:
         """With a policy, every stream is metered: ask its upstream for usage, count what it never said."""
@@ -405,7 +407,9 @@ class AsyncCore(CoreBase):
             return None
         if not self.guard.blocks():
             return self.admit(p)
-        return await asyncio.to_thread(self.admit, p)
+        # Awaited (redis.asyncio for Redis; gateway/guard.py), never blocking the loop.
+        admission, p.plan = await self.guard.aadmit(p.req, p.plan, *self.admission_subject(p))
+        return admission
 
     async def _chat(self, w: WireRequest, request_id: str) -> WireResponse:
         p = self.prepare_chat(w, request_id)
@@ -521,7 +525,7 @@ def _bearer(w: WireRequest) -> str | None:
 async def settle_async(admission: Any, records: list[AttemptRecord]) -> None:
     """Settle an async request's holds: in a worker thread where that may wait on I/O."""
     if admission.guard.blocks():
-        await asyncio.to_thread(admission.settle, records)
+        await admission.asettle(records)  # awaited, never blocking the loop (gateway/guard.py)
     else:
         admission.settle(records)
 
