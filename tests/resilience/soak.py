@@ -9,6 +9,7 @@ tokens equal the tokens the servers served, and no socket, file descriptor or ta
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import os
 import random
@@ -22,10 +23,11 @@ from typing import Any
 
 import httpx
 
-from gateway.core.attempts import DEFAULT_FALLBACK_ON, AttemptRecord, Plan, StreamInfo
+from gateway.core.attempts import DEFAULT_FALLBACK_ON, STREAM_METERING, AttemptRecord, Plan, StreamInfo
 from gateway.core.execute import Executor
 from gateway.core.execute_async import AsyncExecutor
 from gateway.core.types import ChatRequest
+from gateway.metering.streams import ask_for_usage, stream_metering
 from gateway.resilience.deadline import Timeouts
 from gateway.resilience.retry import RetrySettings
 from tests.resilience.conftest import FAST, Records, candidate, chat_log
@@ -66,6 +68,8 @@ class SoakReport:
     metered_tokens: tuple[int, int] = (0, 0)
     served_ok: int = 0
     metered_ok: int = 0
+    estimated_ok: int = 0  # served attempts whose usage was counted, not reported (should be none)
+    estimated: int = 0  # attempts cut or failed mid-stream, metered by the gateway's own count
     fds: tuple[int, int] = (0, 0)
     sockets: tuple[int, int] = (0, 0)
     tasks: tuple[int, int] = (0, 0)
@@ -108,6 +112,7 @@ class Job:
     index: int
     stream: bool
     fault: str | None
+    usage: bool = True  # a stream whose caller asked for usage; the others are metered as the core does
 
     @property
     def prompt(self) -> str:
@@ -116,7 +121,9 @@ class Job:
     def request(self) -> ChatRequest:
         body: dict[str, Any] = {"model": "route", "messages": [{"role": "user", "content": self.prompt}]}
         if self.stream:
-            body.update(stream=True, stream_options={"include_usage": True})
+            body.update(stream=True)
+            if self.usage:
+                body.update(stream_options={"include_usage": True})
         return ChatRequest.model_validate(body)
 
     def headers(self) -> dict[str, str]:
@@ -128,9 +135,35 @@ class Job:
 def jobs(requests: int, fault_rate: float, seed: int) -> list[Job]:
     rng = random.Random(seed)
     return [
-        Job(i, rng.random() < 0.5, rng.choice(FAULTS) if rng.random() < fault_rate else None)
+        Job(
+            i,
+            rng.random() < 0.5,
+            rng.choice(FAULTS) if rng.random() < fault_rate else None,
+            rng.random() < 0.5,
+        )
         for i in range(requests)
     ]
+
+
+class _Metered:
+    """Meter a stream as the core does for a client with a policy (``CoreBase.meter_stream``): ask
+    the upstream for usage, and hide it from a caller who did not ask."""
+
+    def __init__(self, req: ChatRequest) -> None:
+        self.metering = stream_metering(req)
+        ask_for_usage(req)
+        self.token: Any = None
+
+    def __enter__(self) -> None:
+        self.token = STREAM_METERING.set(self.metering)
+
+    def __exit__(self, *exc: object) -> None:
+        STREAM_METERING.reset(self.token)
+
+
+def _usage_leak(job: Job, chunks: list[Any], failures: list[str]) -> None:
+    if not job.usage and any(c.usage is not None for c in chunks):
+        failures.append(f"request {job.index} ({job.fault}): a usage chunk reached a caller who did not ask")
 
 
 def _text_of_sync(ex: Executor, plan: Plan, job: Job) -> str:
@@ -138,7 +171,9 @@ def _text_of_sync(ex: Executor, plan: Plan, job: Job) -> str:
     if not job.stream:
         reply = ex.complete(req, plan, headers=job.headers(), timeout=5.0)
         return str(reply.choices[0].message.content)
-    chunks = ex.stream(req, plan, headers=job.headers(), timeout=5.0, holder=StreamInfo())
+    with _Metered(req):
+        chunks = list(ex.stream(req, plan, headers=job.headers(), timeout=5.0, holder=StreamInfo()))
+    _usage_leak(job, chunks, _FAILURES.get())
     return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 
@@ -147,11 +182,15 @@ async def _text_of_async(ex: AsyncExecutor, plan: Plan, job: Job) -> str:
     if not job.stream:
         reply = await ex.complete(req, plan, headers=job.headers(), timeout=5.0)
         return str(reply.choices[0].message.content)
-    parts = []
-    async for chunk in ex.stream(req, plan, headers=job.headers(), timeout=5.0, holder=StreamInfo()):
-        if chunk.choices:
-            parts.append(chunk.choices[0].delta.content or "")
-    return "".join(parts)
+    with _Metered(req):
+        chunks = [
+            c async for c in ex.stream(req, plan, headers=job.headers(), timeout=5.0, holder=StreamInfo())
+        ]
+    _usage_leak(job, chunks, _FAILURES.get())
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+_FAILURES: contextvars.ContextVar[list[str]] = contextvars.ContextVar("soak_failures")
 
 
 def _check(job: Job, text: str, failures: list[str]) -> None:
@@ -172,6 +211,7 @@ async def _async_part(
         ex = ex_factory(http)
 
         async def worker() -> None:  # ``concurrency`` workers, so only that many requests exist at once
+            _FAILURES.set(failures)
             for job in queue:
                 try:
                     _check(job, await _text_of_async(ex, plan, job), failures)
@@ -184,6 +224,7 @@ async def _async_part(
 
 def _sync_part(ex: Executor, plan: Plan, work: list[Job], threads: int, failures: list[str]) -> None:
     def one(job: Job) -> None:
+        _FAILURES.set(failures)
         try:
             _check(job, _text_of_sync(ex, plan, job), failures)
         except Exception as exc:  # noqa: BLE001 - a soak failure is recorded, counted and reported
@@ -270,6 +311,8 @@ def _summarise(report: SoakReport, records: list[AttemptRecord], logs: list[Reco
     )
     ok = [r.usage for r in records if r.outcome == "ok" and r.usage is not None]
     report.metered_ok = len([r for r in records if r.outcome == "ok"])
+    report.estimated_ok = len([r for r in records if r.outcome == "ok" and r.usage_estimated])
+    report.estimated = len([r for r in records if r.usage_estimated])
     report.metered_tokens = (sum(u.prompt_tokens for u in ok), sum(u.completion_tokens for u in ok))
 
 

@@ -1,4 +1,5 @@
-"""The fast soak: 400 requests (64 concurrent async, some sync in threads), 30 % faults, all succeed.
+"""The fast soak: 400 requests (64 concurrent async, some sync in threads), 30 % faults, all succeed;
+half the streams' callers ask for no usage (metered as the core meters them: the upstream is asked).
 
 Both sides must agree exactly: attempts = requests the servers logged, metered tokens = served
 tokens, each attempt reported once; and no fd, socket or asyncio task is left behind. The long
@@ -17,6 +18,7 @@ def test_fast_soak() -> None:
     assert report.attempts == report.logged
     assert report.metered_ok == report.served_ok == 400
     assert report.metered_tokens == report.served_tokens
+    assert report.estimated_ok == 0  # every served attempt was metered with the upstream's own usage
     assert report.fds[1] == report.fds[0]
     assert report.sockets[1] == report.sockets[0]
     assert report.tasks[1] == report.tasks[0]
