@@ -218,3 +218,17 @@ def test_a_fallback_warns_and_counts(caplog: pytest.LogCaptureFixture) -> None:
     assert len(warnings) == 1  # once per outage and concern, not per call
     assert all("hunter2-secret" not in r.getMessage() for r in caplog.records)
     backend.close()
+
+
+def test_the_policy_setting_parses_and_rejects_typos() -> None:
+    from gateway.core.errors import PolicyError
+    from gateway.policy import parse_policy
+
+    assert FailOpen.of(parse_policy("version: 1").state.fail_open) == FailOpen()
+    assert FailOpen.of(parse_policy("version: 1\nstate: {fail_open: false}").state.fail_open) == FailOpen.of(
+        False
+    )
+    both = parse_policy("version: 1\nstate: {fail_open: {budgets: true, breakers: false}}")
+    assert FailOpen.of(both.state.fail_open) == FailOpen(budgets=True, rate_limits=True, breakers=False)
+    with pytest.raises(PolicyError, match="budget"):
+        parse_policy("version: 1\nstate: {fail_open: {budget: true}}")
