@@ -27,9 +27,6 @@ import openai
 
 from gateway.core.service import routed_path
 from gateway.core.wire import WireRequest, WireResponse
-from gateway.transports.pool import Pool
-from gateway.transports.pool_async import AsyncPool
-from gateway.transports.wire11 import PoolSettings, client_allows
 
 CORE_EXTENSION = "switchyard_core"
 
@@ -86,13 +83,17 @@ class SwitchyardTransport:
     def __init__(self, inner: Any, module: ModuleType) -> None:
         self.inner = inner
         self.module = module
+        from gateway.transports.pool import Pool  # here, not at ``import gateway``: it brings h11
+        from gateway.transports.wire11 import PoolSettings, client_allows
+
         settings = PoolSettings.of(inner, module)
         self._pool = Pool(settings, module) if settings is not None else None
+        self._allows = client_allows
 
-    def upstream_pool(self, client: Any) -> Pool | None:
+    def upstream_pool(self, client: Any) -> Any:
         """The pool the core's upstream calls use instead of the client's ``send`` (see
         ``gateway/transports/pool.py``), or ``None`` where the client's own settings must apply."""
-        return self._pool if self._pool is not None and client_allows(client) else None
+        return self._pool if self._pool is not None and self._allows(client) else None
 
     def handle_request(self, request: Any) -> Any:
         routed = _routed(request)
@@ -124,12 +125,16 @@ class AsyncSwitchyardTransport:
     def __init__(self, inner: Any, module: ModuleType) -> None:
         self.inner = inner
         self.module = module
+        from gateway.transports.pool_async import AsyncPool
+        from gateway.transports.wire11 import PoolSettings, client_allows
+
         settings = PoolSettings.of(inner, module)
         self._pool = AsyncPool(settings, module) if settings is not None else None
+        self._allows = client_allows
 
-    def upstream_pool(self, client: Any) -> AsyncPool | None:
+    def upstream_pool(self, client: Any) -> Any:
         """As the blocking twin; only under asyncio (another event loop, trio, keeps the client's send)."""
-        if self._pool is None or not client_allows(client):
+        if self._pool is None or not self._allows(client):
             return None
         try:
             asyncio.get_running_loop()

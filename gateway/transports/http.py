@@ -37,9 +37,6 @@ from typing import Any
 from gateway import _json
 from gateway._redact import redact
 from gateway.core.errors import APIConnectionError, APIError, APITimeoutError, BadRequestError
-from gateway.transports import wire11
-from gateway.transports.pool import PooledResponse
-from gateway.transports.pool_async import AsyncPooledResponse
 from providers.base import HTTPRequestSpec
 
 USER_AGENT = "switchyard/0.1"
@@ -207,21 +204,23 @@ def _pool_of(client: Any) -> Any:
     return pool_for(client) if pool_for is not None else None
 
 
-def _pooled(
-    client: Any, spec: HTTPRequestSpec, extra_headers: Mapping[str, str]
-) -> tuple[Any, wire11.Target] | None:
+def _pooled(client: Any, spec: HTTPRequestSpec, extra_headers: Mapping[str, str]) -> tuple[Any, Any] | None:
     """``(pool, target)`` for a call the pool can make, else ``None`` (the client sends it)."""
     pool = _pool_of(client)
     if pool is None:
         return None
+    from gateway.transports import wire11  # with the pool (h11): not at ``import gateway``
+
     headers, content = _headers_and_body(spec, extra_headers)
     t = wire11.target(spec.method, spec.url, spec.params, headers, client.headers, content, pool.module)
     return None if t is None else (pool, t)
 
 
-def _open_pooled(client: Any, pool: Any, t: wire11.Target, timeout: Any) -> Any:
+def _open_pooled(client: Any, pool: Any, t: Any, timeout: Any) -> Any:
     """Send through the pool, following redirects as the client would (``follow_redirects``,
     ``max_redirects``); a redirect that cannot be followed is answered as it came."""
+    from gateway.transports import wire11
+
     for _ in range(client.max_redirects + 1):
         answer = pool.open(t, timeout)
         if answer.status_code not in wire11.REDIRECTS or not client.follow_redirects:
@@ -236,7 +235,9 @@ def _open_pooled(client: Any, pool: Any, t: wire11.Target, timeout: Any) -> Any:
     )
 
 
-async def _aopen_pooled(client: Any, pool: Any, t: wire11.Target, timeout: Any) -> Any:
+async def _aopen_pooled(client: Any, pool: Any, t: Any, timeout: Any) -> Any:
+    from gateway.transports import wire11
+
     for _ in range(client.max_redirects + 1):
         answer = await pool.open(t, timeout)
         if answer.status_code not in wire11.REDIRECTS or not client.follow_redirects:
@@ -381,7 +382,7 @@ async def open_stream_async(
 
 
 def iter_bytes(response: Any) -> Iterator[bytes]:
-    if isinstance(response, PooledResponse):  # its errors are the gateway's already
+    if getattr(response, "pooled", False):  # the pool's (pool.py): its errors are the gateway's already
         yield from response.iter_bytes()
         return
     try:
@@ -391,7 +392,7 @@ def iter_bytes(response: Any) -> Iterator[bytes]:
 
 
 async def aiter_bytes(response: Any) -> AsyncIterator[bytes]:
-    if isinstance(response, AsyncPooledResponse):
+    if getattr(response, "pooled", False):
         async for piece in response.aiter_bytes():
             yield piece
         return
@@ -403,7 +404,7 @@ async def aiter_bytes(response: Any) -> AsyncIterator[bytes]:
 
 
 def _errors_of_response(response: Any) -> tuple[type[BaseException], ...]:
-    if isinstance(response, (PooledResponse, AsyncPooledResponse)):
+    if getattr(response, "pooled", False):
         return (APIError,)
     module = sys.modules[type(response).__module__.partition(".")[0]]
     return (module.HTTPError, module.StreamError, *_STACK_ERRORS)

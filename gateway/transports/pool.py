@@ -197,6 +197,8 @@ class PooledResponse:
     """An upstream response read through the pool; quacks like the client's ``Response`` where the core
     reads one (``status_code``, ``headers``, ``request``, ``extensions``)."""
 
+    pooled = True  # how ``http.py`` tells it from the client's own response
+
     def __init__(
         self,
         pool: Pool,

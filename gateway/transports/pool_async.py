@@ -197,6 +197,8 @@ async def _head(conn: _Conn, read: float | None) -> h11.Response:
 
 
 class AsyncPooledResponse:
+    pooled = True
+
     def __init__(
         self,
         pool: AsyncPool,
