@@ -47,11 +47,19 @@ class Capture:
         return config
 
     def record(
-        self, request_id: str, route: str | None, req: Any, reply: Any, upstream_id: str | None
+        self,
+        request_id: str,
+        route: str | None,
+        req: Any,
+        reply: Any,
+        upstream_id: str | None,
+        *,
+        force: bool = False,
     ) -> None:
-        """Capture one reply (``req`` a ChatRequest, ``reply`` a ChatCompletion), if the route says so."""
+        """Capture one reply (``req`` a ChatRequest, ``reply`` a ChatCompletion), if the route says so;
+        ``force`` skips the sample (a request with a shadow copy is kept, so the pair can be scored)."""
         config = self.config(route)
-        if config is None or route is None or self._rng() >= config.sample_rate:
+        if config is None or route is None or (not force and self._rng() >= config.sample_rate):
             return
         message = reply.choices[0].message if reply.choices else None
         calls = [call.model_dump(mode="json") for call in message.tool_calls or []] if message else []
@@ -59,12 +67,31 @@ class Capture:
         content = message.content if message is not None else None
         self.keep(config, request_id, route, req, content, calls, info, reply.model, reply.id, upstream_id)
 
-    def stream(self, request_id: str, route: str | None, req: Any) -> StreamCapture | None:
+    def stream(
+        self, request_id: str, route: str | None, req: Any, *, force: bool = False
+    ) -> StreamCapture | None:
         """An accumulator for a stream of ``route``, if the route captures and this stream is sampled."""
         config = self.config(route)
-        if config is None or route is None or self._rng() >= config.sample_rate:
+        if config is None or route is None or (not force and self._rng() >= config.sample_rate):
             return None
         return StreamCapture(self, config, request_id, route, req)
+
+    def record_shadow(self, primary_id: str, route: str, req: Any, reply: Any) -> None:
+        """Keep a shadow copy's answer beside its request's, in the route's capture store: route
+        ``shadow:<route>``, id ``<primary id>:shadow``, ``metadata.shadow_of`` the primary's id
+        (``switchyard eval shadow`` pairs and scores them). Nothing without a ``capture:`` section."""
+        config = self.config(route)
+        if config is None:
+            return
+        message = reply.choices[0].message if reply.choices else None
+        calls = [call.model_dump(mode="json") for call in message.tool_calls or []] if message else []
+        content = message.content if message is not None else None
+        info = getattr(reply, "_gateway", None)
+        shadow_req = req.model_copy(update={"metadata": {**(req.metadata or {}), "shadow_of": primary_id}})
+        self.keep(
+            config, f"{primary_id}:shadow", f"shadow:{route}", shadow_req, content, calls, info, reply.model,
+            reply.id, None, metadata_fields=True,
+        )  # fmt: skip
 
     def keep(
         self,
@@ -78,10 +105,13 @@ class Capture:
         model: str,
         completion_id: str | None,
         upstream_id: str | None,
+        *,
+        metadata_fields: bool = False,
     ) -> None:
-        """Store one example: what ``fields`` name, redacted."""
+        """Store one example: what ``fields`` name, redacted (``metadata_fields``: metadata kept whatever
+        the fields say, for a shadow's link to its request)."""
         redact = self._redactor(config)
-        fields = set(config.fields)
+        fields = set(config.fields) | ({"metadata"} if metadata_fields else set())
         calls = (
             [_redacted(call, redact) for call in tool_calls]
             if "tool_calls" in fields and tool_calls

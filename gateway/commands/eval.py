@@ -8,6 +8,8 @@ switchyard eval run SET.jsonl --policy P --route R          the route's candidat
 switchyard eval report SET [--policy P | --store URL] [--out DIR]   table, PNG chart and markdown summary
 switchyard eval report SET.jsonl --policy P --split R [--since 7d]  the A/B arms of route R, differences with CIs
 switchyard eval explain --policy P --route R [--store URL]  the plan with eval scores, and their age
+switchyard eval shadow ROUTE --policy P [--since 7d] [--scorer exact] [--format md|json]
+    a route's shadow copies scored against the answers it served (needs its capture: section)
 ```
 
 ``SET`` is a JSONL file (see ``docs/evals.md``); ``report`` also takes a set's name. The store is
@@ -78,6 +80,14 @@ def register(subparsers: Any) -> None:
     explain.add_argument("--store", help=STORE_HELP)
     explain.add_argument("--prompt", default="Hello!", help="the request to plan (default: Hello!)")
     explain.set_defaults(func=_explain)
+
+    shadow = commands.add_parser("shadow", help="score a route's shadow copies against the answers it served")
+    shadow.add_argument("route")
+    shadow.add_argument("--policy", required=True, help="the policy whose route has shadow: and capture:")
+    shadow.add_argument("--since", help="only pairs this recent: 3600, 30m, 12h, 7d")
+    shadow.add_argument("--scorer", default="exact", help="a scorer name or module:function (default exact)")
+    shadow.add_argument("--format", choices=("md", "json"), default="md")
+    shadow.set_defaults(func=_shadow)
 
 
 def _fail(message: str) -> int:
@@ -291,4 +301,49 @@ def _explain(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     sys.stdout.write(format_plan(result))
     sys.stdout.write("\nquality used:\n" + format_quality(evidence))
+    return 0
+
+
+def _shadow(args: argparse.Namespace) -> int:
+    import json
+
+    from gateway.capture import DatasetStore
+    from gateway.commands.data import since_seconds
+    from gateway.core.errors import PolicyError
+    from gateway.evals.scorers import ScorerError
+    from gateway.evals.shadow import score_shadows
+    from gateway.policy import load_policy
+
+    try:
+        policy = load_policy(args.policy)
+        since = since_seconds(args.since)
+    except (PolicyError, ValueError, OSError) as exc:
+        return _fail(str(exc))
+    name = args.route.removeprefix("route:")
+    route = policy.routes.get(name)
+    if route is None or route.capture is None or route.shadow is None:
+        return _fail(f"route {name!r} needs both a shadow: and a capture: section to be scored")
+    store = DatasetStore(route.capture.store)
+    try:
+        served = list(store.examples(name, since=since))
+        shadows = list(store.examples(f"shadow:{name}", since=since))
+        results = score_shadows(served, shadows, args.scorer)
+    except ScorerError as exc:
+        return _fail(str(exc))
+    finally:
+        store.close()
+    if args.format == "json":
+        sys.stdout.write(json.dumps([r.to_json() for r in results], indent=2) + "\n")
+        return 0
+    sys.stdout.write(f"route {name}: shadow copies scored against the served answers ({args.scorer})\n\n")
+    sys.stdout.write("| shadow model | served by | pairs | agreement | 95 % interval | unpaired |\n")
+    sys.stdout.write("| --- | --- | ---: | ---: | --- | ---: |\n")
+    for r in results:
+        low, high = r.interval
+        served_by = ", ".join(sorted(r.served_models)) or "-"
+        sys.stdout.write(
+            f"| {r.shadow_model} | {served_by} | {r.pairs} | {r.mean:.3f} | {low:.3f}-{high:.3f} | {r.unpaired} |\n"
+        )
+    if not results:
+        sys.stdout.write("| (no shadow copies captured) | | 0 | | | |\n")
     return 0

@@ -109,6 +109,7 @@ class Prepared:
     timeout: Any
     subject_key: str | None
     held: Any = None  # (in-flight counter, candidate): the plan's first candidate, counted from planning
+    shadowed: bool = False  # a shadow copy was sent: its answer is captured beside this one
 
     def release(self) -> None:
         """Hand the in-flight count to the first attempt (or drop it: the request ended before one)."""
@@ -177,7 +178,7 @@ class CoreBase:
             from gateway.core.shadow import Shadows
 
             self.shadows = Shadows()
-        self.shadows.maybe_copy(self, p)
+        p.shadowed = self.shadows.maybe_copy(self, p)
 
     def prepare_embeddings(self, w: WireRequest) -> tuple[EmbeddingRequest, Plan]:
         req = chat_dialect.embedding_request(chat_dialect.json_object(w.body))
@@ -226,7 +227,7 @@ class CoreBase:
         upstream_id = _upstream_request_id(reply._http_response)
         capture = getattr(self.runtime, "capture", None)
         if capture is not None:  # the route's capture: section (gateway/capture)
-            capture.record(p.request_id, p.plan.route, p.req, reply, upstream_id)
+            capture.record(p.request_id, p.plan.route, p.req, reply, upstream_id, force=p.shadowed)
         return json_response(200, chat_dialect.reply_bytes(reply), headers)
 
     def embeddings_reply(self, request_id: str, reply: CreateEmbeddingResponse) -> WireResponse:
@@ -258,7 +259,11 @@ class CoreBase:
     def stream_capture(self, p: Prepared) -> Any:
         """The route's capture of this stream (``gateway/capture``), or ``None``."""
         capture = getattr(self.runtime, "capture", None)
-        return capture.stream(p.request_id, p.plan.route, p.req) if capture is not None else None
+        return (
+            capture.stream(p.request_id, p.plan.route, p.req, force=p.shadowed)
+            if capture is not None
+            else None
+        )
 
     def stream_done(self, p: Prepared, holder: StreamInfo) -> None:
         info_registry.remember(p.request_id, holder.gateway)

@@ -67,17 +67,19 @@ class Shadows:
         with self._lock:
             self._counts[name] += 1
 
-    def maybe_copy(self, core: Any, prepared: Any) -> None:
-        """Send a copy of ``prepared`` when its route has a ``shadow`` and the draw says so."""
+    def maybe_copy(self, core: Any, prepared: Any) -> bool:
+        """Send a copy of ``prepared`` when its route has a ``shadow`` and the draw says so; whether
+        one was sent. With the route's ``capture:`` section both answers are kept, paired, for
+        ``switchyard eval shadow``."""
         route_name = prepared.plan.route
         policy = core.planner.policy
         route = policy.routes.get(route_name) if policy is not None and route_name else None
         shadow = route.shadow if route is not None else None
         if shadow is None or core.planner.rng.random() >= shadow.share:
-            return
+            return False
         if not self._slots.acquire(blocking=False):
             self._count("skipped")
-            return
+            return False
         try:
             req = prepared.req.model_copy(
                 update={"model": shadow.candidate, "stream": None, "stream_options": None}
@@ -98,8 +100,9 @@ class Shadows:
         except Exception as exc:  # noqa: BLE001 - a copy that cannot start is counted, never the caller's error
             self._slots.release()
             self._failed(shadow.candidate, exc)
-            return
+            return False
         self._count("sent")
+        return True
 
     def _call(self, core: Any, copy: Any) -> None:
         try:
@@ -111,12 +114,15 @@ class Shadows:
             records: list[Any] = []
             token = CURRENT_ATTEMPTS.set(records)  # this thread's context: the copy's attempts only
             try:
-                core.executor.complete(copy.req, copy.plan, headers=copy.headers, timeout=copy.timeout)
+                reply = core.executor.complete(
+                    copy.req, copy.plan, headers=copy.headers, timeout=copy.timeout
+                )
             finally:
                 CURRENT_ATTEMPTS.reset(token)
                 if admission is not None:
                     admission.settle(records)
             self._count("answered")
+            _keep(core, copy, reply)
         except Exception as exc:  # noqa: BLE001 - the copy's failure is counted and logged
             self._failed(copy.req.model, exc)
         finally:
@@ -132,11 +138,14 @@ class Shadows:
             records: list[Any] = []
             CURRENT_ATTEMPTS.set(records)  # the task runs in a context of its own
             try:
-                await core.executor.complete(copy.req, copy.plan, headers=copy.headers, timeout=copy.timeout)
+                reply = await core.executor.complete(
+                    copy.req, copy.plan, headers=copy.headers, timeout=copy.timeout
+                )
             finally:
                 if admission is not None:
                     await asyncio.to_thread(admission.settle, records)
             self._count("answered")
+            _keep(core, copy, reply)
         except Exception as exc:  # noqa: BLE001 - the copy's failure is counted and logged
             self._failed(copy.req.model, exc)
         finally:
@@ -149,3 +158,11 @@ class Shadows:
     def _failed(self, model: str, exc: BaseException) -> None:
         self._count("failed")
         logger.info("shadow copy to %s failed (%s: %s)", model, type(exc).__name__, redact(str(exc)))
+
+
+def _keep(core: Any, copy: Any, reply: Any) -> None:
+    """The copy's answer, kept beside its request's when the route captures (``gateway/capture``)."""
+    capture = getattr(core.runtime, "capture", None)
+    if capture is not None:
+        route = copy.plan.route.removeprefix(SHADOW_ROUTE_PREFIX)
+        capture.record_shadow(copy.request_id, route, copy.req, reply)

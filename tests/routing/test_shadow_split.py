@@ -274,3 +274,50 @@ def test_policy_explain_names_the_split_and_the_shadow(
         "split (A/B): the head is drawn by weight from gpt-4o-mini 0.3, openai/gpt-4o 0.7; without a draw, the heaviest",
         "shadow: 5.0% of requests copied to gpt-4.1-nano in the background (metered as route shadow:ab)",
     ]
+
+
+def test_shadow_answers_are_captured_beside_the_served_ones_and_scored(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """With ``capture:`` (even at sample_rate 0) a shadowed request and its copy are both kept, paired
+    by ``metadata.shadow_of``; ``switchyard eval shadow`` scores the copy against the served answer."""
+    import json
+    import sys
+
+    from gateway.capture import DatasetStore
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+    from loopback_upstream import serve
+
+    with LoopbackServer(handle) as primary, serve("trial") as trial_url:
+        path = write_policy(tmp_path, primary.base_url, trial_url)
+        text = path.read_text().replace(
+            "shadow: {candidate: trial, share: 1.0}}",
+            f'shadow: {{candidate: trial, share: 1.0}}, capture: {{sample_rate: 0.0, store: "{tmp_path}/cap.sqlite"}}}}',
+        )
+        path.write_text(text)
+        with gateway.OpenAI(policy=str(path)) as client:
+            for word in ("alpha", "beta", "gamma"):
+                client.chat.completions.create(
+                    model="route:support", messages=[{"role": "user", "content": word}]
+                )
+            shadows = client._switchyard.core.shadows
+            wait_for(lambda: shadows.stats().answered == 3)
+    store = DatasetStore(tmp_path / "cap.sqlite")
+    served = {e.id: e for e in store.examples("support")}
+    copies = list(store.examples("shadow:support"))
+    store.close()
+    assert len(served) == 3 and len(copies) == 3  # the sample rate of 0 did not drop the pairs
+    assert {c.metadata["shadow_of"] for c in copies} == set(served)
+    assert all(c.completion == "[trial] " + served[c.metadata["shadow_of"]].completion for c in copies)
+    assert main(["eval", "shadow", "support", "--policy", str(path), "--format", "json"]) == 0
+    [exact] = json.loads(capsys.readouterr().out)
+    assert (exact["shadow_model"], exact["served_models"], exact["pairs"], exact["agreement"]) == (
+        "trial",
+        ["main"],
+        3,
+        0.0,
+    )
+    assert exact["interval_95"][0] == 0.0 and 0.4 < exact["interval_95"][1] < 0.6  # Wilson, n = 3
+    assert main(["eval", "shadow", "support", "--policy", str(path), "--scorer", "contains"]) == 0
+    table = capsys.readouterr().out
+    assert "| trial | main | 3 | 1.000 |" in table
+    assert main(["eval", "shadow", "support", "--policy", str(path), "--scorer", "no.such:thing"]) == 2
