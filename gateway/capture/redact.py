@@ -15,14 +15,14 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from gateway._redact import KEY_SHAPES
 from gateway.capture.config import Redaction
 
 __all__ = ["Redactor", "luhn_ok"]
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}")
 _API_KEY = re.compile(
-    r"(?:\bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{16,}|\bAKIA[0-9A-Z]{16}\b|\bgh[pousr]_[A-Za-z0-9]{30,}"
-    r"|\bxox[abpr]-[A-Za-z0-9-]{10,}|\bAIza[0-9A-Za-z_-]{35}|(?i:bearer)\s+[A-Za-z0-9._~+/-]{16,}=*"
+    rf"(?:{KEY_SHAPES}|(?i:bearer)\s+[A-Za-z0-9._~+/-]{{16,}}=*"
     r"|(?i:(?:api[_-]?key|secret|token|password)\s*[=:]\s*)[^\s\"']{8,})"
 )
 _CARD = re.compile(r"\b\d(?:[ -]?\d){12,18}\b")

@@ -106,3 +106,22 @@ def test_redaction_covers_headers_userinfo_and_key_params() -> None:
         redact("Incorrect API key provided: Bearer sk-live-1234")
         == "Incorrect API key provided: Bearer <redacted>"
     )
+
+
+def test_provider_key_shapes_are_redacted_wherever_they_appear() -> None:
+    """A key pasted into a prompt or echoed in an upstream's error body, not only in headers."""
+    from gateway._redact import redact
+
+    keys = [
+        "sk-proj-abcdefghijklmnopqrstuvwx",
+        "sk-ant-api03-abcdefghijklmnop",
+        "gsk_abcdefghijklmnopqrstuvwxyz",
+        "xai-abcdefghijklmnopqrstuvwxyz",
+        "hf_abcdefghijklmnopqrstuvwxyzABCDEF",
+        "AIza" + "b" * 35,
+        "ghp_" + "c" * 36,
+    ]
+    text = "here: " + " / ".join(keys) + "."
+    assert redact(text) == "here: " + " / ".join(["<redacted>"] * len(keys)) + "."
+    # words that only look a little like keys are left alone
+    assert redact("model sk-1, a task-list, skeleton keys") == "model sk-1, a task-list, skeleton keys"
