@@ -31,11 +31,13 @@ def annotate(reply: ChatCompletion, plan: Plan, req: ChatRequest, prices: Any = 
     if price is not None and usage is not None:
         details = usage.prompt_tokens_details
         reasoning = usage.completion_tokens_details
-        cost = price.cost(
+        cost = price.cost(  # the meter's rules (gateway/metering/meter.py: attempt_tokens)
             usage.prompt_tokens,
             usage.completion_tokens,
             cached_tokens=(details.cached_tokens or 0) if details else 0,
             reasoning_tokens=(reasoning.reasoning_tokens or 0) if reasoning else 0,
+            cache_write_tokens=(details.cache_write_tokens or 0) if details else 0,
+            cache_write_1h_tokens=(details.cache_write_1h_tokens or 0) if details else 0,
         )
         info.cost_usd = str(cost)
     if served is None or not served.target.options.get("drop_unsupported_params"):

@@ -25,6 +25,7 @@ from gateway.core.errors import (
     APITimeoutError,
     BudgetExceededError,
     GatewayError,
+    StateBackendError,
 )
 from gateway.core.types import GatewayInfo
 
@@ -119,7 +120,9 @@ def error_response(exc: BaseException, request_id: str) -> WireResponse:
         return json_response(502, {"error": body}, [*headers, ("x-switchyard-error", "invalid_response")])
     if isinstance(exc, GatewayError):
         body = {"message": str(exc), "type": "gateway_error", "code": exc.code}
-        return json_response(500, {"error": body}, [*headers, ("x-switchyard-error", "gateway")])
+        # the state backend unreachable (a budget that fails closed): the gateway is unavailable, not broken
+        status = 503 if isinstance(exc, StateBackendError) else 500
+        return json_response(status, {"error": body}, [*headers, ("x-switchyard-error", "gateway")])
     log.exception("switchyard: internal error while serving a request", exc_info=exc)
     body = {
         "message": f"internal gateway error ({type(exc).__name__})",

@@ -184,3 +184,5 @@ budgets: {{all: {{window: day, limit_usd: 10}}}}
     [record] = sink.records
     assert (record.cache_write_tokens, record.cost_usd) == (10_000, expected)
     assert spent == expected
+    info = gateway.info(reply)  # the reply's own figure agrees with the record and the budget
+    assert info is not None and Decimal(str(info.cost_usd)) == expected

@@ -232,3 +232,38 @@ def test_the_policy_setting_parses_and_rejects_typos() -> None:
     assert FailOpen.of(both.state.fail_open) == FailOpen(budgets=True, rate_limits=True, breakers=False)
     with pytest.raises(PolicyError, match="budget"):
         parse_policy("version: 1\nstate: {fail_open: {budget: true}}")
+
+
+def test_a_budget_failing_closed_is_a_503_that_names_the_state(tmp_path: Path) -> None:
+    """Through the client: the state backend unreachable and budgets failing closed (the default)
+    answer 503 (the gateway is unavailable, not broken), code ``state.unavailable``, no secret."""
+    import openai
+
+    import gateway
+    from tests.servers.http import LoopbackServer
+    from tests.servers.openai_server import handle
+
+    with LoopbackServer(handle) as upstream:
+        policy = tmp_path / "p.yaml"
+        policy.write_text(
+            f"""version: 1
+providers:
+  up: {{kind: openai, base_url: "{upstream.base_url}/v1", api_key: "sk-upstream-key-123456"}}
+models:
+  m: {{provider: up, model: gpt-4o-mini, price: {{input: 1, output: 1}}}}
+routes:
+  chat: {{candidates: [m]}}
+budgets:
+  daily: {{window: day, limit_usd: 5}}
+state: {{backend: redis, url: "{_closed_port_url()}"}}
+"""
+        )
+        with gateway.OpenAI(api_key="sk-test", policy=policy, max_retries=0) as client:
+            with pytest.raises(openai.InternalServerError) as caught:
+                client.chat.completions.create(
+                    model="route:chat", messages=[{"role": "user", "content": "hi"}]
+                )
+        assert upstream.log == []  # nothing was sent without the budget's say
+    error = caught.value
+    assert error.status_code == 503 and error.code == "state.unavailable"
+    assert "hunter2-secret" not in str(error) and "sk-upstream" not in str(error)
