@@ -92,6 +92,8 @@ class Plan:
             context-length error.
         max_candidates: At most this many candidates are called (a route's ``fallback.max_attempts``);
             skipped candidates do not count. ``None`` tries them all.
+        policy_revision: The digest of the policy the plan was made under (``policy_revision``), which
+            every attempt's record carries; ``None`` without a policy.
     """
 
     candidates: list[Candidate]
@@ -103,6 +105,7 @@ class Plan:
     buffer_tokens: int = DEFAULT_BUFFER_TOKENS
     prompt_tokens: int | None = None
     max_candidates: int | None = None
+    policy_revision: str | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.fallback_on) - FALLBACK_CLASSES
@@ -145,6 +148,7 @@ class AttemptRecord:
     # non-streamed reply's text (a stream's is ``streamed_text``).
     request_messages: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
     reply_text: str = field(default="", repr=False, compare=False)
+    policy_revision: str | None = None  # the plan's: which version of a hot-reloaded policy served it
 
 
 def request_parameters(req: ChatRequest | None) -> dict[str, Any]:

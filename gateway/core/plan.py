@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway.core.attempts import DEFAULT_BUFFER_TOKENS, DEFAULT_FALLBACK_ON, Candidate, Plan
 from gateway.core.errors import NotFoundError, PolicyError
@@ -54,13 +54,20 @@ class Planner:
         return policy() if callable(policy) else policy
 
     def plan(self, model: str, req: ChatRequest | None = None, client: ClientConfig | None = None) -> Plan:
-        """``client``: the calling client's own endpoint for this request (else the planner's)."""
-        if model.startswith("route:"):
-            return self._route(model.removeprefix("route:"), req)
+        """``client``: the calling client's own endpoint for this request (else the planner's). The plan
+        names the revision of the policy it was made under (``Plan.policy_revision``)."""
         policy = self.policy
-        if policy is not None and _known_to_policy(policy, model):
-            return Plan([Candidate(self._policy_target(model), model)], buffer_tokens=0)
-        return Plan([self.direct(model, client)], buffer_tokens=0)  # a direct model streams as the SDK does
+        if model.startswith("route:"):
+            plan = self._route(model.removeprefix("route:"), req, policy)
+        elif policy is not None and _known_to_policy(policy, model):
+            plan = Plan([Candidate(self._policy_target(model), model)], buffer_tokens=0)
+        else:
+            plan = Plan(
+                [self.direct(model, client)], buffer_tokens=0
+            )  # a direct model streams as the SDK does
+        if policy is not None:
+            plan.policy_revision = policy_revision(policy)
+        return plan
 
     def direct(self, model: str, client: ClientConfig | None = None) -> Candidate:
         provider, name = split_model(model)
@@ -70,10 +77,9 @@ class Planner:
         require_key(target)
         return Candidate(target, model)
 
-    def _route(self, name: str, req: ChatRequest | None) -> Plan:
+    def _route(self, name: str, req: ChatRequest | None, policy: Policy | None) -> Plan:
         from gateway import router
 
-        policy = self.policy
         if policy is None or name not in policy.routes:
             raise unknown_route(name)
         if req is None:
@@ -178,3 +184,21 @@ def estimate_prompt_tokens(req: ChatRequest) -> int:
 
     count = count_chat(req.messages, req.model, req.tools)
     return count.tokens
+
+
+_revisions: dict[int, tuple[Any, str]] = {}
+
+
+def policy_revision(policy: Policy) -> str:
+    """A short digest of a policy's content: equal for equal policies, new for every edited reload.
+    Secrets are not in it (they dump masked). Computed once per policy object."""
+    found = _revisions.get(id(policy))
+    if found is not None and found[0] is policy:
+        return found[1]
+    import hashlib
+
+    digest = hashlib.sha256(policy.model_dump_json().encode()).hexdigest()[:12]
+    if len(_revisions) > 64:
+        _revisions.clear()
+    _revisions[id(policy)] = (policy, digest)
+    return digest

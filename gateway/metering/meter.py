@@ -179,6 +179,7 @@ def usage_record(
         estimated=estimated,
         cache_write_tokens=tokens.cache_write,
         cache_write_1h_tokens=tokens.cache_write_1h,
+        policy_revision=attempt.policy_revision,
     )
 
 

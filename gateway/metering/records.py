@@ -78,6 +78,8 @@ class UsageRecord:
         estimated: ``True`` when the tokens were counted by the gateway, not reported upstream.
         cache_write_tokens: Prompt tokens written to the provider's cache (billed apart).
         cache_write_1h_tokens: Of those, the ones written with a 1-hour TTL.
+        policy_revision: The digest of the policy version the request was planned under (a
+            hot-reloaded policy changes it), ``None`` without a policy.
     """
 
     request_id: str
@@ -102,6 +104,7 @@ class UsageRecord:
     estimated: bool = False
     cache_write_tokens: int = 0
     cache_write_1h_tokens: int = 0
+    policy_revision: str | None = None
 
     @property
     def record_id(self) -> str:
@@ -154,6 +157,7 @@ class UsageRecord:
             ttft_s=self.ttft_s,
             outcome=self.outcome,
             tags=self.tags,
+            policy_revision=self.policy_revision,
         )
 
 

@@ -221,6 +221,7 @@ class RequestRun:
                 request_params=self.params,
                 request_messages=req.messages if req is not None else None,
                 reply_text=o.reply_text,
+                policy_revision=self.plan.policy_revision,
             )
             self.records.append(record)
         self._tell_breaker(candidate, index, error, name)

@@ -108,6 +108,7 @@ class UsageRecord:
     ttft_s: float | None = None
     outcome: str = "ok"
     tags: tuple[tuple[str, str], ...] = ()
+    policy_revision: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

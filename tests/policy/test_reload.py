@@ -147,3 +147,8 @@ def test_a_running_client_follows_reloaded_budgets_rate_limits_and_prices(tmp_pa
             assert refused.value.budget == "all" and "0.000001" in str(refused.value)
             assert len(upstream.log) == 3
             assert watcher.reloads == 2
+            # every usage record names the policy version it was planned and priced under
+            runtime.meter.flush()
+            revisions = [r.policy_revision for r in runtime.backend.usage_records(0)]
+            assert len(revisions) == 3 and revisions[0] != revisions[1] == revisions[2]
+            assert all(r is not None and len(r) == 12 for r in revisions)
