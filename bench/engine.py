@@ -140,6 +140,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=1, help="runs of every engine, interleaved")
+    parser.add_argument("--reference-once", action="store_true", help="transformers in the first round only")
     parser.add_argument("--engines", default="ours-float32,ours-bfloat16,ours-int8,ours-int4,llama.cpp")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -155,8 +156,10 @@ def main() -> None:
         with open(os.path.join(workdir, "prompts.json"), "w", encoding="utf-8") as f:
             json.dump(_prompts(), f)
         rounds: dict[str, list[dict]] = {name: [] for name in names}
-        for _ in range(args.rounds):  # engines interleaved, one after another, every round
+        for round_ in range(args.rounds):  # engines interleaved, one after another, every round
             for name in names:
+                if name == "transformers" and round_ and args.reference_once:
+                    continue
                 if (r := _run(name, args, workdir)) is not None:
                     rounds[name].append(r)
         results = {name: _median(runs) for name, runs in rounds.items() if runs}

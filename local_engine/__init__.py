@@ -138,5 +138,8 @@ def load_engine(
     from local_engine.engine.async_engine import AsyncEngine
     from local_engine.engine.llm_engine import LLMEngine
 
-    engine = LLMEngine.from_settings(path, settings, roots, adapters=tuple(adapters))
-    return AsyncEngine(engine, threads=engine.settings.threads)
+    threads = settings.resolved().threads
+    # built on the engine thread, where its steps run (see AsyncEngine)
+    return AsyncEngine(
+        lambda: LLMEngine.from_settings(path, settings, roots, adapters=tuple(adapters)), threads=threads
+    )

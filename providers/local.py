@@ -79,6 +79,24 @@ ENGINE_SETTINGS = (
 )
 
 
+def check_options(options: dict[str, Any]) -> list[tuple[str, str]]:
+    """Problems of a local provider's engine settings, as (setting, message); empty when usable.
+
+    Checked as the engine checks them (`EngineSettings`), without loading torch or a model, so
+    that a policy check can report them before the first request does.
+    """
+    try:
+        import local_engine
+    except ImportError:  # the 'local' extra is missing: the first request says so
+        return []
+    settings = {k: options[k] for k in ENGINE_SETTINGS if options.get(k) is not None}
+    try:
+        local_engine.EngineSettings(**settings)
+    except local_engine.SettingsError as exc:
+        return [(exc.setting or "options", str(exc))]
+    return []
+
+
 def model_roots(options: dict[str, Any]) -> list[str]:
     """Where models and adapters may be read from: the provider's ``model_roots`` option, else
     ``SWITCHYARD_MODEL_ROOTS`` (either ``os.pathsep``-separated)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from gateway.core.types import ChatRequest
@@ -79,3 +81,32 @@ def test_the_runtime_hands_the_capacity_to_the_router() -> None:
     assert reported is not None and load is not None
     assert load.max_batch == reported.max_batch == reported.running + reported.free_slots
     assert served.stats().max_batch == 3
+
+
+def test_a_policys_engine_settings_are_checked_without_loading_a_model() -> None:
+    from providers import local
+
+    assert local.check_options({"dtype": "float32", "max_batch": 3, "model_roots": "/models"}) == []
+    assert local.check_options({"dtype": "float7"}) == [
+        ("dtype", "dtype='float7' is not one of float32, bfloat16, float16 [settings.invalid]")
+    ]
+    [(setting, message)] = local.check_options({"quantization": "int4", "device": "cuda"})
+    assert setting == "quantization" and "CPU only" in message
+    assert local.check_options({"max_batch": 0})[0][0] == "max_batch"
+
+
+def test_the_default_batch_is_sized_from_memory_not_a_constant(model_path: str) -> None:
+    from local_engine import EngineSettings
+    from local_engine.loader.checkpoint import load_checkpoint
+    from local_engine.settings import available_memory, default_max_batch
+
+    def fits(config: Any) -> int:
+        per_token = 2 * config.num_layers * config.num_kv_heads * config.head_dim * 4  # K and V, fp32
+        return default_max_batch(per_token * 2048, available_memory("cpu"))
+
+    config = load_checkpoint(model_path).config
+    before = fits(config)
+    engine = LLMEngine.from_settings(model_path, EngineSettings(dtype="float32", max_model_len=2048))
+    # sized while the model loaded: between what the free memory allowed before and after
+    assert fits(config) <= engine.settings.max_batch <= before
+    assert engine.stats().max_batch == engine.runner.num_slots == engine.settings.max_batch
