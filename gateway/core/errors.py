@@ -95,6 +95,9 @@ class APIError(OpenAIError):
     code: str | None
     param: str | None
     type: str | None
+    # The status the upstream had answered with when reading its body failed (a cut or oversized
+    # body): a success status means it read the prompt, so the attempt is metered (estimated).
+    answered_status: int | None = None
 
     def __init__(self, message: str, request: Any | None = None, *, body: object | None) -> None:
         # An upstream may echo the caller's key back (a 401 body): redact before anything keeps it.

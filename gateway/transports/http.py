@@ -266,6 +266,8 @@ def send(
         answer = _open_pooled(client, pooled[0], pooled[1], timeout)
         try:
             body = _read_capped(answer.iter_bytes(), cap)
+        except APIError as exc:
+            raise _answered(exc, answer.status_code) from exc.__cause__
         finally:
             answer.close()
         return RawResponse(answer.status_code, answer.headers, body, answer)
@@ -278,10 +280,19 @@ def send(
     try:
         body = _read_capped(response.iter_bytes(), cap)
     except errors as exc:
-        raise map_http_error(exc, request) from exc
+        raise _answered(map_http_error(exc, request), response.status_code) from exc
+    except APIError as exc:
+        raise _answered(exc, response.status_code) from exc.__cause__
     finally:
         response.close()
     return RawResponse(response.status_code, response.headers, body, response)
+
+
+def _answered(exc: APIError, status: int) -> APIError:
+    """A body that failed after the upstream answered: a success status says it took the request."""
+    if status < 400:
+        exc.answered_status = status
+    return exc
 
 
 async def send_async(
@@ -298,6 +309,8 @@ async def send_async(
         answer = await _aopen_pooled(client, *pooled, timeout)
         try:
             body = await _aread_capped(answer.aiter_bytes(), cap)
+        except APIError as exc:
+            raise _answered(exc, answer.status_code) from exc.__cause__
         finally:
             await answer.aclose()
         return RawResponse(answer.status_code, answer.headers, body, answer)
@@ -310,7 +323,9 @@ async def send_async(
     try:
         body = await _aread_capped(response.aiter_bytes(), cap)
     except errors as exc:
-        raise map_http_error(exc, request) from exc
+        raise _answered(map_http_error(exc, request), response.status_code) from exc
+    except APIError as exc:
+        raise _answered(exc, response.status_code) from exc.__cause__
     finally:
         await response.aclose()
     return RawResponse(response.status_code, response.headers, body, response)
