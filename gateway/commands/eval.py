@@ -8,7 +8,7 @@ switchyard eval run SET.jsonl --policy P --route R          the route's candidat
 switchyard eval report SET [--policy P | --store URL] [--out DIR]   table, PNG chart and markdown summary
 switchyard eval report SET.jsonl --policy P --split R [--since 7d]  the A/B arms of route R, differences with CIs
 switchyard eval explain --policy P --route R [--store URL]  the plan with eval scores, and their age
-switchyard eval shadow ROUTE --policy P [--since 7d] [--scorer exact] [--format md|json]
+switchyard eval shadow ROUTE --policy P [--since 7d] [--scorer exact|judge --judge MODEL] [--format md|json]
     a route's shadow copies scored against the answers it served (needs its capture: section)
 ```
 
@@ -86,6 +86,7 @@ def register(subparsers: Any) -> None:
     shadow.add_argument("--policy", required=True, help="the policy whose route has shadow: and capture:")
     shadow.add_argument("--since", help="only pairs this recent: 3600, 30m, 12h, 7d")
     shadow.add_argument("--scorer", default="exact", help="a scorer name or module:function (default exact)")
+    shadow.add_argument("--judge", help="the model the judge scorer calls (with --scorer judge)")
     shadow.add_argument("--format", choices=("md", "json"), default="md")
     shadow.set_defaults(func=_shadow)
 
@@ -310,6 +311,7 @@ def _shadow(args: argparse.Namespace) -> int:
     from gateway.capture import DatasetStore
     from gateway.commands.data import since_seconds
     from gateway.core.errors import PolicyError
+    from gateway.evals import ModelCaller
     from gateway.evals.scorers import ScorerError
     from gateway.evals.shadow import score_shadows
     from gateway.policy import load_policy
@@ -324,14 +326,17 @@ def _shadow(args: argparse.Namespace) -> int:
     if route is None or route.capture is None or route.shadow is None:
         return _fail(f"route {name!r} needs both a shadow: and a capture: section to be scored")
     store = DatasetStore(route.capture.store)
+    caller = ModelCaller(policy) if args.judge else None
     try:
         served = list(store.examples(name, since=since))
         shadows = list(store.examples(f"shadow:{name}", since=since))
-        results = score_shadows(served, shadows, args.scorer)
-    except ScorerError as exc:
+        results = score_shadows(served, shadows, args.scorer, _judge_context(caller, args.judge, name))
+    except (ScorerError, ValueError) as exc:
         return _fail(str(exc))
     finally:
         store.close()
+        if caller is not None:
+            caller.close()
     if args.format == "json":
         sys.stdout.write(json.dumps([r.to_json() for r in results], indent=2) + "\n")
         return 0
@@ -347,3 +352,19 @@ def _shadow(args: argparse.Namespace) -> int:
     if not results:
         sys.stdout.write("| (no shadow copies captured) | | 0 | | | |\n")
     return 0
+
+
+def _judge_context(caller: Any, judge: str | None, route: str) -> Any:
+    """The scoring context: a judge that calls ``judge`` through ``caller`` (at temperature 0), or none."""
+    from gateway.evals.scorers import JudgeReply, ScoringContext
+
+    if caller is None or judge is None:
+        return ScoringContext()
+
+    def ask(model: str | None, messages: list[dict[str, Any]]) -> JudgeReply:
+        reply = caller.call(
+            model or judge, messages, request={"temperature": 0}, route=f"shadow:{route}:judge"
+        )
+        return JudgeReply(reply.completion.choices[0].message.content or "", reply.cost_usd)
+
+    return ScoringContext(judge=ask)

@@ -321,3 +321,52 @@ def test_shadow_answers_are_captured_beside_the_served_ones_and_scored(tmp_path:
     table = capsys.readouterr().out
     assert "| trial | main | 3 | 1.000 |" in table
     assert main(["eval", "shadow", "support", "--policy", str(path), "--scorer", "no.such:thing"]) == 2
+    assert (
+        main(["eval", "shadow", "support", "--policy", str(path), "--scorer", "judge"]) == 2
+    )  # no judge named
+    with LoopbackServer(_verdict) as judge_host:
+        text = (
+            path.read_text()
+            .replace(
+                "models:",
+                "models:\n  grader: {provider: judge-host, model: grader-1, price: {input: 1, output: 1}}",
+            )
+            .replace(
+                "providers:",
+                f'providers:\n  judge-host: {{kind: openai, base_url: "{judge_host.base_url}", api_key: "sk-judge"}}',
+            )
+        )
+        path.write_text(text)
+        argv = [
+            "eval",
+            "shadow",
+            "support",
+            "--policy",
+            str(path),
+            "--scorer",
+            "judge",
+            "--judge",
+            "grader",
+            "--format",
+            "json",
+        ]
+        assert main(argv) == 0
+        [judged] = json.loads(capsys.readouterr().out)
+        assert (judged["pairs"], judged["agreement"]) == (3, 0.75)
+        asked = [rec.json() for rec in judge_host.log]
+        assert len(asked) == 3 and all(
+            "Reference answer: Echo:" in a["messages"][1]["content"] for a in asked
+        )
+
+
+def _verdict(rec: Recorded) -> Reply:
+    """A judge that grades every answer 0.75."""
+    import json as _json
+
+    from tests.servers import openai_server
+    from tests.servers.http import JSONReply
+
+    reply = openai_server.chat(rec.json() or {})
+    assert isinstance(reply, JSONReply)
+    reply.body["choices"][0]["message"]["content"] = _json.dumps({"score": 0.75, "reason": "close"})
+    return reply
