@@ -170,6 +170,8 @@ def target(
     accept = merged.get(b"accept-encoding")
     if accept is None or not _decodable(module, accept[1]):
         merged[b"accept-encoding"] = (b"Accept-Encoding", ACCEPT_ENCODING)
+    merged.pop(b"host", None)  # the target's own, below; a caller's Host header cannot redirect the call
+    merged.pop(b"content-length", None)  # framing is the body's, below
     lines = [(b"Host", host_value), *merged.values()]
     if body is not None:
         lines.append((b"Content-Length", str(len(body)).encode("ascii")))
