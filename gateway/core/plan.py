@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from gateway.core.attempts import DEFAULT_BUFFER_TOKENS, DEFAULT_FALLBACK_ON, Candidate, Plan
+from gateway.core.attempts import DEFAULT_FALLBACK_ON, Candidate, Plan
 from gateway.core.errors import NotFoundError, PolicyError
 from gateway.core.types import ChatRequest
 from gateway.targets import ClientConfig, client_target, host_target, require_key, split_model, unknown_route
@@ -158,10 +158,7 @@ def plan_for_route(
         fallback_on=frozenset(route.fallback.on) if route.fallback is not None else DEFAULT_FALLBACK_ON,
         timeouts=timeouts,
         hedge=hedge,
-        # a route that does not set buffer_tokens gets the default, one that sets 0 gets none
-        buffer_tokens=route.buffer_tokens
-        if "buffer_tokens" in route.model_fields_set
-        else DEFAULT_BUFFER_TOKENS,
+        buffer_tokens=route.buffer_tokens,  # DEFAULT_BUFFER_TOKENS where the route sets none
         prompt_tokens=routed.prompt_tokens,
         max_candidates=route.fallback.max_attempts if route.fallback is not None else None,
     )

@@ -217,7 +217,9 @@ class Route(_Section):
     retry: Retry = Field(default_factory=Retry)
     timeouts: Timeouts = Field(default_factory=Timeouts)
     hedge: Hedge | None = None
-    buffer_tokens: int = Field(default=0, ge=0)
+    # the first N content chunks of a stream held back so a failure inside them still falls back;
+    # the default is gateway.core.attempts.DEFAULT_BUFFER_TOKENS (a test keeps the two equal)
+    buffer_tokens: int = Field(default=4, ge=0)
     drop_unsupported_params: bool = False
     eval_set: str | None = None
     shadow: Shadow | None = None

@@ -50,3 +50,11 @@ def test_schema_forbids_unknown_keys_in_every_section() -> None:
     objects = [s for s in sections if s.get("type") == "object"]
     assert len(objects) == len(sections) >= 15
     assert all(s["additionalProperties"] is False for s in objects)
+
+
+def test_the_schema_default_stream_buffer_is_the_cores() -> None:
+    from gateway.core.attempts import DEFAULT_BUFFER_TOKENS
+    from gateway.policy import parse_policy
+
+    policy = parse_policy("version: 1\nroutes: {r: {candidates: [openai/gpt-4o-mini]}}\n")
+    assert policy.routes["r"].buffer_tokens == DEFAULT_BUFFER_TOKENS == 4
