@@ -20,7 +20,6 @@ import socket
 import ssl
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
@@ -64,8 +63,7 @@ class Pool:
     def __init__(self, settings: PoolSettings, module: ModuleType) -> None:
         self.settings = settings
         self.module = module
-        self._idle: dict[Origin, deque[_Conn]] = {}
-        self._count = 0  # open connections, idle ones included
+        self._conns = wire11.IdleConnections(settings)  # guarded by _cond
         self._cond = threading.Condition()
         self._closed = False
 
@@ -73,15 +71,16 @@ class Pool:
 
     def _acquire(self, origin: Origin, t: Timeouts) -> _Conn:
         deadline = None if t.pool is None else time.monotonic() + t.pool
+        conns = self._conns
         with self._cond:
             while True:
-                conn = self._idle_for(origin)
+                conn: _Conn | None = conns.take(origin, _Conn.alive)
                 if conn is not None:
                     return conn
-                if self._count < self.settings.max_connections:
-                    self._count += 1
+                if conns.count < self.settings.max_connections:
+                    conns.count += 1
                     break
-                if not self._evict_other():
+                if not conns.evict_other():
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         raise APITimeoutError(None)
@@ -91,26 +90,6 @@ class Pool:
         except BaseException:
             self._forget()
             raise
-
-    def _idle_for(self, origin: Origin) -> _Conn | None:
-        idle = self._idle.get(origin)
-        expiry = self.settings.keepalive_expiry
-        now = time.monotonic()
-        while idle:
-            conn = idle.pop()
-            if (expiry is None or now - conn.idle_since < expiry) and conn.alive():
-                return conn
-            conn.close()
-            self._count -= 1
-        return None
-
-    def _evict_other(self) -> bool:
-        for idle in self._idle.values():
-            if idle:
-                idle.popleft().close()
-                self._count -= 1
-                return True
-        return False
 
     def _connect(self, origin: Origin, t: Timeouts) -> _Conn:
         sock = socket.create_connection((origin.host, origin.port), timeout=t.connect)
@@ -125,18 +104,14 @@ class Pool:
 
     def _forget(self) -> None:
         with self._cond:
-            self._count -= 1
+            self._conns.count -= 1
             self._cond.notify()
 
     def release(self, conn: _Conn, *, reuse: bool) -> None:
         if reuse and wire11.reusable(conn.h11) and not self._closed:
             conn.h11.start_next_cycle()
-            conn.idle_since = time.monotonic()
             with self._cond:
-                idle = self._idle.setdefault(conn.origin, deque())
-                total = sum(len(q) for q in self._idle.values())
-                if total < self.settings.max_keepalive:
-                    idle.append(conn)
+                if self._conns.keep(conn):
                     self._cond.notify()
                     return
         conn.close()
@@ -145,10 +120,7 @@ class Pool:
     def close(self) -> None:
         with self._cond:
             self._closed = True
-            for idle in self._idle.values():
-                while idle:
-                    idle.pop().close()
-                    self._count -= 1
+            self._conns.close_all()
             self._cond.notify_all()
 
     # --- one exchange --------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import nullcontext
@@ -58,22 +57,22 @@ class AsyncPool:
     def __init__(self, settings: PoolSettings, module: ModuleType) -> None:
         self.settings = settings
         self.module = module
-        self._idle: dict[Origin, deque[_Conn]] = {}
-        self._count = 0
+        self._conns = wire11.IdleConnections(settings)
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
 
     async def _acquire(self, origin: Origin, t: Timeouts) -> _Conn:
         loop = asyncio.get_running_loop()
         deadline = None if t.pool is None else loop.time() + t.pool
+        conns = self._conns
         while True:
-            conn = self._idle_for(origin, loop)
+            conn: _Conn | None = conns.take(origin, lambda c: c.alive(loop))
             if conn is not None:
                 return conn
-            if self._count < self.settings.max_connections:
-                self._count += 1
+            if conns.count < self.settings.max_connections:
+                conns.count += 1
                 break
-            if self._evict_other():
+            if conns.evict_other():
                 continue
             waiter: asyncio.Future[None] = loop.create_future()
             self._waiters.append(waiter)
@@ -91,26 +90,6 @@ class AsyncPool:
             self._forget()
             raise
 
-    def _idle_for(self, origin: Origin, loop: asyncio.AbstractEventLoop) -> _Conn | None:
-        idle = self._idle.get(origin)
-        expiry = self.settings.keepalive_expiry
-        now = time.monotonic()
-        while idle:
-            conn = idle.pop()
-            if (expiry is None or now - conn.idle_since < expiry) and conn.alive(loop):
-                return conn
-            conn.close()
-            self._count -= 1
-        return None
-
-    def _evict_other(self) -> bool:
-        for idle in self._idle.values():
-            if idle:
-                idle.popleft().close()
-                self._count -= 1
-                return True
-        return False
-
     async def _connect(self, origin: Origin, t: Timeouts) -> _Conn:
         tls = self.settings.ssl_context if origin.scheme == "https" else None
         async with _within(t.connect):
@@ -127,7 +106,7 @@ class AsyncPool:
         return _Conn(reader, writer, origin)
 
     def _forget(self) -> None:
-        self._count -= 1
+        self._conns.count -= 1
         self._wake()
 
     def _wake(self) -> None:
@@ -140,10 +119,7 @@ class AsyncPool:
     def release(self, conn: _Conn, *, reuse: bool) -> None:
         if reuse and wire11.reusable(conn.h11) and not self._closed:
             conn.h11.start_next_cycle()
-            conn.idle_since = time.monotonic()
-            idle = self._idle.setdefault(conn.origin, deque())
-            if sum(len(q) for q in self._idle.values()) < self.settings.max_keepalive:
-                idle.append(conn)
+            if self._conns.keep(conn):
                 self._wake()
                 return
         conn.close()
@@ -151,10 +127,7 @@ class AsyncPool:
 
     async def aclose(self) -> None:
         self._closed = True
-        for idle in self._idle.values():
-            while idle:
-                idle.pop().close()
-                self._count -= 1
+        self._conns.close_all()
 
     async def open(self, t: Target, timeout: Any) -> AsyncPooledResponse:
         timeouts = Timeouts.of(timeout)

@@ -12,8 +12,10 @@ from __future__ import annotations
 import socket
 import ssl
 import sys
+import time
 import zlib
-from collections.abc import Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -335,6 +337,53 @@ def mapped(exc: BaseException, request: Any) -> APIError:
 
 # What a pooled call can raise beneath it (h11's framing errors, sockets and TLS, zlib).
 FAILURES: tuple[type[BaseException], ...] = (h11.ProtocolError, OSError, zlib.error, EOFError, DecodeError)
+
+
+class IdleConnections:
+    """What both pools keep: the connections open (idle ones included, ``count``) and each origin's
+    idle ones, newest last. The blocking pool calls these under its lock; the asyncio one on its loop."""
+
+    def __init__(self, settings: PoolSettings) -> None:
+        self.settings = settings
+        self.idle: dict[Origin, deque[Any]] = {}
+        self.count = 0
+
+    def take(self, origin: Origin, usable: Callable[[Any], bool]) -> Any:
+        """The newest idle connection to ``origin`` that has not expired and is ``usable``; the others
+        met on the way are closed."""
+        idle = self.idle.get(origin)
+        expiry = self.settings.keepalive_expiry
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if (expiry is None or now - conn.idle_since < expiry) and usable(conn):
+                return conn
+            conn.close()
+            self.count -= 1
+        return None
+
+    def evict_other(self) -> bool:
+        """Close the oldest idle connection of any origin, to make room under the connection limit."""
+        for idle in self.idle.values():
+            if idle:
+                idle.popleft().close()
+                self.count -= 1
+                return True
+        return False
+
+    def keep(self, conn: Any) -> bool:
+        """Park a finished connection as idle, if there is room under the keep-alive limit."""
+        if sum(len(q) for q in self.idle.values()) >= self.settings.max_keepalive:
+            return False
+        conn.idle_since = time.monotonic()
+        self.idle.setdefault(conn.origin, deque()).append(conn)
+        return True
+
+    def close_all(self) -> None:
+        for idle in self.idle.values():
+            while idle:
+                idle.pop().close()
+                self.count -= 1
 
 
 class LazyRequest:
