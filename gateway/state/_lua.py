@@ -217,3 +217,15 @@ redis.call('HDEL', KEYS[1], unpack(old))
 redis.call('ZREM', KEYS[2], unpack(old))
 return #old
 """
+
+
+def fmt(value: float) -> str:
+    """A float as the scripts read it back exactly."""
+    return repr(float(value))
+
+
+def breaker_record_args(
+    ok: bool, now: float, window_s: float, min_calls: int, error_rate: float, cooldown_s: float, probes: int
+) -> list[object]:
+    """``BREAKER_RECORD``'s ARGV, for the blocking and the asyncio Redis backends alike."""
+    return ["1" if ok else "0", fmt(now), fmt(window_s), min_calls, fmt(error_rate), fmt(cooldown_s), probes]

@@ -149,15 +149,7 @@ class AsyncRedisBackend:
         cooldown_s: float,
         probes: int = 1,
     ) -> BreakerState:
-        args = [
-            "1" if ok else "0",
-            _fmt(now),
-            _fmt(window_s),
-            min_calls,
-            _fmt(error_rate),
-            _fmt(cooldown_s),
-            probes,
-        ]
+        args = _lua.breaker_record_args(ok, now, window_s, min_calls, error_rate, cooldown_s, probes)
         return self._breaker(await self._run("BREAKER_RECORD", [f"{self.key_prefix}breaker:{key}"], args))
 
     async def rate_limit(

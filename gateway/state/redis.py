@@ -229,15 +229,7 @@ class RedisBackend:
         cooldown_s: float,
         probes: int = 1,
     ) -> BreakerState:
-        args = [
-            "1" if ok else "0",
-            _fmt(now),
-            _fmt(window_s),
-            min_calls,
-            _fmt(error_rate),
-            _fmt(cooldown_s),
-            probes,
-        ]
+        args = _lua.breaker_record_args(ok, now, window_s, min_calls, error_rate, cooldown_s, probes)
         return self._breaker(self._run(self._record, [self._key(f"breaker:{key}")], args))
 
     def append_usage(self, records: Sequence[UsageRecord]) -> None:
