@@ -256,6 +256,20 @@ class CoreBase:
             return headers + reply_headers(p.request_id, partial, holder.http_response)
         return headers + reply_headers(p.request_id, None, holder.http_response)
 
+    @staticmethod
+    def sse_chunk(chunk: ChatCompletionChunk, capture: Any) -> bytes:
+        """One chunk as the caller's SSE event, added to the stream's capture on the way."""
+        if capture is not None:
+            capture.add(chunk)
+        return chat_dialect.chunk_bytes(chunk)
+
+    @staticmethod
+    def sse_done(holder: StreamInfo, capture: Any) -> bytes:
+        """A clean end: the capture keeps its example, the caller gets ``[DONE]``."""
+        if capture is not None:
+            capture.finish(holder.gateway, _upstream_request_id(holder.http_response))
+        return b"data: [DONE]\n\n"
+
     def stream_capture(self, p: Prepared) -> Any:
         """The route's capture of this stream (``gateway/capture``), or ``None``."""
         capture = getattr(self.runtime, "capture", None)
@@ -354,16 +368,10 @@ class Core(CoreBase):
         capture = self.stream_capture(p)
         try:
             if first is not None:
-                if capture is not None:
-                    capture.add(first)
-                yield chat_dialect.chunk_bytes(first)
+                yield self.sse_chunk(first, capture)
                 for chunk in chunks:
-                    if capture is not None:
-                        capture.add(chunk)
-                    yield chat_dialect.chunk_bytes(chunk)
-            if capture is not None:
-                capture.finish(holder.gateway, _upstream_request_id(holder.http_response))
-            yield b"data: [DONE]\n\n"
+                    yield self.sse_chunk(chunk, capture)
+            yield self.sse_done(holder, capture)
         except APIError as exc:
             yield sse_error(exc, "stream_interrupted")
         except Exception as exc:  # noqa: BLE001 - reported in the stream, never a clean end
@@ -459,16 +467,10 @@ class AsyncCore(CoreBase):
         capture = self.stream_capture(p)
         try:
             if first is not None:
-                if capture is not None:
-                    capture.add(first)
-                yield chat_dialect.chunk_bytes(first)
+                yield self.sse_chunk(first, capture)
                 async for chunk in chunks:
-                    if capture is not None:
-                        capture.add(chunk)
-                    yield chat_dialect.chunk_bytes(chunk)
-            if capture is not None:
-                capture.finish(holder.gateway, _upstream_request_id(holder.http_response))
-            yield b"data: [DONE]\n\n"
+                    yield self.sse_chunk(chunk, capture)
+            yield self.sse_done(holder, capture)
         except APIError as exc:
             yield sse_error(exc, "stream_interrupted")
         except Exception as exc:  # noqa: BLE001 - reported in the stream, never a clean end
