@@ -10,6 +10,7 @@
 | ``lint.budget-unpriced`` | a ``limit_usd`` budget counts a model that has no price, in the policy, the catalog or genai-prices |
 | ``lint.zero-weights`` | a route's weights sum to zero, so scores cannot rank candidates |
 | ``lint.impossible-resilience`` | attempts or retries below zero, delays out of order, a deadline shorter than connect |
+| ``lint.local-engine-setting`` | a local provider's engine setting the engine would refuse (checked without loading a model) |
 """
 
 from __future__ import annotations
@@ -168,6 +169,24 @@ def _lint_budgets(policy: Policy, out: _Findings) -> None:
             )
 
 
+def _lint_local_engines(policy: Policy, out: _Findings) -> None:
+    """A local provider's engine settings (``options``), checked as the engine checks them, before the
+    first request would be refused with a 400 (``providers.local.check_options``: no torch, no model)."""
+    from providers.local import check_options
+
+    for name, provider in policy.providers.items():
+        if (provider.kind or ("local" if name == "local" else None)) != "local":
+            continue
+        for setting, message in check_options(dict(provider.options)):
+            out.add(
+                "lint.local-engine-setting",
+                ("providers", name, "options", setting)
+                if setting in provider.options
+                else ("providers", name, "options"),
+                message,
+            )
+
+
 def _shadow_of(policy: Policy, route_name: str) -> bool:
     """``shadow:NAME`` names the shadow copies of route NAME, when that route has a ``shadow``."""
     route = (
@@ -191,6 +210,7 @@ def lint_policy(policy: Policy) -> list[LintWarning]:
         _lint_objective(name, route, out)
         _lint_resilience(name, route, out)
     _lint_budgets(policy, out)
+    _lint_local_engines(policy, out)
     for section, entries in (("budgets", policy.budgets), ("rate_limits", policy.rate_limits)):
         for name, entry in entries.items():
             route_name = entry.match.route

@@ -143,3 +143,18 @@ def test_warning_text_and_a_clean_policy() -> None:
         "p.yaml:5:14: warning [lint.zero-weights] at routes.r.weights: weights sum to zero: candidates keep their order"
     )
     assert _lint("version: 1\nroutes:\n  r: {candidates: [gpt-4o-mini, gpt-4o]}\n") == []
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [("{max_batch: 0}", "max_batch"), ("{dtype: float64}", "dtype"), ("{kv_blocks: -3}", "kv_blocks")],
+)
+def test_a_local_engine_setting_the_engine_refuses_is_located(options: str, field: str) -> None:
+    text = (
+        f"version: 1\nproviders:\n  local: {{kind: local, options: {options}}}\n"
+        "routes:\n  r: {candidates: [local/smollm2-135m-instruct]}\n"
+    )
+    [(code, path, line, _)] = _lint(text)
+    assert (code, path, line) == ("lint.local-engine-setting", f"providers.local.options.{field}", 3)
+    clean = "version: 1\nproviders:\n  local: {kind: local, options: {max_batch: 8, dtype: bfloat16}}\nroutes:\n  r: {candidates: [local/smollm2-135m-instruct]}\n"
+    assert _lint(clean) == []
