@@ -104,6 +104,20 @@ def model_roots(options: dict[str, Any]) -> list[str]:
     return [r for r in roots.split(os.pathsep) if r]
 
 
+def adapter_folders(names: list[str], options: dict[str, Any]) -> list[str] | None:
+    """Where the engine would read these adapters from, or ``None`` where that cannot be said (no
+    torch, or an adapter outside the roots: the call itself then fails with the engine's error)."""
+    try:
+        import local_engine
+    except ImportError:
+        return None
+    roots = model_roots(options)
+    try:
+        return [str(adapter_path(local_engine, name, roots)) for name in names]
+    except local_engine.EngineError:
+        return None
+
+
 def adapter_path(engine_module: Any, name: str, roots: list[str]) -> Any:
     """An adapter folder, confined to the model roots like a model file: an absolute path must lie
     inside one (symlinks resolved), a relative name is looked up under each. A model name comes from

@@ -190,15 +190,10 @@ class ModelCaller:
 def _adapter_folders(target: Any) -> list[str]:
     """The adapter folders the local engine would read (resolved under the model roots), or the names
     as written where they do not resolve (the call then fails with the engine's own error)."""
-    names: list[str] = target.model.split("+")[1:]
-    try:
-        import local_engine
-        from providers.local import adapter_path, model_roots
+    from providers.local import adapter_folders
 
-        roots = model_roots(dict(target.options))
-        return [str(adapter_path(local_engine, name, roots)) for name in names]
-    except Exception:  # noqa: BLE001 - no torch, or an adapter outside the roots: keyed by name
-        return names
+    names: list[str] = target.model.split("+")[1:]
+    return adapter_folders(names, dict(target.options)) or names
 
 
 def adapter_revision(folders: Sequence[str]) -> str:
