@@ -9,6 +9,7 @@ thread gets its own connection. A file that is not a SQLite database raises
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import sqlite3
@@ -48,6 +49,18 @@ CREATE INDEX IF NOT EXISTS settled_end ON settled (window_end);
 """
 
 
+class _Handle:
+    """One thread's connection, with the lock its transactions and ``close`` take."""
+
+    __slots__ = ("closed", "db", "lock", "pid")
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.lock = threading.Lock()
+        self.pid = os.getpid()
+        self.closed = False
+
+
 class SQLiteBackend:
     """A :class:`~gateway.state.base.StateBackend` in one SQLite file.
 
@@ -78,28 +91,31 @@ class SQLiteBackend:
         self._busy_timeout_s = busy_timeout_s
         self._clock = clock or time.time
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._all: list[_Handle] = []
         self._all_lock = threading.Lock()
+        self._writes = itertools.count(1)
         with self._errors():
-            self._connect().executescript(_SCHEMA)
+            handle = self._connect()
+            with handle.lock:
+                handle.db.executescript(_SCHEMA)
 
     def __repr__(self) -> str:
         return f"SQLiteBackend({self.path!r})"
 
-    def _connect(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None or self._local.pid != os.getpid():  # never reuse a connection across fork
+    def _connect(self) -> _Handle:
+        """This thread's connection (one per thread and process; opened on first use)."""
+        handle: _Handle | None = getattr(self._local, "handle", None)
+        if handle is None or handle.pid != os.getpid():  # never reuse a connection across fork
             db = sqlite3.connect(
                 self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False
             )
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            self._local.db = db
-            self._local.pid = os.getpid()
-            self._local.writes = 0
+            handle = _Handle(db)
+            self._local.handle = handle
             with self._all_lock:
-                self._all.append(db)
-        return db
+                self._all.append(handle)
+        return handle
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
@@ -115,14 +131,23 @@ class SQLiteBackend:
     def _tx(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
         """One transaction; writers take the lock up front (``BEGIN IMMEDIATE``): no upgrade deadlock."""
         with self._errors():
-            db = self._connect()
-            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            handle = self._connect()
+            handle.lock.acquire()  # close() takes it too: a connection is never closed under a query
+            if handle.closed:  # closed meanwhile (close() swapped the thread-locals first): a new one
+                handle.lock.release()
+                handle = self._connect()
+                handle.lock.acquire()
             try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+                db = handle.db
+                db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            finally:
+                handle.lock.release()
 
     def _read(self, db: sqlite3.Connection, key: str) -> Any:
         row = db.execute("SELECT value, expires_at FROM kv WHERE key = ?", (key,)).fetchone()
@@ -134,8 +159,7 @@ class SQLiteBackend:
         now = self._clock()
         expires = None if ttl_s is None else now + ttl_s
         db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)", (key, json.dumps(value), expires))
-        self._local.writes += 1
-        if self._local.writes % _PURGE_EVERY == 0:
+        if next(self._writes) % _PURGE_EVERY == 0:
             db.execute("DELETE FROM kv WHERE expires_at <= ?", (now,))
 
     def incr(self, key: str, amount: float, ttl_s: float | None = None) -> float:
@@ -308,8 +332,12 @@ class SQLiteBackend:
         return None if value is None else dict(value)
 
     def close(self) -> None:
-        with self._all_lock:
-            for db in self._all:
-                db.close()
-            self._all.clear()
+        """Close every thread's connection, each once no query runs on it (a background thread may
+        still be finishing one: closing under it would crash sqlite3); later calls reopen."""
         self._local = threading.local()
+        with self._all_lock:
+            handles, self._all = self._all, []
+        for handle in handles:
+            with handle.lock:
+                handle.closed = True
+                handle.db.close()

@@ -78,3 +78,39 @@ def test_config_repr_hides_the_password():
     config = BackendConfig("redis://:hunter22@cache:6379/0")
     assert "hunter22" not in repr(config)
     assert "cache:6379" in repr(config)
+
+
+def test_close_while_other_threads_are_mid_query_neither_crashes_nor_loses_them(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``close()`` from one thread while others run transactions (a client closed while its background
+    breaker records still run): each connection is closed only between queries, and a thread whose
+    connection was closed opens a new one. Before, this could crash the interpreter (sqlite3 closed
+    a connection under a running statement)."""
+    import threading
+
+    backend = SQLiteBackend(str(tmp_path / "state.sqlite"))
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    counts = [0] * 4
+
+    def hammer(me: int) -> None:
+        while not stop.is_set():
+            try:
+                backend.incr("n", 1)
+                backend.breaker_record("p", True, 1.0, 10, 5, 0.5, 30)
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+                failures.append(exc)
+                return
+            counts[me] += 1
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for _ in range(30):
+        backend.close()
+        threading.Event().wait(0.01)
+    stop.set()
+    for thread in threads:
+        thread.join(10)
+    assert failures == [] and sum(counts) > 0
+    assert backend.incr("n", 0) == sum(counts)  # every increment landed once, across the reopenings
+    backend.close()
