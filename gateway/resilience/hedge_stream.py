@@ -148,22 +148,25 @@ async def _follow(
     run: RequestRun, winner: Contender, item: Item, holder: StreamInfo
 ) -> AsyncGenerator[ChatCompletionChunk, None]:
     """The winner's chunks, from its first item to the end or a failure."""
-    while True:
-        kind, value = item
-        if kind == "chunk":
-            holder.http_response = winner.info.http_response
-            holder.candidate = winner.candidate
-            yield value
-        elif kind == "end":
-            winner.report(None)
-            holder.http_response = winner.info.http_response
-            holder.gateway = run.info(run.records[-1])
-            return
-        else:
-            winner.report(value)
-            if winner.attempt.delivered:
-                raise interrupted(
-                    winner.candidate.target.provider, winner.attempt.delivered, value
-                ) from value
-            raise HedgeFailed(value)
+    while (chunk := follow_item(run, winner, item, holder)) is not None:
+        yield chunk
         item = await winner.get()
+
+
+def follow_item(run: RequestRun, winner: Any, item: Item, holder: StreamInfo) -> ChatCompletionChunk | None:
+    """One item of the winning contender, for both races (this one and ``hedge_sync.py``): a chunk to
+    pass on, ``None`` at its clean end (recorded), or its failure raised (interrupted after content)."""
+    kind, value = item
+    if kind == "chunk":
+        holder.http_response = winner.info.http_response
+        holder.candidate = winner.candidate
+        return value  # type: ignore[no-any-return]
+    if kind == "end":
+        winner.report(None)
+        holder.http_response = winner.info.http_response
+        holder.gateway = run.info(run.records[-1])
+        return None
+    winner.report(value)
+    if winner.attempt.delivered:
+        raise interrupted(winner.candidate.target.provider, winner.attempt.delivered, value) from value
+    raise HedgeFailed(value)

@@ -22,10 +22,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from gateway.core.attempts import Candidate, Outcome, StreamAttempt, StreamInfo, interrupted, stream_outcome
+from gateway.core.attempts import Candidate, Outcome, StreamAttempt, StreamInfo, stream_outcome
 from gateway.core.errors import APIError
 from gateway.core.types import ChatCompletionChunk
-from gateway.resilience.hedge_stream import HedgeFailed
+from gateway.resilience.hedge_stream import HedgeFailed, follow_item
 from gateway.resilience.run import RequestRun
 
 Item = tuple[str, Any]  # ("chunk", chunk) | ("end", None) | ("error", APIError)
@@ -273,24 +273,8 @@ def _follow(
     run: RequestRun, winner: Contender, item: Item, holder: StreamInfo
 ) -> Iterator[ChatCompletionChunk]:
     """The winner's chunks, from its first item to the end or a failure."""
-    while True:
-        kind, value = item
-        if kind == "chunk":
-            holder.http_response = winner.info.http_response
-            holder.candidate = winner.candidate
-            yield value
-        elif kind == "end":
-            winner.report(None)
-            holder.http_response = winner.info.http_response
-            holder.gateway = run.info(run.records[-1])
-            return
-        else:
-            winner.report(value)
-            if winner.attempt.delivered:
-                raise interrupted(
-                    winner.candidate.target.provider, winner.attempt.delivered, value
-                ) from value
-            raise HedgeFailed(value)
+    while (chunk := follow_item(run, winner, item, holder)) is not None:
+        yield chunk
         got = winner.get()
         assert got is not None
         item = got
