@@ -135,41 +135,23 @@ class Pool:
             raise wire11.mapped(exc, lazy.get()) from None  # the detail is in the message
         try:
             conn.sock.settimeout(timeouts.write)
-            out = b"".join(conn.h11.send(event) or b"" for event in wire11.request_events(t))
-            conn.sock.sendall(out)
+            conn.sock.sendall(wire11.request_bytes(conn.h11, t))
             conn.sock.settimeout(timeouts.read)
-            head = _head(conn)
+            while (head := wire11.head_of(conn.h11)) is None:
+                conn.h11.receive_data(conn.sock.recv(wire11.READ_SIZE))
             headers = list(head.headers)  # names lowercased by h11
             decoder = wire11.Decoder(wire11.encoding_of(headers), self.module)
-        except FAILURES as exc:
+        except BaseException as exc:
             conn.close()
             self._forget()
-            raise wire11.mapped(exc, lazy.get()) from None  # the detail is in the message
-        except BaseException:
-            conn.close()
-            self._forget()
+            if isinstance(exc, FAILURES):
+                raise wire11.mapped(exc, lazy.get()) from None  # the detail is in the message
             raise
         return PooledResponse(self, conn, head.status_code, headers, lazy, decoder)
 
 
-def _head(conn: _Conn) -> h11.Response:
-    while True:
-        event = conn.h11.next_event()
-        if event is h11.NEED_DATA:
-            conn.h11.receive_data(conn.sock.recv(wire11.READ_SIZE))
-        elif isinstance(event, h11.Response):
-            return event
-        elif isinstance(event, h11.InformationalResponse):
-            continue
-        else:  # ConnectionClosed before any answer
-            raise h11.RemoteProtocolError("Server disconnected without sending a response.")
-
-
-class PooledResponse:
-    """An upstream response read through the pool; quacks like the client's ``Response`` where the core
-    reads one (``status_code``, ``headers``, ``request``, ``extensions``)."""
-
-    pooled = True  # how ``http.py`` tells it from the client's own response
+class PooledResponse(wire11.PooledBase):
+    """An upstream response read through the blocking pool."""
 
     def __init__(
         self,
@@ -180,17 +162,9 @@ class PooledResponse:
         lazy: wire11.LazyRequest,
         decoder: wire11.Decoder,
     ) -> None:
+        super().__init__(pool.module, status, raw_headers, lazy, decoder, conn.sock)
         self._pool = pool
         self._conn: _Conn | None = conn
-        self.status_code = status
-        self.headers = pool.module.Headers(raw_headers)
-        self._lazy = lazy
-        self._decoder = decoder
-        self.extensions = {"network_stream": wire11.SocketInfo(conn.sock)}
-
-    @property
-    def request(self) -> Any:
-        return self._lazy.get()
 
     def iter_bytes(self) -> Iterator[bytes]:
         conn = self._conn
@@ -198,15 +172,13 @@ class PooledResponse:
             return
         try:
             while True:
-                event = conn.h11.next_event()
-                if event is h11.NEED_DATA:
+                step = wire11.body_step(conn.h11, self._decoder)
+                if step is None:
                     conn.h11.receive_data(conn.sock.recv(wire11.READ_SIZE))
-                elif isinstance(event, h11.Data):
-                    yield from self._decoder.feed(bytes(event.data))
-                elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
-                    tail = self._decoder.finish()
-                    if tail:
-                        yield tail
+                    continue
+                pieces, done = step
+                yield from pieces
+                if done:
                     break
         except FAILURES as exc:
             self._drop()

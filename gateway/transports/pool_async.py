@@ -137,40 +137,25 @@ class AsyncPool:
         except FAILURES as exc:
             raise wire11.mapped(exc, lazy.get()) from None  # the detail is in the message
         try:
-            out = b"".join(conn.h11.send(event) or b"" for event in wire11.request_events(t))
-            conn.writer.write(out)
+            conn.writer.write(wire11.request_bytes(conn.h11, t))
             async with _within(timeouts.write):
                 await conn.writer.drain()
-            head = await _head(conn, timeouts.read)
+            while (head := wire11.head_of(conn.h11)) is None:
+                async with _within(timeouts.read):
+                    conn.h11.receive_data(await conn.reader.read(wire11.READ_SIZE))
             headers = list(head.headers)
             decoder = wire11.Decoder(wire11.encoding_of(headers), self.module)
-        except FAILURES as exc:
+        except BaseException as exc:
             conn.close()
             self._forget()
-            raise wire11.mapped(exc, lazy.get()) from None  # the detail is in the message
-        except BaseException:
-            conn.close()
-            self._forget()
+            if isinstance(exc, FAILURES):
+                raise wire11.mapped(exc, lazy.get()) from None  # the detail is in the message
             raise
         return AsyncPooledResponse(self, conn, head.status_code, headers, lazy, decoder, timeouts.read)
 
 
-async def _head(conn: _Conn, read: float | None) -> h11.Response:
-    while True:
-        event = conn.h11.next_event()
-        if event is h11.NEED_DATA:
-            async with _within(read):
-                conn.h11.receive_data(await conn.reader.read(wire11.READ_SIZE))
-        elif isinstance(event, h11.Response):
-            return event
-        elif isinstance(event, h11.InformationalResponse):
-            continue
-        else:
-            raise h11.RemoteProtocolError("Server disconnected without sending a response.")
-
-
-class AsyncPooledResponse:
-    pooled = True
+class AsyncPooledResponse(wire11.PooledBase):
+    """An upstream response read through the asyncio pool."""
 
     def __init__(
         self,
@@ -182,18 +167,12 @@ class AsyncPooledResponse:
         decoder: wire11.Decoder,
         read: float | None,
     ) -> None:
+        super().__init__(
+            pool.module, status, raw_headers, lazy, decoder, conn.writer.get_extra_info("socket")
+        )
         self._pool = pool
         self._conn: _Conn | None = conn
-        self.status_code = status
-        self.headers = pool.module.Headers(raw_headers)
-        self._lazy = lazy
-        self._decoder = decoder
         self._read = read
-        self.extensions = {"network_stream": wire11.SocketInfo(conn.writer.get_extra_info("socket"))}
-
-    @property
-    def request(self) -> Any:
-        return self._lazy.get()
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         conn = self._conn
@@ -201,17 +180,15 @@ class AsyncPooledResponse:
             return
         try:
             while True:
-                event = conn.h11.next_event()
-                if event is h11.NEED_DATA:
+                step = wire11.body_step(conn.h11, self._decoder)
+                if step is None:
                     async with _within(self._read):
                         conn.h11.receive_data(await conn.reader.read(wire11.READ_SIZE))
-                elif isinstance(event, h11.Data):
-                    for piece in self._decoder.feed(bytes(event.data)):
-                        yield piece
-                elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
-                    tail = self._decoder.finish()
-                    if tail:
-                        yield tail
+                    continue
+                pieces, done = step
+                for piece in pieces:
+                    yield piece
+                if done:
                     break
         except FAILURES as exc:
             self._drop()

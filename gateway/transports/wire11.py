@@ -244,6 +244,64 @@ def redirected(t: Target, status: int, headers: Any) -> Target | None:
     return Target(method, f"{scheme}://{parts.netloc}{path}", origin, path.encode("ascii"), lines, body)
 
 
+def request_bytes(conn: h11.Connection, t: Target) -> bytes:
+    """The request, framed by ``conn`` (h11 checks the framing and advances its state)."""
+    return b"".join(conn.send(event) or b"" for event in request_events(t))
+
+
+def head_of(conn: h11.Connection) -> h11.Response | None:
+    """The response head once h11 has it, ``None`` while it needs more bytes (1xx heads skipped); a
+    server that closed first is h11's ``RemoteProtocolError``. Both pools read around this."""
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            return None
+        if isinstance(event, h11.Response):
+            return event
+        if not isinstance(event, h11.InformationalResponse):
+            raise h11.RemoteProtocolError("Server disconnected without sending a response.")
+
+
+def body_step(conn: h11.Connection, decoder: Decoder) -> tuple[Iterator[bytes], bool] | None:
+    """The next body event: its decoded pieces (lazily, so caps count them as they grow) and whether
+    the body ended; ``None`` while h11 needs more bytes."""
+    event = conn.next_event()
+    if event is h11.NEED_DATA:
+        return None
+    if isinstance(event, h11.Data):
+        return decoder.feed(bytes(event.data)), False
+    if isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+        tail = decoder.finish()
+        return iter([tail] if tail else []), True
+    return iter(()), False
+
+
+class PooledBase:
+    """What both pools' responses hold; quacks like the client's ``Response`` where the core reads one
+    (``status_code``, ``headers``, ``request``, ``extensions``)."""
+
+    pooled = True  # how ``http.py`` tells it from the client's own response
+
+    def __init__(
+        self,
+        module: ModuleType,
+        status: int,
+        raw_headers: list[tuple[bytes, bytes]],
+        lazy: LazyRequest,
+        decoder: Decoder,
+        sock: Any,
+    ) -> None:
+        self.status_code = status
+        self.headers = module.Headers(raw_headers)
+        self._lazy = lazy
+        self._decoder = decoder
+        self.extensions = {"network_stream": SocketInfo(sock)}
+
+    @property
+    def request(self) -> Any:
+        return self._lazy.get()
+
+
 def request_events(t: Target) -> list[Any]:
     events: list[Any] = [h11.Request(method=t.method, target=t.path, headers=t.headers)]
     if t.body:
