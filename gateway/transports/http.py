@@ -219,35 +219,38 @@ def _pooled(client: Any, spec: HTTPRequestSpec, extra_headers: Mapping[str, str]
 def _open_pooled(client: Any, pool: Any, t: Any, timeout: Any) -> Any:
     """Send through the pool, following redirects as the client would (``follow_redirects``,
     ``max_redirects``); a redirect that cannot be followed is answered as it came."""
-    from gateway.transports import wire11
-
     for _ in range(client.max_redirects + 1):
         answer = pool.open(t, timeout)
-        if answer.status_code not in wire11.REDIRECTS or not client.follow_redirects:
-            return answer
-        following = wire11.redirected(t, answer.status_code, answer.headers)
+        following = _redirect(client, t, answer)
         if following is None:
             return answer
         answer.close()
         t = following
-    raise APIConnectionError(
-        message=f"Connection error: more than {client.max_redirects} redirects", request=None
-    )
+    raise _too_many_redirects(client)
 
 
 async def _aopen_pooled(client: Any, pool: Any, t: Any, timeout: Any) -> Any:
-    from gateway.transports import wire11
-
     for _ in range(client.max_redirects + 1):
         answer = await pool.open(t, timeout)
-        if answer.status_code not in wire11.REDIRECTS or not client.follow_redirects:
-            return answer
-        following = wire11.redirected(t, answer.status_code, answer.headers)
+        following = _redirect(client, t, answer)
         if following is None:
             return answer
         await answer.aclose()
         t = following
-    raise APIConnectionError(
+    raise _too_many_redirects(client)
+
+
+def _redirect(client: Any, t: Any, answer: Any) -> Any:
+    """The request a pooled answer redirects to, when the client would follow it; else ``None``."""
+    from gateway.transports import wire11
+
+    if answer.status_code not in wire11.REDIRECTS or not client.follow_redirects:
+        return None
+    return wire11.redirected(t, answer.status_code, answer.headers)
+
+
+def _too_many_redirects(client: Any) -> APIConnectionError:
+    return APIConnectionError(
         message=f"Connection error: more than {client.max_redirects} redirects", request=None
     )
 
