@@ -220,13 +220,10 @@ def redirected(t: Target, status: int, headers: Any) -> Target | None:
     location = headers.get("location")
     if not location:
         return None
-    url = urljoin(t.url, location)
-    parts = urlsplit(url)
-    host, scheme = parts.hostname, parts.scheme
-    if scheme not in ("http", "https") or not host or not host.isascii():
+    where = _where(urljoin(t.url, location))
+    if where is None:
         return None
-    port = parts.port or (443 if scheme == "https" else 80)
-    origin = Origin(scheme, host, port)
+    origin, base, path, query, host_value = where
     method, body = t.method, t.body
     if status == 303 or (status in (301, 302) and method == "POST"):
         method, body = ("GET" if method != "HEAD" else "HEAD"), None
@@ -235,13 +232,11 @@ def redirected(t: Target, status: int, headers: Any) -> Target | None:
         dropped |= {b"content-type", b"transfer-encoding"}
     if origin != t.origin:
         dropped.add(b"authorization")
-    lines = [(n, v) for n, v in t.headers if n.lower() not in dropped]
-    default_port = port == (443 if scheme == "https" else 80)
-    lines.insert(0, (b"Host", (host if default_port else f"{host}:{port}").encode("ascii")))
+    lines = [(b"Host", host_value), *((n, v) for n, v in t.headers if n.lower() not in dropped)]
     if body is not None:
         lines.append((b"Content-Length", str(len(body)).encode("ascii")))
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return Target(method, f"{scheme}://{parts.netloc}{path}", origin, path.encode("ascii"), lines, body)
+    path = path + (f"?{query}" if query else "")
+    return Target(method, base + path, origin, path.encode("ascii"), lines, body)
 
 
 def request_bytes(conn: h11.Connection, t: Target) -> bytes:
