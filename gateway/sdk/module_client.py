@@ -11,6 +11,7 @@ make a ``gateway.AzureOpenAI(...)`` instead.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -64,6 +65,7 @@ def load() -> Any:
         return client
 
 
+@functools.cache
 def _client_class() -> type:
     from gateway.sdk.clients import OpenAI
 
