@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -29,10 +30,13 @@ from gateway.state.base import (
     eval_key,
     sum_usage,
 )
-from gateway.state.errors import StateBackendError, StateCorruptError
+from gateway.state.errors import StateBackendError, StateBackendUnavailableError, StateCorruptError
 
 DEFAULT_BUSY_TIMEOUT_S = 10.0
 _PURGE_EVERY = 500  # writes per connection between sweeps of expired keys
+# sqlite3.OperationalError messages that mean the state cannot be reached now (so `fail_open` can
+# degrade), not that a statement is wrong
+_UNAVAILABLE = re.compile(r"database is locked|database table is locked|disk I/O error")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL);
@@ -123,6 +127,10 @@ class SQLiteBackend:
         try:
             yield
         except sqlite3.OperationalError as exc:
+            if _UNAVAILABLE.search(str(exc)):  # held by another writer past the busy timeout, or gone
+                raise StateBackendUnavailableError(
+                    f"SQLite state file {self.path!r} is unavailable: {exc}", url=f"sqlite:///{self.path}"
+                ) from exc
             raise StateBackendError(f"SQLite state file {self.path!r}: {exc}") from exc
         except sqlite3.DatabaseError as exc:
             raise StateCorruptError(self.path, str(exc)) from exc

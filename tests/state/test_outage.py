@@ -267,3 +267,33 @@ state: {{backend: redis, url: "{_closed_port_url()}"}}
     error = caught.value
     assert error.status_code == 503 and error.code == "state.unavailable"
     assert "hunter2-secret" not in str(error) and "sk-upstream" not in str(error)
+
+
+def test_a_sqlite_file_locked_past_the_busy_timeout_degrades_and_reconciles(tmp_path: Path) -> None:
+    import sqlite3
+
+    from gateway.state.sqlite import SQLiteBackend
+
+    path = str(tmp_path / "state.sqlite")
+    backend = DegradingBackend(
+        lambda: SQLiteBackend(path, busy_timeout_s=0.05),
+        {"budgets": True},
+        retry_interval_s=0.05,
+        description="the test's SQLite file",
+    )
+    budgets = Budgets(backend, [Budget("b", 1_000, "tokens")])
+    budgets.settle(budgets.reserve(SUBJECT, Cost(tokens=50)), Cost(tokens=40))
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process holds the write lock: writers wait, then fail
+    try:
+        with pytest.raises(StateBackendUnavailableError, match="is unavailable: database is locked"):
+            SQLiteBackend(path, busy_timeout_s=0.05).incr("k", 1)
+        budgets.settle(budgets.reserve(SUBJECT, Cost(tokens=50)), Cost(tokens=25))  # local ledger
+        assert backend.stats().degraded and backend.stats().fallbacks["budgets"] >= 2
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    _until_back(backend)
+    [status] = budgets.status(SUBJECT)
+    assert status.used == 40 + 25 and status.reserved == 0  # the local settlement reached the file
+    backend.close()
