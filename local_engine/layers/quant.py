@@ -12,7 +12,7 @@ the quantized paths run in bfloat16. A matrix whose shape the int4 kernel refuse
 
 The kernels read few bytes, which is what one token per sequence needs, but compute slowly: past
 about 16 rows a dense bfloat16 matmul (oneDNN) is faster, 3.5x at 128 rows. So each layer also
-keeps its weight in bfloat16, and a step's prompt rows (from `RowSplit.dense_from` on) take it,
+keeps its weight in bfloat16 (float32 on a CPU without native bfloat16: `prompt_dtype`), and a step's prompt rows (from `RowSplit.dense_from` on) take it,
 while decode rows always take the quantized kernel: a decoding sequence's numbers then do not
 depend on what else is in the batch (the kernels' rows are independent), and batched greedy
 output equals solo greedy output.
@@ -80,7 +80,7 @@ class RowSplit:
 
 
 class _QuantizedLinear(nn.Module):
-    """A weight-only quantized kernel for decode rows, a dense bfloat16 weight for prompt rows."""
+    """A weight-only quantized kernel for decode rows, a dense weight (`prompt_dtype`) for prompt rows."""
 
     in_features: int
     out_features: int
@@ -91,9 +91,8 @@ class _QuantizedLinear(nn.Module):
         super().__init__()
         self.out_features, self.in_features = weight.shape
         self.split, self.dtype = split, dtype
-        self.dense_dtype = prompt_dtype(dtype)
         # no split: quantized rows only, and no dense copy
-        self.register_buffer("dense", None if split is None else weight.to(self.dense_dtype))  # [N, K]
+        self.register_buffer("dense", None if split is None else weight.to(prompt_dtype(dtype)))  # [N, K]
         self.register_buffer("bias", None if bias is None else bias.to(dtype))
 
     def quantized(self, flat: Tensor) -> Tensor:
@@ -118,9 +117,10 @@ class _QuantizedLinear(nn.Module):
         return out.view(*x.shape[:-1], self.out_features)
 
     def _dense(self, rows: Tensor) -> Tensor:
-        if self.dense_dtype == self.dtype:
-            return F.linear(rows, self.dense)  # type: ignore[arg-type]
-        return F.linear(rows.to(self.dense_dtype), self.dense).to(self.dtype)  # type: ignore[arg-type]
+        dense: Tensor = self.dense  # type: ignore[assignment]  # set whenever there are prompt rows
+        if dense.dtype == self.dtype:
+            return F.linear(rows, dense)
+        return F.linear(rows.to(dense.dtype), dense).to(self.dtype)
 
 
 @functools.cache
