@@ -47,8 +47,10 @@ def test_stream_equals_the_whole_reply(client: gateway.OpenAI) -> None:
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == whole.choices[0].message.content
     assert chunks[-1].usage == whole.usage
+    # The finish reason is the whole reply's, once, on the last choice chunk (whether the bundled model
+    # stops inside 24 tokens depends on the CPU's arithmetic, so it is compared, not fixed).
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
-        "stop"
+        whole.choices[0].finish_reason
     ]
 
 

@@ -16,6 +16,7 @@ import random
 import threading
 import time
 import tracemalloc
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -75,6 +76,9 @@ class SoakReport:
     tasks: tuple[int, int] = (0, 0)
     elapsed_s: float = 0.0
     memory: tuple[int, int] = (0, 0)  # tracemalloc current bytes, before and after
+    # How the attempts ended, as the gateway recorded them and as the servers logged them (so that a
+    # mismatch in the counts says which kind of attempt one side missed).
+    outcomes: tuple[dict[str, int], dict[str, int]] = ({}, {})
 
 
 def open_fds() -> tuple[int, int]:
@@ -283,9 +287,13 @@ def run_soak(
             )
             sync_thread.join()
         report.elapsed_s = time.perf_counter() - started
-        logs = chat_log(primary) + chat_log(secondary)
-        primary.reset_log()
-        secondary.reset_log()
+    # The servers are closed (a hanging handler gives up), and the log is read once every handler has
+    # finished: a request whose caller timed out before the server's thread got to read it (2 cores,
+    # 64 connections) is logged when that thread reads it, which can be after the last caller returned.
+    _settle_handlers()
+    logs = chat_log(primary) + chat_log(secondary)
+    primary.reset_log()
+    secondary.reset_log()
     _summarise(report, list(records), logs)
     records.clear()
     del logs
@@ -298,9 +306,20 @@ def run_soak(
     return report
 
 
+def _settle_handlers(wait_s: float = 10.0) -> None:
+    """Wait for the loopback servers' handler threads (``socketserver`` names them) to finish."""
+    end = time.monotonic() + wait_s
+    while time.monotonic() < end and any("process_request_thread" in t.name for t in threading.enumerate()):
+        time.sleep(0.02)
+
+
 def _summarise(report: SoakReport, records: list[AttemptRecord], logs: list[Recorded]) -> None:
     """Both sides' counts; the records themselves are not kept (the leak run measures memory after)."""
     report.attempts = len(records)
+    report.outcomes = (
+        dict(Counter(r.outcome for r in records)),
+        dict(Counter(str(r.outcome) for r in logs)),
+    )
     report.duplicates = len(records) - len({(r.request_id, r.attempt) for r in records})
     report.logged = len(logs)
     served = [r.served_tokens for r in logs if r.served_tokens]

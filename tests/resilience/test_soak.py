@@ -15,7 +15,7 @@ def test_fast_soak() -> None:
     report = run_soak(400, concurrency=64, fault_rate=0.3)
     assert report.failures == []
     assert report.duplicates == 0
-    assert report.attempts == report.logged
+    assert report.attempts == report.logged, report.outcomes
     assert report.metered_ok == report.served_ok == 400
     assert report.metered_tokens == report.served_tokens
     assert report.estimated_ok == 0  # every served attempt was metered with the upstream's own usage
