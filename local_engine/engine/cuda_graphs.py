@@ -59,7 +59,7 @@ class DecodeGraphs:
         gather = tables[:, key_pos // self.block_size] * self.block_size + key_pos % self.block_size  # [B, L]
         mask = (key_pos[None, :] < self.lengths[:size, None])[:, None, None, :]  # [B, 1, 1, L]
         group = AttnGroup(0, size, 1, gather, mask=mask)
-        meta = BatchMeta(self.positions[:, :size], self.slots[:size], (group,), self.last[:size])
+        meta = BatchMeta(self.positions[:, :size], self.slots[:size], (group,), self.last[:size], size)
         return self.model(self.tokens[:, :size], meta, last_only=True)
 
     def _capture(self) -> None:

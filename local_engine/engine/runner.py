@@ -62,7 +62,8 @@ class ModelRunner:
                 return logits
         tokens = torch.tensor([ids], dtype=torch.long, device=self.device)  # [1, T]
         counts = [chunk.count for chunk in chunks]
-        meta = BatchMeta.build(tables, starts, counts, self.block_size, self.device)
+        decodes = sum(chunk.decodes for chunk in chunks)  # they come first (`Scheduler.schedule`)
+        meta = BatchMeta.build(tables, starts, counts, self.block_size, self.device, decodes)
         return self.model(tokens, meta, last_only=True)[0]  # [N, V]
 
     def sample(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[StepResult]:

@@ -29,6 +29,11 @@ class Chunk:
     count: int
 
     @property
+    def decodes(self) -> bool:
+        """Whether the chunk computes a generated token (a decode step), not prompt tokens."""
+        return self.start >= len(self.seq.prompt_ids)
+
+    @property
     def samples(self) -> bool:
         """Whether the chunk reaches the sequence's end, so a next token is sampled from it."""
         return self.start + self.count == self.seq.num_tokens
@@ -81,7 +86,9 @@ class Scheduler:
             self.running.append(seq)
             chunks.append(Chunk(seq, seq.num_computed, count))
             budget -= count
-        chunks.sort(key=lambda chunk: chunk.count != 1)  # decodes first: they attend as one batch
+        # Decodes first, then one-token prompt chunks (a prompt the prefix cache held but for its
+        # last token): one-token rows attend as one batch, and only decodes take the decode kernels.
+        chunks.sort(key=lambda chunk: (chunk.count != 1, not chunk.decodes))
         return chunks
 
     def _preempt(self, seq: Sequence) -> None:

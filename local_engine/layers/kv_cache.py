@@ -36,12 +36,18 @@ class BatchMeta:
     slot_mapping: Tensor  # [T]: where each new token's K/V is written
     groups: tuple[AttnGroup, ...]
     last: Tensor  # [N]: index of each sequence's last new token in the packed row
+    # Rows `[0, decode_rows)` are generated tokens (decode steps), the rest prompt tokens; a
+    # quantized model computes the two kinds differently (`RowSplit`), so a token's kind, not the
+    # batch it lands in, decides its arithmetic.
+    decode_rows: int = 0
 
     @classmethod
     def build(cls, tables: Sequence[Sequence[int]], starts: Sequence[int], counts: Sequence[int],
-              block_size: int, device: torch.device | str) -> BatchMeta:  # fmt: skip
+              block_size: int, device: torch.device | str,
+              decode_rows: int | None = None) -> BatchMeta:  # fmt: skip
         """Sequence i computes tokens `starts[i] : starts[i] + counts[i]` with block table
-        `tables[i]`. Built from host lists: no device reads."""
+        `tables[i]`; the first `decode_rows` sequences are decode steps (default: the leading
+        one-token ones). Built from host lists: no device reads."""
         positions = [p for s, c in zip(starts, counts, strict=True) for p in range(s, s + c)]
         slots = [
             table[p // block_size] * block_size + p % block_size
@@ -58,11 +64,14 @@ class BatchMeta:
             offset += sum(counts[i:j])
             i = j
         ends = torch.tensor(counts, device=device).cumsum(0) - 1  # [N]
+        if decode_rows is None:
+            decode_rows = next((i for i, count in enumerate(counts) if count != 1), len(counts))
         return cls(
             torch.tensor([positions], dtype=torch.long, device=device),
             torch.tensor(slots, dtype=torch.long, device=device),
             tuple(groups),
             ends,
+            decode_rows,
         )
 
 

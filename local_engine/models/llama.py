@@ -174,8 +174,7 @@ class LlamaForCausalLM(nn.Module):
             meta = BatchMeta.build(tables, starts, [shape[1]] * shape[0], self.block_size, tokens.device)
             tokens = tokens.reshape(1, -1)  # [1, B * S]
         if self.row_split is not None:  # decode rows come first, one token per sequence
-            first = meta.groups[0]
-            self.row_split.dense_from = first.rows if first.seqlen == 1 else 0
+            self.row_split.dense_from = meta.decode_rows
         freqs = meta.positions[0, :, None].to(self.inv_freq.dtype) * self.inv_freq  # [T, D / 2]
         emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [T, 1, D]
         x = self.tok_embeddings(tokens)  # x: [1, T, hidden]

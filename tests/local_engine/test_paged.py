@@ -184,3 +184,32 @@ def test_the_static_decode_step_for_cuda_graphs_matches_the_packed_one(base: LLM
     assert got is not None
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
     assert graphs.run([0] * 5, [0] * 5, [[scratch]] * 5) is None  # more rows than the largest graph
+
+
+def test_only_decodes_take_the_decode_rows_a_one_token_prompt_chunk_is_a_prompt_row(
+    engine: AsyncEngine,
+) -> None:
+    # A prompt the prefix cache holds but for its last token is a one-token chunk, like a decode;
+    # it must still be a prompt row (a quantized model's dense weight), else its arithmetic would
+    # depend on which other requests share its step.
+    from local_engine.engine.block_manager import BlockManager
+    from local_engine.engine.scheduler import Scheduler
+    from local_engine.engine.sequence import Sequence
+    from local_engine.layers.kv_cache import BatchMeta
+
+    blocks = BlockManager(16, 4)
+    scheduler = Scheduler(blocks, max_seqs=4, max_step_tokens=64)
+    first = Sequence("a", 0, list(range(10, 18)), GREEDY, engine.tokenizer, None)
+    scheduler.add(first)
+    scheduler.computed(scheduler.schedule())  # the 8-token prompt, its two blocks published
+    first.append(99, 64)
+    repeat = Sequence("b", 0, [*range(10, 18), 7], GREEDY, engine.tokenizer, None)  # 8 cached + 1
+    scheduler.add(repeat)
+    chunks = scheduler.schedule()
+    assert [(c.seq.request_id, c.count, c.decodes) for c in chunks] == [("a", 1, True), ("b", 1, False)]
+    meta = BatchMeta.build(
+        [c.seq.block_table for c in chunks], [c.start for c in chunks], [c.count for c in chunks], 4, "cpu",
+        sum(c.decodes for c in chunks),
+    )  # fmt: skip
+    assert meta.decode_rows == 1 and [g.rows for g in meta.groups] == [2]  # one attention batch
+    assert BatchMeta.build([[0]], [0], [1], 4, "cpu").decode_rows == 1  # the default: leading one-token rows
