@@ -55,7 +55,7 @@ class Sizes:
     tune: tuple[str, ...]  # extra `switchyard tune` options
 
 
-FULL = Sizes(300, 60, 60, ("--epochs", "3", "--top-layers", "4", "--max-len", "64"))
+FULL = Sizes(300, 60, 60, ("--epochs", "3", "--top-layers", "8", "--max-len", "64"))
 QUICK = Sizes(
     24,
     6,

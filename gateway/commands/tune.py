@@ -3,7 +3,7 @@
 ```
 switchyard tune --base local/smollm2-135m-instruct --data train.jsonl --out adapters/support
     [--validation validation.jsonl] [--rank 8] [--alpha 16] [--targets q_proj,v_proj,...]
-    [--top-layers 4] [--epochs 3] [--batch-size 8] [--lr 2e-3] [--max-len 192]
+    [--top-layers 8] [--epochs 3] [--batch-size 8] [--lr 2e-3] [--max-len 192]
     [--patience 1] [--min-examples 20] [--seed 0] [--max-steps N] [--no-progress]
 ```
 

@@ -45,7 +45,7 @@ class TuneConfig:
     rank: int = 8
     alpha: float = 16.0
     targets: tuple[str, ...] = DEFAULT_TARGETS
-    top_layers: int = 4
+    top_layers: int = 8
     epochs: int = 3
     batch_size: int = 8
     learning_rate: float = 2e-3
