@@ -17,3 +17,4 @@ bench:
 	$(PY) -m bench.metering --requests 200 --rounds 3
 	$(PY) -m bench.resilience overhead --requests 300
 	$(PY) bench/engine.py --tokens 32 --repeat 1
+	$(PY) bench/tokens.py --calls 500 --rounds 3
