@@ -14,7 +14,8 @@ Policy
 │   └── headers: {name -> value (secret)}, options: {name -> scalar}
 ├── models: {name -> ModelEntry}             overrides the catalog entry of the same name, field by field
 │   ├── provider, model (upstream name)
-│   ├── price: {input, cached_input, output}        USD per 1M tokens, Decimal
+│   ├── price: {input, cached_input, output,        USD per 1M tokens, Decimal
+│   │          cache_write, cache_write_1h}          cache writes: 5-minute and 1-hour TTL
 │   ├── context_window, max_output
 │   ├── capabilities: {tools, vision, json_schema, streaming}
 │   ├── tags: [local, …]

@@ -94,6 +94,8 @@ def _merge(name: str, entry: ModelEntry, base: ModelSpec | None, provider: str) 
         input_price=_pick(price.input if price else None, b.input_price),
         cached_input_price=_pick(price.cached_input if price else None, b.cached_input_price),
         output_price=_pick(price.output if price else None, b.output_price),
+        cache_write_price=_pick(price.cache_write if price else None, b.cache_write_price),
+        cache_write_1h_price=_pick(price.cache_write_1h if price else None, b.cache_write_1h_price),
         context_window=_pick(entry.context_window, b.context_window),
         max_output=_pick(entry.max_output, b.max_output),
         tools=_pick(caps.tools if caps else None, b.tools),

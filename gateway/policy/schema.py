@@ -67,11 +67,17 @@ class ProviderConfig(_Section):
 
 
 class Price(_Section):
-    """USD per one million tokens."""
+    """USD per one million tokens. A field left out keeps the catalog's (or genai-prices') value."""
 
     input: Decimal | None = Field(default=None, ge=0)
-    cached_input: Decimal | None = Field(default=None, ge=0)
+    cached_input: Decimal | None = Field(default=None, ge=0, description="prompt tokens read from the cache")
     output: Decimal | None = Field(default=None, ge=0)
+    cache_write: Decimal | None = Field(
+        default=None, ge=0, description="prompt tokens written to the cache (Anthropic: the 5-minute TTL)"
+    )
+    cache_write_1h: Decimal | None = Field(
+        default=None, ge=0, description="prompt tokens written to the cache with a 1-hour TTL (Anthropic)"
+    )
 
 
 class ModelCapabilities(_Section):

@@ -145,7 +145,7 @@ def test_openai_cache_write_tokens_are_read() -> None:
 def test_client_meters_and_charges_an_anthropic_cache_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("CACHE_TEST_KEY", "sk-ant-cache")
+    monkeypatch.setenv("CACHE_TEST_KEY", "cache-test-credential")
     usage = {
         "input_tokens": 100,
         "cache_read_input_tokens": 0,
@@ -185,4 +185,88 @@ budgets: {{all: {{window: day, limit_usd: 10}}}}
     assert (record.cache_write_tokens, record.cost_usd) == (10_000, expected)
     assert spent == expected
     info = gateway.info(reply)  # the reply's own figure agrees with the record and the budget
+    assert info is not None and Decimal(str(info.cost_usd)) == expected
+
+
+def _openai_reply(usage: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-cache",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "house-model",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+        "usage": usage,
+    }
+
+
+# (provider kind, the upstream's reply, its cache writes (5-minute, 1-hour), expected USD)
+WRITES = {
+    "anthropic": (
+        message(
+            {
+                "input_tokens": 100,
+                "cache_read_input_tokens": 0,
+                "cache_creation_input_tokens": 12_000,
+                "cache_creation": {"ephemeral_5m_input_tokens": 10_000, "ephemeral_1h_input_tokens": 2_000},
+                "output_tokens": 200,
+            }
+        ),
+        (12_000, 2_000),
+        # 100 x $3 + 10,000 x $5 + 2,000 x $9 + 200 x $15 per 1M: the policy's write prices
+        Decimal("0.0713"),
+    ),
+    "openai": (
+        _openai_reply(
+            {
+                "prompt_tokens": 2_000,
+                "completion_tokens": 100,
+                "total_tokens": 2_100,
+                "prompt_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 1_500},
+            }
+        ),
+        (1_500, 0),
+        # 500 x $3 + 1,500 x $5 + 100 x $15 per 1M (without the policy's price: 1,500 x $3)
+        Decimal("0.0105"),
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(WRITES))
+def test_policy_cache_write_prices_price_the_record_the_reply_and_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    monkeypatch.setenv("CACHE_TEST_KEY", "cache-test-credential")
+    body, writes, expected = WRITES[kind]
+
+    def handle(rec: Recorded) -> JSONReply:
+        return JSONReply(body=body)
+
+    with LoopbackServer(handle) as upstream:
+        base_url = upstream.base_url if kind == "anthropic" else f"{upstream.base_url}/v1"
+        path = tmp_path / "policy.yaml"
+        path.write_text(
+            f"""
+version: 1
+providers:
+  up: {{kind: {kind}, base_url: "{base_url}", api_key: "${{CACHE_TEST_KEY}}"}}
+models:
+  house:
+    provider: up
+    model: house-model
+    price: {{input: 3, output: 15, cache_write: 5, cache_write_1h: 9}}
+state: {{backend: sqlite, path: "{tmp_path / "state.sqlite"}"}}
+budgets: {{all: {{window: day, limit_usd: 10}}}}
+"""
+        )
+        sink = MemorySink()
+        meter = Meter(sink, prices=PriceTable.from_policy(load_policy(path)))
+        with gateway.OpenAI(policy=path, observer=meter) as client:
+            reply = client.chat.completions.create(model="house", messages=[{"role": "user", "content": "x"}])
+            spent = client._switchyard.runtime.guard.budgets.status(Subject())[0].used
+        meter.close()
+    [record] = sink.records
+    assert (record.cache_write_tokens, record.cache_write_1h_tokens) == writes
+    assert record.cost_usd == expected
+    assert spent == expected
+    info = gateway.info(reply)
     assert info is not None and Decimal(str(info.cost_usd)) == expected

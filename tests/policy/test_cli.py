@@ -92,3 +92,16 @@ def test_schema_writes_the_file(tmp_path, capsys) -> None:
     assert schema["properties"]["version"] == {"const": 1, "title": "Version", "type": "integer"}
     assert main(["policy", "schema", "--stdout"]) == 0
     assert json.loads(capsys.readouterr().out) == schema
+
+
+def test_check_locates_a_bad_cache_write_price(tmp_path, capsys) -> None:
+    path = tmp_path / "prices.yaml"
+    path.write_text(
+        "version: 1\nmodels:\n  m:\n    provider: openai\n    price:\n      input: 1\n      cache_write: -2\n"
+    )
+    assert main(["policy", "check", str(path)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"{path}:7:20 at models.m.price.cache_write: Input should be greater than or equal to 0 "
+        "[policy.greater-than-equal]",
+        f"{path}: 1 error(s)",
+    ]

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from gateway.catalog import load_catalog
 from gateway.core.errors import PolicyError
 from gateway.policy import load_policy, parse_policy, policy_index
 from tests.policy.conftest import ENV, errors_of, where
@@ -253,3 +254,46 @@ routes:
 def test_a_document_that_is_not_a_mapping(text: str) -> None:
     errors = errors_of(text)
     assert where(errors) == [(1, 1, None, "policy.not-a-mapping")]
+
+
+def test_cache_write_prices_are_merged_field_by_field() -> None:
+    policy = parse_policy(
+        """\
+version: 1
+models:
+  anthropic/claude-sonnet-4-5:
+    price: {cache_write_1h: 7}
+  mine:
+    provider: openai
+    model: house-model
+    price: {input: 2, output: 8, cache_write: "2.5", cache_write_1h: 4}
+""",
+        filename="p.yaml",
+        env=ENV,
+    )
+    models = policy_index(policy).models
+    sonnet, mine = models["anthropic/claude-sonnet-4-5"], models["mine"]
+    catalog = load_catalog().models["anthropic/claude-sonnet-4-5"]
+    # the policy sets the 1-hour write; every other price is the catalog's (genai-prices' or bundled)
+    assert (sonnet.input_price, sonnet.cached_input_price, sonnet.output_price) == (
+        catalog.input_price,
+        catalog.cached_input_price,
+        catalog.output_price,
+    )
+    assert (sonnet.cache_write_price, sonnet.cache_write_1h_price) == (catalog.cache_write_price, Decimal(7))
+    assert (mine.cache_write_price, mine.cache_write_1h_price) == (Decimal("2.5"), Decimal(4))
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        ("-1", "policy.greater-than-equal"),
+        ("abc", "policy.decimal-parsing"),
+        ("[1]", "policy.decimal-type"),
+        (".nan", "policy.finite-number"),
+    ],
+)
+def test_a_bad_cache_write_price_is_located(value: str, code: str) -> None:
+    price = f"{{input: 1, cache_write: 1, cache_write_1h: {value}}}"
+    errors = errors_of(f"version: 1\nmodels:\n  m:\n    provider: openai\n    price: {price}\n")
+    assert where(errors) == [(5, 55, "models.m.price.cache_write_1h", code)]
