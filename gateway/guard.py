@@ -20,7 +20,9 @@ With a hot-reloaded policy (a policy file), ``FollowingGuard`` builds a new ``Gu
 policy changes: new budgets, rate limits and prices apply to the next request.
 
 A stream whose upstream never reported usage (cut, or closed by the caller) is charged its
-estimated usage (``gateway.metering.streams``), like every other attempt that consumed tokens.
+estimated usage (``gateway.metering.streams``), like every other attempt that consumed tokens. A
+non-streamed body cut after a success status is charged its prompt and the output its reservation
+assumed (``Plan.output_ceilings``, ``gateway.metering.cut_body``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import concurrent.futures
 import contextvars
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -226,9 +228,9 @@ class Guard:
         self, req: ChatRequest, plan: Plan, subject: Subject, prompt_tokens: int
     ) -> tuple[Admission, Plan]:
         """Charge the rate limits and reserve the worst case; may narrow the plan to cheaper candidates."""
-        if self.limiter is None and not self.budgets.budgets:
-            return Admission(self, None, None, plan), plan  # nothing to hold (a reloadable policy's)
         max_output = req.max_output_tokens
+        if self.limiter is None and not self.budgets.budgets:  # nothing to hold (a reloadable policy's)
+            return self._unheld(plan, max_output)
         grant = None
         if self.limiter is not None:
             grant = self.limiter.acquire(subject, prompt_tokens + (max_output or 0))
@@ -240,15 +242,15 @@ class Guard:
             except BudgetExceededError as refused:
                 self._narrow(candidates, prompt_tokens, max_output, plan, refused)
                 continue
-            return self._admitted(reservation, grant, plan, candidates)
+            return self._admitted(reservation, grant, plan, candidates, max_output)
 
     async def aadmit(
         self, req: ChatRequest, plan: Plan, subject: Subject, prompt_tokens: int
     ) -> tuple[Admission, Plan]:
         """:meth:`admit` on an event loop, which it never blocks (``redis.asyncio`` for Redis)."""
-        if self.limiter is None and not self.budgets.budgets:
-            return Admission(self, None, None, plan), plan
         max_output = req.max_output_tokens
+        if self.limiter is None and not self.budgets.budgets:
+            return self._unheld(plan, max_output)
         grant = None
         if self.limiter is not None:
             grant = await self.limiter.aacquire(subject, prompt_tokens + (max_output or 0))
@@ -261,7 +263,7 @@ class Guard:
             except BudgetExceededError as refused:
                 self._narrow(candidates, prompt_tokens, max_output, plan, refused)
                 continue
-            return self._admitted(reservation, grant, plan, candidates)
+            return self._admitted(reservation, grant, plan, candidates, max_output)
 
     def _plan_worst(
         self, candidates: Sequence[Candidate], prompt_tokens: int, max_output: int | None, plan: Plan
@@ -291,9 +293,20 @@ class Guard:
         grant: RateLimitGrant | None,
         plan: Plan,
         candidates: list[Candidate],
+        max_output: int | None,
     ) -> tuple[Admission, Plan]:
+        # The output each candidate's reservation assumed: what a body cut after a success status is
+        # charged (gateway/metering/cut_body.py). The observed bound was just read: no I/O here.
+        ceilings = {c.name: self.output_ceiling(c.name, max_output, plan.route) for c in candidates}
         narrowed = plan if len(candidates) == len(plan.candidates) else replace(plan, candidates=candidates)
+        narrowed.output_ceilings = ceilings  # the request's own plan (the planner makes one per request)
         return Admission(self, reservation, grant, narrowed), narrowed
+
+    def _unheld(self, plan: Plan, max_output: int | None) -> tuple[Admission, Plan]:
+        """No budget or rate limit to hold: a cut body is charged ``max_tokens`` or the model's
+        maximum output, looked up only if a body is cut (no usage store is read for it)."""
+        plan.output_ceilings = _ModelMaxima(self, max_output, plan.candidates)  # the request's own plan
+        return Admission(self, None, None, plan), plan
 
     def blocks(self) -> bool:
         """Whether admitting and settling may wait on I/O (limits or budgets on a shared backend): the
@@ -304,17 +317,25 @@ class Guard:
     def _worst_case(
         self, model: str, prompt_tokens: int, max_output: int | None, route: str | None = None
     ) -> Cost:
-        """The prompt plus ``max_tokens``; without it, the route's observed p99 output for the
-        model (``ObservedOutputs``), capped by the model's maximum output, else that maximum."""
+        """The prompt plus the model's output ceiling (:meth:`output_ceiling`), at its prices."""
         spec = self._spec(model)
-        output = max_output
-        if output is None:
-            cap = spec.max_output if spec and spec.max_output else DEFAULT_WORST_OUTPUT
-            observed = self.outputs.bound(route, model)
-            output = cap if observed is None else min(observed, cap)
+        output = self.output_ceiling(model, max_output, route)
         price_in, _, price_out = self._prices(spec)
         usd = (prompt_tokens * price_in + output * price_out) / _MILLION
         return Cost(usd=usd, tokens=prompt_tokens + output)
+
+    def output_ceiling(
+        self, model: str, max_output: int | None, route: str | None, *, observed: bool = True
+    ) -> int:
+        """The completion tokens a request reserves on ``model``: ``max_tokens``; without it, the
+        route's observed p99 output for the model (``ObservedOutputs``, when ``observed``), capped by
+        the model's maximum output, else that maximum (``DEFAULT_WORST_OUTPUT`` when unknown)."""
+        if max_output is not None:
+            return max_output
+        spec = self._spec(model)
+        cap = spec.max_output if spec and spec.max_output else DEFAULT_WORST_OUTPUT
+        bound = self.outputs.bound(route, model) if observed else None
+        return cap if bound is None else min(bound, cap)
 
     def actual_cost(self, attempts: Sequence[AttemptRecord]) -> tuple[Decimal, int]:
         """What every attempt that consumed tokens cost, in USD and tokens (an unpriced model at the ceiling)."""
@@ -443,6 +464,24 @@ class FollowingGuard:
 
     def ceiling(self) -> tuple[Decimal, Decimal]:
         return self.current().ceiling()
+
+
+class _ModelMaxima(Mapping[str, int]):
+    """The output ceilings of a plan that holds nothing, computed on first look (most never are)."""
+
+    def __init__(self, guard: Guard, max_output: int | None, candidates: Sequence[Candidate]) -> None:
+        self._guard, self._max_output, self._names = guard, max_output, [c.name for c in candidates]
+
+    def __getitem__(self, name: str) -> int:
+        if name not in self._names:
+            raise KeyError(name)
+        return self._guard.output_ceiling(name, self._max_output, None, observed=False)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 def _worst_of(costs: Sequence[Cost], *, hedged: bool) -> Cost:

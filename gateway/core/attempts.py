@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -94,6 +94,9 @@ class Plan:
             skipped candidates do not count. ``None`` tries them all.
         policy_revision: The digest of the policy the plan was made under (``policy_revision``), which
             every attempt's record carries; ``None`` without a policy.
+        output_ceilings: The completion tokens admission assumed per candidate name (``Guard.admit``:
+            ``max_tokens``, else the reservation's estimate): what an answer whose body was cut after a
+            success status is charged (``gateway/metering/cut_body.py``); ``None`` without a guard.
     """
 
     candidates: list[Candidate]
@@ -106,6 +109,7 @@ class Plan:
     prompt_tokens: int | None = None
     max_candidates: int | None = None
     policy_revision: str | None = None
+    output_ceilings: Mapping[str, int] | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.fallback_on) - FALLBACK_CLASSES

@@ -34,7 +34,7 @@ from gateway.core.attempts import (
     request_parameters,
 )
 from gateway.core.errors import APIError, APIStatusError, APITimeoutError, StateBackendError
-from gateway.core.types import ChatRequest, CompletionUsage, GatewayInfo
+from gateway.core.types import ChatRequest, GatewayInfo
 from gateway.resilience.deadline import Deadline, attempt_timeout
 from gateway.resilience.retry import RetrySettings, error_headers, retry_delay, should_retry
 
@@ -194,7 +194,9 @@ class RequestRun:
     ) -> AttemptRecord:
         """Record one attempt: the observer (once), the breaker and the TTFT window hear of it."""
         if outcome is None and error is not None and error.answered_status is not None:
-            outcome = _answered_outcome(self.req, candidate)
+            from gateway.metering.cut_body import cut_body_outcome
+
+            outcome = cut_body_outcome(self.req, candidate, self.plan)
         o = outcome or Outcome()
         with self._finishing:  # a blocking hedge records its two attempts from two threads
             index = len(self.records)
@@ -314,16 +316,3 @@ def _recorded(task: asyncio.Future[Any]) -> None:
     error = task.exception()
     if error is not None:
         logger.warning("a breaker did not record an attempt: %s", error)
-
-
-def _answered_outcome(req: ChatRequest | None, candidate: Candidate) -> Outcome | None:
-    """A non-streamed answer whose body failed after a success status: the upstream read the prompt
-    (and bills it), so the attempt is metered with the prompt counted by the candidate's tokenizer,
-    marked estimated; the completion is unknown and left at 0."""
-    if req is None:
-        return None
-    from gateway.metering.tokens import count_chat
-
-    prompt = count_chat(req.messages, candidate.name, req.tools).tokens
-    usage = CompletionUsage(prompt_tokens=prompt, completion_tokens=0, total_tokens=prompt)
-    return Outcome(usage=usage, estimated=True)

@@ -13,7 +13,9 @@ The upstream model name picks a behaviour:
 - ``hold``: a stream whose headers come at once and whose first chunk waits until the client
   hangs up (billed its prompt only) or 5 s;
 - ``cut-<n>``: a stream that sends ``n`` content chunks, then ends the connection cleanly without
-  finishing the stream (billed its prompt and those chunks' text).
+  finishing the stream (billed its prompt and those chunks' text);
+- ``bodycut``: a non-streamed answer generated in full (billed its prompt and completion) whose
+  body is cut halfway: the connection closes before ``content-length`` bytes were sent.
 """
 
 from __future__ import annotations
@@ -111,6 +113,10 @@ class LedgerServer:
                 ],
                 "usage": _usage(entry),
             }
+            if model == "bodycut":
+                entry.outcome = "cut"
+                _send_json(h, reply, cut=True)
+                return
             _send_json(h, reply)
             return
         h.send_response(200)
@@ -169,15 +175,17 @@ def _chunk(h: BaseHTTPRequestHandler, payload: dict[str, Any]) -> None:
     h.wfile.flush()
 
 
-def _send_json(h: BaseHTTPRequestHandler, reply: dict[str, Any]) -> None:
+def _send_json(h: BaseHTTPRequestHandler, reply: dict[str, Any], *, cut: bool = False) -> None:
     raw = json.dumps(reply).encode()
     try:
         h.send_response(200)
         h.send_header("content-type", "application/json")
         h.send_header("content-length", str(len(raw)))
         h.end_headers()
-        h.wfile.write(raw)
+        h.wfile.write(raw[: len(raw) // 2] if cut else raw)
         h.wfile.flush()
+        if cut:
+            h.close_connection = True
     except (BrokenPipeError, ConnectionResetError):
         h.close_connection = True  # billed all the same: the answer was generated
 

@@ -1,29 +1,40 @@
 """A non-streamed answer whose body is cut after a success status is metered, not dropped.
 
-The upstream answered 200 and began the body, so it read the prompt (and bills it): the attempt's
-record carries the prompt, counted with the candidate's tokenizer and marked estimated; the
-completion it never delivered is unknown (0). A failure before any status (refused, no answer)
-still consumes nothing and leaves no record. Over the core's own pool and over the client's send.
+The upstream answered 200 and began the body, so it read the prompt and generated the completion
+(and bills both): the attempt's record carries the prompt, counted with the candidate's tokenizer,
+and the completion at the attempt's output ceiling (the request's ``max_tokens``, else the output its
+budget reservation assumed: the route's observed p99, capped by the model's maximum; without a budget
+the model's maximum), marked estimated, and the budget is charged the same. A failure before any
+status (refused, no answer) still consumes nothing and leaves no record. Over the core's own pool and
+over the client's send, through the blocking and the async client.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from decimal import Decimal
 from pathlib import Path
 
 import openai
 import pytest
 
 import gateway
-from gateway.metering import Meter
+from gateway.budgets import Budget, Budgets, Subject
+from gateway.metering import Meter, PriceTable
 from gateway.metering.sinks import MemorySink
 from gateway.metering.tokens import count_chat
+from gateway.policy import load_policy
+from gateway.state.base import UsageRecord as StateUsage
+from gateway.state.sqlite import SQLiteBackend
 from tests.client.test_hostile_http import OK_BODY
 from tests.servers.http import LoopbackServer
 from tests.servers.openai_server import handle
 from tests.servers.raw import RawAnswer, RawRequest, RawServer, response
 
 MESSAGES = [{"role": "user", "content": "count my prompt, please"}]
+FIRST_MAX = 300  # the hostile model's maximum output (policy max_output)
 
 
 def cut(request: RawRequest) -> RawAnswer:
@@ -35,25 +46,25 @@ def refused(request: RawRequest) -> RawAnswer:
     return RawAnswer(None)  # closes without answering
 
 
-def _policy(tmp_path: Path, hostile: str, healthy: str) -> Path:
+def _policy(tmp_path: Path, hostile: str, healthy: str, extra: str = "") -> Path:
     path = tmp_path / "policy.yaml"
     path.write_text(
         f"""version: 1
 providers:
-  hostile: {{kind: openai, base_url: "{hostile}/v1", api_key: "sk-hostile-0123456789"}}
-  healthy: {{kind: openai, base_url: "{healthy}/v1", api_key: "sk-healthy-0123456789"}}
+  hostile: {{kind: openai, base_url: "{hostile}/v1", api_key: "hostile-credential"}}
+  healthy: {{kind: openai, base_url: "{healthy}/v1", api_key: "healthy-credential"}}
 models:
-  first: {{provider: hostile, model: upstream-hostile, price: {{input: 1, output: 1}}}}
+  first: {{provider: hostile, model: upstream-hostile, price: {{input: 1, output: 1}}, max_output: {FIRST_MAX}}}
   second: {{provider: healthy, model: gpt-4o-mini, price: {{input: 5, output: 5}}}}
 routes:
   chat: {{candidates: [first, second], minimize: cost, retry: {{max_retries: 0}}}}
-"""
+{extra}"""
     )
     return path
 
 
 @pytest.mark.parametrize("http", ["pool", "client"])
-def test_a_cut_body_after_200_is_metered_as_an_estimated_prompt(tmp_path: Path, http: str) -> None:
+def test_a_cut_body_after_200_is_metered_at_the_output_ceiling(tmp_path: Path, http: str) -> None:
     sink = MemorySink()
     meter = Meter(sink)
     with RawServer(cut) as hostile, LoopbackServer(handle) as healthy:
@@ -62,7 +73,7 @@ def test_a_cut_body_after_200_is_metered_as_an_estimated_prompt(tmp_path: Path, 
             kwargs = {"http_client": openai.DefaultHttpxClient(event_hooks={"request": [lambda r: None]})}
         policy = _policy(tmp_path, hostile.base_url, healthy.base_url)
         with gateway.OpenAI(
-            api_key="sk-test", policy=policy, observer=meter, max_retries=0, **kwargs
+            api_key="caller-credential", policy=policy, observer=meter, max_retries=0, **kwargs
         ) as client:
             reply = client.chat.completions.create(model="route:chat", messages=MESSAGES)
             assert gateway.info(reply).model == "second"  # fell back
@@ -70,7 +81,8 @@ def test_a_cut_body_after_200_is_metered_as_an_estimated_prompt(tmp_path: Path, 
     by_model = {r.model: r for r in sink.records}
     assert set(by_model) == {"first", "second"}
     lost = by_model["first"]
-    assert (lost.outcome, lost.estimated, lost.completion_tokens) == ("error", True, 0)
+    # no budget, no max_tokens: the model's maximum output (the upstream's answer may have run that long)
+    assert (lost.outcome, lost.estimated, lost.completion_tokens) == ("error", True, FIRST_MAX)
     assert lost.prompt_tokens == count_chat(json.loads(json.dumps(MESSAGES)), "first").tokens > 0
     assert not by_model["second"].estimated
 
@@ -80,7 +92,87 @@ def test_no_answer_at_all_consumed_nothing(tmp_path: Path) -> None:
     meter = Meter(sink)
     with RawServer(refused) as hostile, LoopbackServer(handle) as healthy:
         policy = _policy(tmp_path, hostile.base_url, healthy.base_url)
-        with gateway.OpenAI(api_key="sk-test", policy=policy, observer=meter, max_retries=0) as client:
+        with gateway.OpenAI(
+            api_key="caller-credential", policy=policy, observer=meter, max_retries=0
+        ) as client:
             client.chat.completions.create(model="route:chat", messages=MESSAGES)
     meter.close()
     assert [r.model for r in sink.records] == ["second"]
+
+
+def _history(state: Path, outputs: range) -> None:
+    """The usage records earlier complete answers of ``first`` on ``chat`` left in the store."""
+    backend = SQLiteBackend(str(state))
+    now = time.time()
+    backend.append_usage(
+        [
+            StateUsage(f"old-{n}", now - 60, "", "-", "chat", "hostile", "first", 10, n, Decimal(0))
+            for n in outputs
+        ]
+    )
+    backend.close()
+
+
+def _spent(state: Path) -> tuple[int, int]:
+    backend = SQLiteBackend(str(state))
+    try:
+        [status] = Budgets(backend, [Budget("all", LIMIT, "tokens", "day", "global")]).status(Subject())
+    finally:
+        backend.close()
+    return int(status.used), int(status.reserved)
+
+
+LIMIT = 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("client", "max_tokens", "history", "ceiling"),
+    [
+        ("sync", 64, None, 64),  # max_tokens bounds what the upstream can have generated
+        ("async", 64, None, 64),
+        ("sync", None, None, FIRST_MAX),  # too little history: the reservation held the model's maximum
+        ("sync", None, range(1, 101), 99),  # the reservation's estimate: the route's observed p99
+        ("async", None, range(1, 101), 99),
+        ("sync", None, range(1000, 1100), FIRST_MAX),  # the p99 capped by the model's maximum
+    ],
+)
+def test_a_cut_body_is_charged_to_the_budget_at_what_its_reservation_held(
+    tmp_path: Path, client: str, max_tokens: int | None, history: range | None, ceiling: int
+) -> None:
+    state = tmp_path / "state.sqlite"
+    if history is not None:
+        _history(state, history)
+    extra = f'state: {{backend: sqlite, path: "{state}"}}\nbudgets: {{all: {{window: day, limit_tokens: {LIMIT}}}}}\n'
+    limits = {} if max_tokens is None else {"max_tokens": max_tokens}
+    with RawServer(cut) as hostile, LoopbackServer(handle) as healthy:
+        policy = _policy(tmp_path, hostile.base_url, healthy.base_url, extra)
+        sink = MemorySink()
+        meter = Meter(sink, prices=PriceTable.from_policy(load_policy(policy)))
+        if client == "sync":
+            with gateway.OpenAI(policy=policy, observer=meter, max_retries=0) as sync_client:
+                sync_client.chat.completions.create(model="route:chat", messages=MESSAGES, **limits)
+        else:
+
+            async def main() -> None:
+                async with gateway.AsyncOpenAI(policy=policy, observer=meter, max_retries=0) as async_client:
+                    await async_client.chat.completions.create(
+                        model="route:chat", messages=MESSAGES, **limits
+                    )
+
+            asyncio.run(main())
+    meter.close()
+    by_model = {r.model: r for r in sink.records}
+    lost, served = by_model["first"], by_model["second"]
+    prompt = count_chat(json.loads(json.dumps(MESSAGES)), "first").tokens
+    assert (lost.outcome, lost.estimated, lost.prompt_tokens, lost.completion_tokens) == (
+        "error",
+        True,
+        prompt,
+        ceiling,
+    )
+    assert lost.cost_usd == Decimal(prompt + ceiling) / 1_000_000  # $1 per 1M in and out
+    # the budget was charged both attempts, the cut one at its ceiling, and holds nothing more
+    assert _spent(state) == (
+        lost.prompt_tokens + ceiling + served.prompt_tokens + served.completion_tokens,
+        0,
+    )

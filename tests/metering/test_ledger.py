@@ -50,6 +50,8 @@ models:
   fastb: {{provider: up, model: ok, price: {{input: 1, output: 1}}}}
   fastb2: {{provider: up, model: ok, price: {{input: 1, output: 1}}}}
   fastb3: {{provider: up, model: ok, price: {{input: 1, output: 1}}}}
+  bodycuta: {{provider: up, model: bodycut, price: {{input: 1, output: 1}}, max_output: 200}}
+  fastb4: {{provider: up, model: ok, price: {{input: 1, output: 1}}}}
 routes:
   # Candidates no request has been seen from tie, so each route tries them in the declared order.
   hedged: {{candidates: [slowa, fastb], hedge: {{after_ms: 50}}}}
@@ -57,6 +59,7 @@ routes:
   buffered: {{candidates: [cuta, fastb3]}}
   late_cut: {{candidates: [cutc]}}
   plain: {{candidates: [fastb]}}
+  cut_body: {{candidates: [bodycuta, fastb4], retry: {{max_retries: 0}}}}
 state: {{backend: sqlite, path: "{tmp_path / "state.sqlite"}"}}
 budgets: {{all: {{window: day, limit_tokens: {LIMIT}}}}}
 """
@@ -206,3 +209,32 @@ def test_sync_attempts_reconcile_with_the_upstream_ledger(
         ("slowa", "partial", False),  # the non-streamed hedge's loser, finished unread in its thread
     ]
     assert _budget_used(tmp_path) == sum(e.prompt + e.completion for e in upstream.ledger.entries)
+
+
+@pytest.mark.parametrize(("max_tokens", "ceiling"), [(40, 40), (None, 200)])
+def test_a_cut_body_is_never_charged_less_than_the_upstream_billed(
+    policy: Path, upstream: LedgerServer, tmp_path: Path, max_tokens: int | None, ceiling: int
+):
+    """The upstream generated (and bills) the whole answer, the gateway saw half its body: the prompt
+    reconciles exactly, the completion is charged at the ceiling (``max_tokens``, else the model's
+    maximum the reservation held with no history), which is at least what was billed."""
+    sink = MemorySink()
+    meter = Meter(sink)
+    limits = {} if max_tokens is None else {"max_tokens": max_tokens}
+    with gateway.OpenAI(policy=str(policy), observer=meter, max_retries=0) as client:
+        reply = client.chat.completions.create(model="route:cut_body", messages=MESSAGES, **limits)
+        assert gateway.info(reply).model == "fastb4"
+    meter.close()
+    cut, served = upstream.ledger.entries
+    assert (cut.model, cut.outcome, served.model) == ("bodycut", "cut", "ok")
+    records = {r.model: r for r in sink.records}
+    lost = records["bodycuta"]
+    assert (lost.outcome, lost.estimated) == ("error", True)
+    assert (lost.prompt_tokens, lost.completion_tokens) == (cut.prompt, ceiling)
+    assert ceiling >= cut.completion > 0
+    assert (records["fastb4"].prompt_tokens, records["fastb4"].completion_tokens) == (
+        served.prompt,
+        served.completion,
+    )
+    billed = cut.prompt + cut.completion + served.prompt + served.completion
+    assert _budget_used(tmp_path) == billed + (ceiling - cut.completion) >= billed
