@@ -84,7 +84,8 @@ def open_backend(url_or_config: str | BackendConfig) -> StateBackend:
 
     Returns:
         A ready backend. Redis is pinged first, so an unreachable server fails here (unless
-        ``fail_open`` is set: the backend then starts degraded and keeps trying).
+        ``fail_open`` is set: the backend then starts degraded and keeps trying; so does a SQLite
+        file another process holds locked past ``busy_timeout_s``).
 
     Raises:
         ValueError: The URL's scheme is not ``memory``, ``sqlite``, ``redis`` or ``rediss``.
@@ -105,8 +106,11 @@ def open_backend(url_or_config: str | BackendConfig) -> StateBackend:
         )
         fail_open = FailOpen.of(config.fail_open)
         name = f"{redact_url(config.url)} (key prefix {config.key_prefix!r})"
-        if scheme == "sqlite":  # a local file: open it now, so a bad path fails here
-            return cast(StateBackend, DegradingBackend(_open(plain, scheme), fail_open, description=name))
+        if scheme == "sqlite":
+            # A local file, opened now (the factory's first call), so a bad path fails here; one held
+            # by another writer past busy_timeout_s starts degraded and is retried, as Redis is.
+            opener = DegradingBackend(lambda: _open(plain, scheme), fail_open, description=name)
+            return cast(StateBackend, opener)
         from gateway.state.aio import AsyncRedisBackend
 
         twin = AsyncRedisBackend(config.url, key_prefix=config.key_prefix, timeout_s=config.timeout_s)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -269,31 +270,105 @@ state: {{backend: redis, url: "{_closed_port_url()}"}}
     assert "hunter2-secret" not in str(error) and "sk-upstream" not in str(error)
 
 
-def test_a_sqlite_file_locked_past_the_busy_timeout_degrades_and_reconciles(tmp_path: Path) -> None:
-    import sqlite3
+def _hold_write_lock(path: str) -> sqlite3.Connection:
+    """Another process's connection holding the file's write lock (``BEGIN EXCLUSIVE``)."""
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("BEGIN EXCLUSIVE")
+    return holder
 
+
+def test_a_sqlite_file_locked_past_the_busy_timeout_degrades_and_reconciles(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from gateway.state.sqlite import SQLiteBackend
 
     path = str(tmp_path / "state.sqlite")
+    reader = InMemoryMetricReader()
     backend = DegradingBackend(
         lambda: SQLiteBackend(path, busy_timeout_s=0.05),
         {"budgets": True},
         retry_interval_s=0.05,
         description="the test's SQLite file",
+        meter_provider=MeterProvider(metric_readers=[reader]),
     )
     budgets = Budgets(backend, [Budget("b", 1_000, "tokens")])
     budgets.settle(budgets.reserve(SUBJECT, Cost(tokens=50)), Cost(tokens=40))
-    holder = sqlite3.connect(path, isolation_level=None)
-    holder.execute("BEGIN EXCLUSIVE")  # another process holds the write lock: writers wait, then fail
+    holder = _hold_write_lock(path)  # another process holds the write lock: writers wait, then fail
     try:
         with pytest.raises(StateBackendUnavailableError, match="is unavailable: database is locked"):
             SQLiteBackend(path, busy_timeout_s=0.05).incr("k", 1)
-        budgets.settle(budgets.reserve(SUBJECT, Cost(tokens=50)), Cost(tokens=25))  # local ledger
-        assert backend.stats().degraded and backend.stats().fallbacks["budgets"] >= 2
+        with caplog.at_level(logging.WARNING, logger="gateway.state"):
+            started = time.monotonic()
+            budgets.settle(budgets.reserve(SUBJECT, Cost(tokens=50)), Cost(tokens=25))  # local ledger
+            waited = time.monotonic() - started
+        stats = backend.stats()
+        assert stats.degraded and stats.fallbacks["budgets"] >= 2 and stats.pending == 1
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert waited < 2  # one busy timeout (0.05 s), then process-local state: no hang
+    messages = [r.getMessage() for r in caplog.records]
+    assert [m for m in messages if m.startswith("state backend unavailable")] == [
+        f"state backend unavailable, using process-local state where allowed: SQLite state file {path!r} "
+        "is unavailable: database is locked (see https://switchyard.dev/errors#state.unavailable)"
+    ]
+    assert len([m for m in messages if "budgets kept in process-local state (fail_open)" in m]) == 1
+    [metric] = reader.get_metrics_data().resource_metrics[0].scope_metrics[0].metrics
+    [point] = metric.data.data_points
+    assert metric.name == "switchyard.state.fallbacks"
+    assert (point.value, dict(point.attributes)) == (
+        stats.fallbacks["budgets"],
+        {"switchyard.state.concern": "budgets"},
+    )
+    _until_back(backend)
+    [status] = budgets.status(SUBJECT)
+    assert status.used == 40 + 25 and status.reserved == 0  # the local settlement reached the file
+    backend.close()
+
+
+def test_a_sqlite_file_locked_at_start_up_starts_degraded_and_reconciles(tmp_path: Path) -> None:
+    """``open_backend`` (the policy's path) on a new file another process is creating, lock held:
+    the client starts degraded, as with an unreachable Redis, and the file takes over once free."""
+    path = str(tmp_path / "state.sqlite")
+    holder = _hold_write_lock(path)
+    holder.execute("CREATE TABLE theirs (x)")  # uncommitted: our schema cannot be written yet
+    config = BackendConfig(f"sqlite:///{path}", busy_timeout_s=0.05, fail_open={"budgets": True})
+    try:
+        backend = open_backend(config)
+        budgets = Budgets(backend, [Budget("b", 1_000, "tokens")])
+        budgets.settle(budgets.reserve(SUBJECT, Cost(tokens=50)), Cost(tokens=30))
+        assert backend.stats().degraded  # type: ignore[attr-defined]
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    _until_back(backend)  # type: ignore[arg-type]
+    [status] = budgets.status(SUBJECT)
+    assert (status.used, status.reserved) == (30, 0)
+    backend.close()
+
+
+def test_a_locked_sqlite_file_refuses_budgets_that_fail_closed(tmp_path: Path) -> None:
+    from gateway.state.sqlite import SQLiteBackend
+
+    path = str(tmp_path / "state.sqlite")
+    backend = DegradingBackend(
+        SQLiteBackend(path, busy_timeout_s=0.05), {"budgets": False}, retry_interval_s=0.05
+    )
+    budgets = Budgets(backend, [Budget("b", 1_000, "tokens")])
+    held = budgets.reserve(SUBJECT, Cost(tokens=50))
+    holder = _hold_write_lock(path)
+    try:
+        with pytest.raises(
+            StateBackendUnavailableError, match=r"budgets fail closed \(state.fail_open.budgets"
+        ):
+            budgets.reserve(SUBJECT, Cost(tokens=50))
+        budgets.settle(held, Cost(tokens=20))  # accounting: the upstream already answered, kept locally
+        assert backend.stats().refused == {"budgets": 1}
     finally:
         holder.execute("ROLLBACK")
         holder.close()
     _until_back(backend)
     [status] = budgets.status(SUBJECT)
-    assert status.used == 40 + 25 and status.reserved == 0  # the local settlement reached the file
+    assert (status.used, status.reserved) == (20, 0)
     backend.close()
