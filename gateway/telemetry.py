@@ -30,7 +30,13 @@ nobody reported is absent, never 0.
 
 Content (``gen_ai.input.messages`` and ``gen_ai.output.messages``, streamed or not) is recorded
 only when ``capture_content=True`` (the policy's ``telemetry.capture_content``), and always through
-the redaction function. API keys never appear.
+the redaction function. API keys never appear. It is emitted as the conventions' event,
+``gen_ai.client.inference.operation.details`` (one log record per attempt through the OpenTelemetry
+logs API, in the attempt span's context, with the messages in structured form and the operation's
+request, response and usage attributes), so content can be stored apart from traces; and, as
+before, as JSON-string attributes of the attempt span. The pinned conventions allow either place
+for the same attributes, and ``OTEL_SEMCONV_STABILITY_OPT_IN`` does not choose between them (its
+``gen_ai_latest_experimental`` only drops the v1.36.0 names), so both are kept in both modes.
 
 Without an SDK configured, OpenTelemetry's API is a no-op and so is this class. Spans are written
 after the fact with their real start and end times, because the observer hears of an attempt when it
@@ -58,12 +64,16 @@ from gateway.metering.meter import AttemptTokens, attempt_tokens
 from gateway.metering.pricing import PriceTable
 
 if TYPE_CHECKING:
+    from opentelemetry._logs import LoggerProvider
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import Span, TracerProvider
 
 __all__ = ["Telemetry"]
 
 SCOPE = "switchyard"
+CONTENT_EVENT = "gen_ai.client.inference.operation.details"
+# The attributes the conventions list for the content event, beside its messages.
+_EVENT_KEYS = ("gen_ai.operation.name", "gen_ai.request.model", "server.address", "server.port")
 SEMCONV_VERSION = "1.41.0"  # the GenAI conventions' names followed (baseline for the old names: 1.36.0)
 SEMCONV_OPT_IN_ENV = "OTEL_SEMCONV_STABILITY_OPT_IN"
 LATEST_EXPERIMENTAL = "gen_ai_latest_experimental"
@@ -127,7 +137,11 @@ class Telemetry:
     Args:
         tracer_provider: Where spans go; the global provider when ``None``.
         meter_provider: Where metrics go; the global provider when ``None``.
-        capture_content: Record the streamed completion text on spans (redacted). Off by default.
+        logger_provider: Where the content event goes (``capture_content``); the global logs
+            provider when ``None``.
+        capture_content: Record the request's messages and the answer (redacted), as the
+            ``gen_ai.client.inference.operation.details`` event and on the attempt span. Off by
+            default.
         prices: For the cost attribute and metric; the catalog's when ``None``.
         operation: ``gen_ai.operation.name`` (``chat``).
         request_timeout_s: End a request span this long after its last failed attempt.
@@ -140,6 +154,7 @@ class Telemetry:
         *,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
+        logger_provider: LoggerProvider | None = None,
         capture_content: bool = False,
         prices: PriceTable | None = None,
         operation: str = "chat",
@@ -171,6 +186,11 @@ class Telemetry:
         )
         self._cost_usd = meter.create_counter("switchyard.client.cost", unit="USD", description="Cost in USD")
         self.capture_content = capture_content
+        self._events: Any = None
+        if capture_content:
+            from opentelemetry import _logs
+
+            self._events = (logger_provider or _logs.get_logger_provider()).get_logger(SCOPE)
         self.latest = latest_semconv(semconv_opt_in)
         self._prices = prices
         self.operation = operation
@@ -204,6 +224,7 @@ class Telemetry:
         cost = self._cost(record, tokens)
         base = self._base_attributes(record)
         request = self._request_for(record, start_ns)
+        span: Span = request.span
         if request.span.is_recording():  # without an SDK, spans are no-ops: skip their attributes
             span = self._tracer.start_span(
                 f"{self.operation} {record.candidate.target.model}",
@@ -214,6 +235,8 @@ class Telemetry:
             span.set_attributes({**base, **self._attempt_attributes(record, tokens, cost)})
             self._set_status(span, record)
             span.end(end_time=end_ns)
+        if self._events is not None:
+            self._emit_content(record, tokens, base, span, end_ns)
         self._record_metrics(record, tokens, cost, base)
         with self._lock:
             request.attempts += 1
@@ -390,6 +413,37 @@ class Telemetry:
             attributes.update(_content_attributes(record))
         return attributes
 
+    def _emit_content(
+        self,
+        record: AttemptRecord,
+        tokens: AttemptTokens | None,
+        base: dict[str, Any],
+        span: Span,
+        end_ns: int,
+    ) -> None:
+        """The attempt's ``gen_ai.client.inference.operation.details`` event: structured messages."""
+        from opentelemetry._logs import LogRecord
+
+        attributes: dict[str, Any] = {key: base[key] for key in _EVENT_KEYS if key in base}
+        attributes.update(_request_attributes(record))
+        attributes.update(_response_attributes(record))
+        attributes["switchyard.request_id"] = record.request_id
+        attributes["switchyard.attempt"] = record.attempt
+        if tokens is not None:
+            attributes["gen_ai.usage.input_tokens"] = tokens.prompt
+            attributes["gen_ai.usage.output_tokens"] = tokens.completion
+        if record.error is not None:
+            attributes["error.type"] = type(record.error).__name__
+        attributes.update(_content(record))
+        context = self._trace.set_span_in_context(span)
+        try:
+            event = LogRecord(
+                timestamp=end_ns, context=context, event_name=CONTENT_EVENT, attributes=attributes
+            )
+        except TypeError:  # an opentelemetry-api before event_name (1.35): the older event.name attribute
+            event = LogRecord(timestamp=end_ns, attributes={**attributes, "event.name": CONTENT_EVENT})
+        self._events.emit(event)
+
     def _set_status(self, span: Span, record: AttemptRecord) -> None:
         if record.error is None:
             return
@@ -432,15 +486,32 @@ def _response_attributes(record: AttemptRecord) -> dict[str, Any]:
 
 
 def _content_attributes(record: AttemptRecord) -> dict[str, Any]:
-    """The opted-in content, redacted: the request's messages and the answer's text."""
-    attributes: dict[str, Any] = {}
+    """The opted-in content on a span: the event's structured messages, as JSON strings (span
+    attributes cannot hold maps)."""
+    return {key: json.dumps(value) for key, value in _content(record).items()}
+
+
+def _content(record: AttemptRecord) -> dict[str, Any]:
+    """The opted-in content, redacted and structured: the request's messages and the answer's text
+    (the conventions' input and output messages schemas; an output message names its finish reason)."""
+    content: dict[str, Any] = {}
     if record.request_messages:
-        attributes["gen_ai.input.messages"] = json.dumps([_message(m) for m in record.request_messages])
+        content["gen_ai.input.messages"] = [_message(m) for m in record.request_messages]
     text = record.streamed_text or record.reply_text
     if text:
-        answer = {"role": "assistant", "parts": [{"type": "text", "content": redact(text)}]}
-        attributes["gen_ai.output.messages"] = json.dumps([answer])
-    return attributes
+        finish = record.finish_reasons[0] if record.finish_reasons else _unfinished(record)
+        answer = {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": redact(text)}],
+            "finish_reason": finish,
+        }
+        content["gen_ai.output.messages"] = [answer]
+    return content
+
+
+def _unfinished(record: AttemptRecord) -> str:
+    """The finish reason of an answer the upstream never finished: ``error`` when it failed."""
+    return "error" if record.error is not None else "stop"
 
 
 def _message(message: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -29,11 +31,20 @@ class OTel:
     metrics: InMemoryMetricReader
     tracer_provider: TracerProvider
     meter_provider: MeterProvider
+    logs: InMemoryLogRecordExporter
+    logger_provider: LoggerProvider
 
     def telemetry(self, **kwargs: Any) -> Telemetry:
         return Telemetry(
-            tracer_provider=self.tracer_provider, meter_provider=self.meter_provider, prices=PRICES, **kwargs
+            tracer_provider=self.tracer_provider,
+            meter_provider=self.meter_provider,
+            logger_provider=self.logger_provider,
+            prices=PRICES,
+            **kwargs,
         )
+
+    def events(self) -> list[Any]:
+        return [finished.log_record for finished in self.logs.get_finished_logs()]
 
     def finished(self) -> list[ReadableSpan]:
         return list(self.spans.get_finished_spans())
@@ -55,9 +66,13 @@ def otel() -> Iterator[OTel]:
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     reader = InMemoryMetricReader()
     meter_provider = MeterProvider(metric_readers=[reader])
-    yield OTel(exporter, reader, tracer_provider, meter_provider)
+    logs = InMemoryLogRecordExporter()
+    logger_provider = LoggerProvider()
+    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
+    yield OTel(exporter, reader, tracer_provider, meter_provider, logs, logger_provider)
     tracer_provider.shutdown()
     meter_provider.shutdown()
+    logger_provider.shutdown()
 
 
 def test_request_and_attempt_spans_follow_genai_conventions(
@@ -164,6 +179,8 @@ def test_content_is_captured_only_when_opted_in(
         )
         text = repr([dict(s.attributes or {}) for s in otel.finished()])
         assert ("secret plan" in text) is capture
+        assert len(otel.events()) == (1 if capture else 0)  # no content event unless opted in
+        otel.logs.clear()
 
 
 @pytest.mark.parametrize("opt_in", ["", "http,gen_ai_latest_experimental"])
@@ -320,3 +337,82 @@ def test_cache_writes_are_an_attribute_and_unknown_counts_are_absent(otel: OTel)
     assert failed_request.attributes["error.type"] == "InternalServerError"
     assert "gen_ai.usage.input_tokens" not in failed_request.attributes
     assert "gen_ai.usage.output_tokens" not in failed_request.attributes
+
+
+def _messages(value: Any) -> list[dict[str, Any]]:
+    """An event's structured messages as plain lists and dicts (the SDK hands back tuples)."""
+    return json.loads(json.dumps(value))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_content_is_the_conventions_operation_details_event(
+    otel: OTel, scripted_url: str, make_client: Callable[..., gateway.OpenAI], stream: bool
+) -> None:
+    client = make_client(
+        api_key="caller-credential", base_url=scripted_url, observer=otel.telemetry(capture_content=True)
+    )
+    secret = "sk-proj-" + "b" * 40  # a bearer token pasted into a prompt: redacted in the event too
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": f"hi Bearer {secret}"}]
+    if stream:
+        list(
+            client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True, max_tokens=20)
+        )
+    else:
+        client.chat.completions.create(model="gpt-4o-mini", messages=messages, max_tokens=20)
+    [attempt] = [s for s in otel.finished() if s.parent is not None]
+    [event] = otel.events()
+    assert event.event_name == "gen_ai.client.inference.operation.details"
+    # in the attempt span's context: the event joins its trace
+    assert (event.trace_id, event.span_id) == (attempt.context.trace_id, attempt.context.span_id)
+    attributes = dict(event.attributes)
+    inputs = _messages(attributes.pop("gen_ai.input.messages"))
+    [output] = _messages(attributes.pop("gen_ai.output.messages"))
+    assert inputs == [
+        {"role": "system", "parts": [{"type": "text", "content": "be brief"}]},
+        {"role": "user", "parts": [{"type": "text", "content": inputs[1]["parts"][0]["content"]}]},
+    ]
+    assert secret not in repr(inputs) and "hi Bearer" in inputs[1]["parts"][0]["content"]
+    assert output["role"] == "assistant" and output["finish_reason"] == "stop"
+    assert output["parts"][0]["content"].startswith("Echo: hi")
+    tokens = (
+        attempt.attributes["gen_ai.usage.input_tokens"],
+        attempt.attributes["gen_ai.usage.output_tokens"],
+    )
+    assert attributes == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.request.max_tokens": 20,
+        "gen_ai.response.model": "gpt-4o-mini",
+        "gen_ai.response.id": attempt.attributes["gen_ai.response.id"],
+        "gen_ai.response.finish_reasons": ("stop",),
+        "gen_ai.usage.input_tokens": tokens[0],
+        "gen_ai.usage.output_tokens": tokens[1],
+        "server.address": "127.0.0.1",
+        "server.port": attempt.attributes["server.port"],
+        "switchyard.request_id": attempt.attributes["switchyard.request_id"],
+        "switchyard.attempt": 0,
+    }
+    # the span keeps the same content, as JSON strings
+    assert json.loads(str(attempt.attributes["gen_ai.input.messages"])) == inputs
+    assert json.loads(str(attempt.attributes["gen_ai.output.messages"])) == [output]
+
+
+def test_a_cut_streams_content_event_names_the_error(
+    otel: OTel, scripted_url: str, make_client: Callable[..., gateway.OpenAI]
+) -> None:
+    client = make_client(
+        api_key="caller-credential",
+        base_url=scripted_url,
+        observer=otel.telemetry(capture_content=True),
+        max_retries=0,
+    )
+    with pytest.raises(gateway.APIError):
+        list(
+            client.chat.completions.create(
+                model="cut3:gpt-4o-mini", messages=[{"role": "user", "content": "tell me more"}], stream=True
+            )
+        )
+    [event] = otel.events()
+    [output] = _messages(event.attributes["gen_ai.output.messages"])
+    assert output["finish_reason"] == "error" and output["parts"][0]["content"]  # what arrived
+    assert event.attributes["error.type"]
