@@ -11,6 +11,7 @@ from local_engine.engine.cuda_graphs import DecodeGraphs
 from local_engine.engine.scheduler import Chunk
 from local_engine.engine.sequence import Sequence
 from local_engine.layers.kv_cache import BatchMeta
+from local_engine.models.decode_script import ScriptedDecode
 from local_engine.models.llama import LlamaForCausalLM
 from local_engine.sampling import apply_penalties, sample
 
@@ -38,6 +39,7 @@ class ModelRunner:
         model.setup_caches(num_slots, max_len, block_size, num_blocks + graphs)  # + a scratch block
         self.block_size, self.num_blocks = block_size, num_blocks
         self.graphs = DecodeGraphs(model, num_slots, max_len, scratch_block=num_blocks) if graphs else None
+        self.scripted = ScriptedDecode.build(model)  # the CPU's decode steps (None: the modules)
 
     @torch.inference_mode()
     def run(self, chunks: list[Chunk]) -> dict[Sequence, StepResult]:
@@ -64,6 +66,8 @@ class ModelRunner:
         counts = [chunk.count for chunk in chunks]
         decodes = sum(chunk.decodes for chunk in chunks)  # they come first (`Scheduler.schedule`)
         meta = BatchMeta.build(tables, starts, counts, self.block_size, self.device, decodes)
+        if self.scripted is not None and decodes == len(chunks):  # every row a decode row
+            return self.scripted(tokens, meta)
         return self.model(tokens, meta, last_only=True)[0]  # [N, V]
 
     def sample(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[StepResult]:
