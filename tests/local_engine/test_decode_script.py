@@ -13,6 +13,8 @@ from local_engine.layers.kv_cache import BatchMeta
 from local_engine.models.decode_script import ScriptedDecode
 from local_engine.settings import EngineSettings
 
+pytestmark = pytest.mark.engine
+
 PATHS = [("float32", "none"), ("bfloat16", "none"), ("bfloat16", "int8"), ("bfloat16", "int4")]
 QUESTIONS = ["What is 2+2?", "Name three colours, and say one thing about each of them.", "Hi"]
 
