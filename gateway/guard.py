@@ -332,8 +332,7 @@ class Guard:
         the model's maximum output, else that maximum (``DEFAULT_WORST_OUTPUT`` when unknown)."""
         if max_output is not None:
             return max_output
-        spec = self._spec(model)
-        cap = spec.max_output if spec and spec.max_output else DEFAULT_WORST_OUTPUT
+        cap = output_cap(self._spec(model))
         bound = self.outputs.bound(route, model) if observed else None
         return cap if bound is None else min(bound, cap)
 
@@ -464,6 +463,11 @@ class FollowingGuard:
 
     def ceiling(self) -> tuple[Decimal, Decimal]:
         return self.current().ceiling()
+
+
+def output_cap(spec: ModelSpec | None) -> int:
+    """A model's maximum output tokens as its spec gives it, else ``DEFAULT_WORST_OUTPUT``."""
+    return spec.max_output if spec is not None and spec.max_output else DEFAULT_WORST_OUTPUT
 
 
 class _ModelMaxima(Mapping[str, int]):

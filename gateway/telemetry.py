@@ -225,6 +225,7 @@ class Telemetry:
         base = self._base_attributes(record)
         request = self._request_for(record, start_ns)
         span: Span = request.span
+        content = _content(record) if self.capture_content else None  # redacted once, for both places
         if request.span.is_recording():  # without an SDK, spans are no-ops: skip their attributes
             span = self._tracer.start_span(
                 f"{self.operation} {record.candidate.target.model}",
@@ -232,11 +233,11 @@ class Telemetry:
                 kind=self._trace.SpanKind.CLIENT,
                 start_time=start_ns,
             )
-            span.set_attributes({**base, **self._attempt_attributes(record, tokens, cost)})
+            span.set_attributes({**base, **self._attempt_attributes(record, tokens, cost, content)})
             self._set_status(span, record)
             span.end(end_time=end_ns)
-        if self._events is not None:
-            self._emit_content(record, tokens, base, span, end_ns)
+        if self._events is not None and content is not None:
+            self._emit_content(record, tokens, base, span, end_ns, content)
         self._record_metrics(record, tokens, cost, base)
         with self._lock:
             request.attempts += 1
@@ -383,7 +384,11 @@ class Telemetry:
         return attributes
 
     def _attempt_attributes(
-        self, record: AttemptRecord, tokens: AttemptTokens | None, cost: float | None
+        self,
+        record: AttemptRecord,
+        tokens: AttemptTokens | None,
+        cost: float | None,
+        content: dict[str, Any] | None,
     ) -> dict[str, Any]:
         attributes: dict[str, Any] = {
             "switchyard.request_id": record.request_id,
@@ -409,8 +414,8 @@ class Telemetry:
             attributes["switchyard.usage.estimated"] = tokens.estimated
         if cost is not None:
             attributes["switchyard.cost_usd"] = cost
-        if self.capture_content:
-            attributes.update(_content_attributes(record))
+        if content is not None:
+            attributes.update(_content_attributes(content))
         return attributes
 
     def _emit_content(
@@ -420,6 +425,7 @@ class Telemetry:
         base: dict[str, Any],
         span: Span,
         end_ns: int,
+        content: dict[str, Any],
     ) -> None:
         """The attempt's ``gen_ai.client.inference.operation.details`` event: structured messages."""
         from opentelemetry._logs import LogRecord
@@ -434,7 +440,7 @@ class Telemetry:
             attributes["gen_ai.usage.output_tokens"] = tokens.completion
         if record.error is not None:
             attributes["error.type"] = type(record.error).__name__
-        attributes.update(_content(record))
+        attributes.update(content)
         context = self._trace.set_span_in_context(span)
         try:
             event = LogRecord(
@@ -485,10 +491,10 @@ def _response_attributes(record: AttemptRecord) -> dict[str, Any]:
     return attributes
 
 
-def _content_attributes(record: AttemptRecord) -> dict[str, Any]:
-    """The opted-in content on a span: the event's structured messages, as JSON strings (span
-    attributes cannot hold maps)."""
-    return {key: json.dumps(value) for key, value in _content(record).items()}
+def _content_attributes(content: dict[str, Any]) -> dict[str, Any]:
+    """The opted-in content (`_content`) on a span: the event's structured messages, as JSON
+    strings (span attributes cannot hold maps)."""
+    return {key: json.dumps(value) for key, value in content.items()}
 
 
 def _content(record: AttemptRecord) -> dict[str, Any]:

@@ -35,10 +35,9 @@ def output_ceiling(req: ChatRequest, candidate: Candidate, plan: Plan) -> int:
     if ceilings is not None and candidate.name in ceilings:
         return ceilings[candidate.name]
     from gateway.catalog import load_catalog
-    from gateway.guard import DEFAULT_WORST_OUTPUT
+    from gateway.guard import output_cap
 
-    spec = load_catalog().models.get(candidate.name)
-    return spec.max_output if spec is not None and spec.max_output else DEFAULT_WORST_OUTPUT
+    return output_cap(load_catalog().models.get(candidate.name))
 
 
 def cut_body_outcome(req: ChatRequest | None, candidate: Candidate, plan: Plan) -> Outcome | None:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from local_engine.layers.kv_cache import BatchMeta
+from local_engine.layers.quant import INT4_GROUP, Int4Linear, Int8Linear
 
 __all__ = ["ScriptedDecode"]
 
@@ -42,9 +43,9 @@ def _norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:  # `RMSNorm.forward`
     return weight * h.to(x.dtype)
 
 
-def _linear(x: Tensor, kind: int, weight: Tensor, aux: Tensor, bias: Tensor | None) -> Tensor:
+def _linear(x: Tensor, kind: int, weight: Tensor, aux: Tensor, bias: Tensor | None, group: int) -> Tensor:
     """`nn.Linear`, or `_QuantizedLinear.forward` on decode rows (`aux`: the scales, whose dtype
-    is the kernel's activation dtype)."""
+    is the kernel's activation dtype; `group`: the int4 kernel's `INT4_GROUP`)."""
     if kind == 0:  # DENSE (TorchScript reads no globals)
         return F.linear(x, weight, bias)
     flat = x.reshape(-1, x.shape[-1])  # [M, K]
@@ -53,7 +54,7 @@ def _linear(x: Tensor, kind: int, weight: Tensor, aux: Tensor, bias: Tensor | No
     if kind == 1:  # INT8
         out = torch.ops.aten._weight_int8pack_mm(flat, weight, aux)
     else:
-        out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, weight, 32, aux)
+        out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, weight, group, aux)
     if bias is not None:
         out = out + bias
     if out.dtype != x.dtype:
@@ -65,7 +66,7 @@ def decode_logits(
     tokens: Tensor, positions: Tensor, slot_mapping: Tensor, gather: Tensor, mask: Tensor | None,
     last: Tensor, embedding: Tensor, inv_freq: Tensor, norms: list[Tensor], kinds: list[int],
     weights: list[Tensor], auxs: list[Tensor], biases: list[Tensor | None], caches: list[Tensor],
-    heads: int, kv_heads: int, dim: int, eps: float,
+    heads: int, kv_heads: int, dim: int, eps: float, group: int,
 ) -> Tensor:  # fmt: skip
     """Logits [N, V] of a decode step: `LlamaForCausalLM.forward(tokens, meta, last_only=True)[0]`.
 
@@ -86,7 +87,9 @@ def decode_logits(
     for i in range(len(caches)):
         cache = caches[i]
         j = 4 * i
-        qkv = _linear(_norm(x, norms[2 * i], eps)[0], kinds[j], weights[j], auxs[j], biases[j])  # [T, .]
+        qkv = _linear(
+            _norm(x, norms[2 * i], eps)[0], kinds[j], weights[j], auxs[j], biases[j], group
+        )  # [T, .]
         qk = qkv[:, : (heads + kv_heads) * dim].view(count, heads + kv_heads, dim)
         qk.copy_(qk * cos + qk.roll(dim // 2, -1) * sin)
         cache.index_copy_(
@@ -100,14 +103,14 @@ def decode_logits(
             scale=scale, enable_gqa=heads != kv_heads,
         )  # fmt: skip
         out = out.transpose(1, 2).reshape(rows, heads * dim).to(x.dtype)
-        h = x + _linear(out, kinds[j + 1], weights[j + 1], auxs[j + 1], biases[j + 1])[None]
+        h = x + _linear(out, kinds[j + 1], weights[j + 1], auxs[j + 1], biases[j + 1], group)[None]
         gate_up = _linear(
-            _norm(h, norms[2 * i + 1], eps), kinds[j + 2], weights[j + 2], auxs[j + 2], biases[j + 2]
+            _norm(h, norms[2 * i + 1], eps), kinds[j + 2], weights[j + 2], auxs[j + 2], biases[j + 2], group
         )
         gate, up = gate_up.split(gate_up.shape[-1] // 2, dim=-1)
-        x = h + _linear(F.silu(gate) * up, kinds[j + 3], weights[j + 3], auxs[j + 3], biases[j + 3])
+        x = h + _linear(F.silu(gate) * up, kinds[j + 3], weights[j + 3], auxs[j + 3], biases[j + 3], group)
     x = _norm(x[:, last], norms[-1], eps)  # [1, N, hidden]
-    return _linear(x, kinds[-1], weights[-1], auxs[-1], biases[-1])[0]  # [N, V]
+    return _linear(x, kinds[-1], weights[-1], auxs[-1], biases[-1], group)[0]  # [N, V]
 
 
 _script: Any = None
@@ -130,22 +133,20 @@ class ScriptedDecode:
         self.embedding: Tensor = model.tok_embeddings.weight  # type: ignore[assignment]
         self.inv_freq: Tensor = model.inv_freq  # type: ignore[assignment]
         self.norms: list[Tensor] = []
-        self.linears: list[tuple[int, Tensor, Tensor, Tensor | None]] = []
+        linears: list[tuple[int, Tensor, Tensor, Tensor | None]] = []
         self.caches: list[Tensor] = []
         for layer in model.layers:  # type: ignore[attr-defined]
             attention, ffn = layer.attention, layer.feed_forward
             self.norms += [layer.attention_norm.weight, layer.ffn_norm.weight]
             for linear in (attention.wqkv, attention.wo, ffn.w13, ffn.w2):
-                self.linears.append(_parts(linear))
+                linears.append(_parts(linear))
             self.caches.append(attention.kv_cache.kv)
         self.norms.append(model.norm.weight)  # type: ignore[arg-type]
         head = model.lm_head or model.output  # type: ignore[attr-defined]
-        self.linears.append(
-            _parts(head) if head is not None else (DENSE, self.embedding, self.embedding, None)
-        )
+        linears.append(_parts(head) if head is not None else (DENSE, self.embedding, self.embedding, None))
         first = model.layers[0].attention  # type: ignore[index]
         self.shape = (first.n_heads, first.n_kv, first.head_dim, float(model.norm.eps))  # type: ignore[union-attr]
-        columns = list(zip(*self.linears, strict=True))  # the script takes one list per part
+        columns = list(zip(*linears, strict=True))  # the script takes one list per part
         self.kinds, self.weights, self.auxs, self.biases = (list(c) for c in columns)
 
     @classmethod
@@ -170,13 +171,11 @@ class ScriptedDecode:
         return self.script(  # type: ignore[no-any-return]
             tokens, meta.positions, meta.slot_mapping, group.gather, group.mask, meta.last, self.embedding,
             self.inv_freq, self.norms, self.kinds, self.weights, self.auxs, self.biases, self.caches,
-            heads, kv_heads, dim, eps,
+            heads, kv_heads, dim, eps, INT4_GROUP,
         )  # fmt: skip
 
 
 def _parts(linear: nn.Module) -> tuple[int, Tensor, Tensor, Tensor | None]:
-    from local_engine.layers.quant import Int4Linear, Int8Linear
-
     if isinstance(linear, Int4Linear):
         return INT4, linear.weight, linear.scales_and_zeros, linear.bias
     if isinstance(linear, Int8Linear):
