@@ -81,8 +81,8 @@ class AsyncRedisBackend:
         made = self._clients.get(loop)
         if made is None:
             import redis.asyncio  # here: breakers import this module, and ``import gateway`` stays light
+            from redis.asyncio.retry import Retry  # redis 8.2 warns when given the blocking one
             from redis.backoff import NoBackoff
-            from redis.retry import Retry
 
             client = redis.asyncio.Redis.from_url(
                 self._url,

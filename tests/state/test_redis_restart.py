@@ -90,22 +90,29 @@ def _sync_traffic(client: gateway.OpenAI, stop: threading.Event, replies: list[s
             errors.append(exc)
 
 
-def _restart_mid_run(server: RedisServer, count: Callable[[], int], backend: DegradingBackend) -> None:
-    """Kill Redis once replies flow, serve some during the outage, start it again, serve some more."""
-    _wait(lambda: count() >= 10)
+def _restart_mid_run(
+    server: RedisServer, count: Callable[[], int], backend: DegradingBackend, errors: list[Exception]
+) -> None:
+    """Kill Redis once replies flow, serve some during the outage, start it again, serve some more.
+
+    The first failed request ends the run at once (the traffic would otherwise go on failing, and
+    piling up tracebacks, until a wait timed out)."""
+
+    def wait(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if errors:
+                raise AssertionError(f"a request failed while waiting until {what}") from errors[0]
+            assert time.monotonic() < deadline, f"timed out waiting until {what}: {backend.stats()}"
+            time.sleep(0.01)
+
+    wait(lambda: count() >= 10, "replies flow")
     server.stop()
     killed_at = count()
-    _wait(lambda: backend.stats().degraded and count() >= killed_at + 20)  # served during the outage
+    wait(lambda: backend.stats().degraded and count() >= killed_at + 20, "served during the outage")
     server.start()
     back_at = count()
-    _wait(lambda: not backend.stats().degraded and count() >= back_at + 10)
-
-
-def _wait(check: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
+    wait(lambda: not backend.stats().degraded and count() >= back_at + 10, "served after the restart")
 
 
 def _reconciles(server: RedisServer, upstream: LoopbackServer, replies: int, spool: Path) -> None:
@@ -142,7 +149,7 @@ def test_a_redis_restart_mid_run_loses_no_reply_and_no_record(
         for thread in threads:
             thread.start()
         try:
-            _restart_mid_run(durable_redis, lambda: len(replies) + len(errors), backend)
+            _restart_mid_run(durable_redis, lambda: len(replies) + len(errors), backend, errors)
         finally:
             stop.set()
             for thread in threads:
@@ -181,17 +188,21 @@ def test_the_async_client_rides_out_a_redis_restart(
                     )
             except Exception as exc:  # noqa: BLE001 - the test reports every failure
                 errors.append(exc)
+                stop.set()  # one failure ends the run; the restart thread reports it
+            await asyncio.sleep(0)  # a request that fails without awaiting must not starve the loop
 
     async def main() -> Any:
         async with gateway.AsyncOpenAI(policy=str(policy), max_retries=0) as client:
             backend = client._switchyard.runtime.backend
             stop = asyncio.Event()
             tasks = [asyncio.create_task(worker(client, n, stop)) for n in range(4)]
-            await asyncio.to_thread(
-                _restart_mid_run, durable_redis, lambda: len(replies) + len(errors), backend
-            )
-            stop.set()
-            await asyncio.gather(*tasks)
+            try:
+                await asyncio.to_thread(
+                    _restart_mid_run, durable_redis, lambda: len(replies) + len(errors), backend, errors
+                )
+            finally:
+                stop.set()
+                await asyncio.gather(*tasks)
             return backend.stats()
 
     stats = asyncio.run(main())
