@@ -138,7 +138,11 @@ def open_state(policy: Policy) -> StateBackend:
         url = state.url.get_secret_value()
     else:
         url = "memory://"
-    return open_backend(BackendConfig(url, key_prefix=state.key_prefix, fail_open=state.fail_open))
+    return open_backend(
+        BackendConfig(
+            url, key_prefix=state.key_prefix, busy_timeout_s=state.busy_timeout_s, fail_open=state.fail_open
+        )
+    )
 
 
 def _policy_source(policy: Any) -> Any:

@@ -243,7 +243,12 @@ class Meter:
 
             state = policy.state
             backend = open_backend(
-                BackendConfig(state_url(state), key_prefix=state.key_prefix, fail_open=state.fail_open)
+                BackendConfig(
+                    state_url(state),
+                    key_prefix=state.key_prefix,
+                    busy_timeout_s=state.busy_timeout_s,
+                    fail_open=state.fail_open,
+                )
             )
             state_sink = StateSink(backend, owns_backend=True)
         else:

@@ -43,7 +43,8 @@ Policy
 │   └── on_exceed: reject | cheaper
 ├── rate_limits: {name -> RateLimit}
 │   └── match, rpm, tpm, burst
-├── state: {backend: memory | sqlite | redis, path, url: ${ENV} (secret), key_prefix, lease_s: 30}
+├── state: {backend: memory | sqlite | redis, path, url: ${ENV} (secret), key_prefix, lease_s: 30,
+│   │          busy_timeout_s: 10 (sqlite)}
 │   └── fail_open: bool | {budgets: false, rate_limits, breakers, live_stats: true}
 └── telemetry: {capture_content, service_name}
 ```

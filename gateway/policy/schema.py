@@ -305,6 +305,10 @@ class StateConfig(_Section):
     fail_open: bool | FailOpen = Field(default_factory=FailOpen)
     # How long a budget hold outlives its process (the heartbeat renews live ones every lease_s / 3).
     lease_s: float = Field(default=30.0, gt=0, le=3600)
+    # SQLite only: how long a call waits for another process's write lock before the file counts as
+    # unavailable (fail_open then degrades). The default is SQLiteBackend's DEFAULT_BUSY_TIMEOUT_S;
+    # at most the SDK's 10-minute request timeout, past which no caller is still waiting.
+    busy_timeout_s: float = Field(default=10.0, gt=0, le=600, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _backend_needs(self) -> StateConfig:

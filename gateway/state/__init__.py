@@ -58,7 +58,8 @@ class BackendConfig:
         url: ``memory://``, ``sqlite:///path`` or ``redis://...``.
         key_prefix: Redis only: prefix of every key.
         timeout_s: Redis only: connect and read timeout of each command.
-        busy_timeout_s: SQLite only: how long to wait for another process's write.
+        busy_timeout_s: SQLite only: how long to wait for another process's write (a policy's
+            ``state.busy_timeout_s``).
         clock: Returns the current Unix time; expires keys with a TTL (memory and SQLite).
         fail_open: ``None`` (default): the backend as it is, every outage an error. Otherwise which
             concerns carry on locally during an outage (``FailOpen``, a bool or a mapping, as the

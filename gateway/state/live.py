@@ -98,7 +98,8 @@ class LiveBoard:
             return None
         from gateway.state import BackendConfig, open_backend
 
-        return cls(lambda: open_backend(BackendConfig(url, key_prefix=state.key_prefix)))
+        config = BackendConfig(url, key_prefix=state.key_prefix, busy_timeout_s=state.busy_timeout_s)
+        return cls(lambda: open_backend(config))
 
     @property
     def backend(self) -> StateBackend:

@@ -8,6 +8,7 @@ same port. Nothing of ours is mocked.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import sqlite3
 import time
@@ -346,6 +347,76 @@ def test_a_sqlite_file_locked_at_start_up_starts_degraded_and_reconciles(tmp_pat
     [status] = budgets.status(SUBJECT)
     assert (status.used, status.reserved) == (30, 0)
     backend.close()
+
+
+def test_the_policy_busy_timeout_bounds_the_wait_on_a_locked_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Through the client: with ``state.busy_timeout_s: 0.2`` a request that finds the policy's
+    SQLite file locked by another connection degrades after about 0.2 s, not the default 10 s."""
+    import gateway
+    from tests.servers.http import LoopbackServer
+    from tests.servers.openai_server import handle
+
+    path = tmp_path / "state.sqlite"
+    policy = tmp_path / "p.yaml"
+    with LoopbackServer(handle) as upstream:
+        policy.write_text(
+            f"""version: 1
+providers:
+  up: {{kind: openai, base_url: "{upstream.base_url}/v1", api_key: "sk-upstream-key-123456"}}
+models:
+  m: {{provider: up, model: gpt-4o-mini, price: {{input: 1, output: 1}}}}
+routes:
+  chat: {{candidates: [m]}}
+budgets:
+  daily: {{window: day, limit_tokens: 100000}}
+state: {{backend: sqlite, path: "{path}", busy_timeout_s: 0.2, fail_open: {{budgets: true}}}}
+"""
+        )
+        with gateway.OpenAI(api_key="sk-test", policy=policy, max_retries=0) as client:
+            holder = _hold_write_lock(str(path))  # the client's file exists: now another writer holds it
+            try:
+                with caplog.at_level(logging.WARNING, logger="gateway.state"):
+                    started = time.monotonic()
+                    reply = client.chat.completions.create(
+                        model="route:chat", messages=[{"role": "user", "content": "hi"}]
+                    )
+                    waited = time.monotonic() - started
+            finally:
+                holder.execute("ROLLBACK")
+                holder.close()
+    assert reply.choices[0].message.content
+    assert 0.15 < waited < 3  # one busy timeout of the policy's 0.2 s, then process-local state
+    # the client names the file by its sqlite:/// URL's path, which may begin with "//"
+    expected = re.compile(
+        "state backend unavailable, using process-local state where allowed: SQLite state file '/*"
+        + re.escape(str(path).lstrip("/"))
+        + r"' is unavailable: database is locked \(see https://switchyard.dev/errors#state.unavailable\)"
+    )
+    messages = [
+        r.getMessage() for r in caplog.records if r.getMessage().startswith("state backend unavailable")
+    ]
+    assert len(messages) == 1 and expected.fullmatch(messages[0]), messages
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [("0", "policy.greater-than"), ("-1", "policy.greater-than"), ("soon", "policy.float-parsing"),
+     (".inf", "policy.finite-number"), ("601", "policy.less-than-equal")],
+)  # fmt: skip
+def test_a_bad_busy_timeout_is_refused_with_its_line_and_column(value: str, code: str) -> None:
+    from gateway.core.errors import PolicyError
+    from gateway.policy import parse_policy
+
+    text = f"version: 1\nstate:\n  backend: sqlite\n  path: s.sqlite\n  busy_timeout_s: {value}\n"
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(text, filename="p.yaml")
+    assert [(e.line, e.column, e.field_path, e.code) for e in caught.value.errors] == [
+        (5, 19, "state.busy_timeout_s", code)
+    ]
+    assert str(caught.value).startswith("p.yaml:5:19 at state.busy_timeout_s: ")
+    assert parse_policy("version: 1").state.busy_timeout_s == 10.0  # the default: as before the setting
 
 
 def test_a_locked_sqlite_file_refuses_budgets_that_fail_closed(tmp_path: Path) -> None:
