@@ -6,7 +6,8 @@ and the completion at the attempt's output ceiling (the request's ``max_tokens``
 budget reservation assumed: the route's observed p99, capped by the model's maximum; without a budget
 the model's maximum), marked estimated, and the budget is charged the same. A failure before any
 status (refused, no answer) still consumes nothing and leaves no record. Over the core's own pool and
-over the client's send, through the blocking and the async client.
+over the client's send, through the blocking and the async client; chat completions and the
+Responses API relayed natively to an OpenAI upstream alike.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from gateway.policy import load_policy
 from gateway.state.base import UsageRecord as StateUsage
 from gateway.state.sqlite import SQLiteBackend
 from tests.client.test_hostile_http import OK_BODY
+from tests.servers import openai_responses
 from tests.servers.http import LoopbackServer
 from tests.servers.openai_server import handle
 from tests.servers.raw import RawAnswer, RawRequest, RawServer, response
@@ -176,3 +178,90 @@ def test_a_cut_body_is_charged_to_the_budget_at_what_its_reservation_held(
         lost.prompt_tokens + ceiling + served.prompt_tokens + served.completion_tokens,
         0,
     )
+
+
+# --- the Responses API relayed natively meets the same rule ----------------------------------------
+
+RESPONSES_BODY = json.dumps(
+    openai_responses.handle({"model": "gpt-4o-mini", "input": MESSAGES[0]["content"]}, "req_cut").body
+).encode()
+
+
+def cut_response(request: RawRequest) -> RawAnswer:
+    """A whole ``Response`` object announced, half of it sent, then the connection closes."""
+    headers = {"content-type": "application/json", "content-length": str(len(RESPONSES_BODY))}
+    return RawAnswer(response("200 OK", headers, RESPONSES_BODY[: len(RESPONSES_BODY) // 2]))
+
+
+def _native_policy(tmp_path: Path, hostile: str, state: Path) -> Path:
+    """One candidate on a provider the core relays the Responses API to natively (``openai``)."""
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        f"""version: 1
+providers:
+  openai: {{kind: openai, base_url: "{hostile}/v1", api_key: "hostile-credential"}}
+models:
+  first: {{provider: openai, model: upstream-hostile, price: {{input: 1, output: 1}}, max_output: {FIRST_MAX}}}
+routes:
+  chat: {{candidates: [first], retry: {{max_retries: 0}}}}
+state: {{backend: sqlite, path: "{state}"}}
+budgets: {{all: {{window: day, limit_tokens: {LIMIT}}}}}
+"""
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("client", "max_output_tokens", "history", "ceiling"),
+    [
+        ("sync", 64, None, 64),  # max_output_tokens bounds what the upstream can have generated
+        ("async", 64, None, 64),
+        ("client-send", 64, None, 64),  # the core sends through the client's own http client
+        ("sync", None, None, FIRST_MAX),  # the reservation held the model's maximum
+        ("async", None, range(1, 101), 99),  # the reservation's estimate: the route's observed p99
+    ],
+)
+def test_a_cut_responses_body_relayed_natively_is_metered_at_the_output_ceiling(
+    tmp_path: Path, client: str, max_output_tokens: int | None, history: range | None, ceiling: int
+) -> None:
+    """``client.responses.create`` relayed as written to an OpenAI upstream whose body is cut after
+    200: the caller gets a typed error, the attempt is metered (prompt counted, completion at the
+    ceiling, estimated) and the budget is charged the same, as for chat completions."""
+    state = tmp_path / "state.sqlite"
+    if history is not None:
+        _history(state, history)
+    limits = {} if max_output_tokens is None else {"max_output_tokens": max_output_tokens}
+    with RawServer(cut_response) as hostile:
+        policy = _native_policy(tmp_path, hostile.base_url, state)
+        sink = MemorySink()
+        meter = Meter(sink, prices=PriceTable.from_policy(load_policy(policy)))
+        if client == "async":
+
+            async def main() -> None:
+                async with gateway.AsyncOpenAI(policy=policy, observer=meter, max_retries=0) as async_client:
+                    await async_client.responses.create(
+                        model="route:chat", input=MESSAGES[0]["content"], **limits
+                    )
+
+            with pytest.raises(openai.APIConnectionError, match="incomplete|complete message body"):
+                asyncio.run(main())
+        else:
+            kwargs: dict[str, object] = {}
+            if client == "client-send":
+                kwargs = {"http_client": openai.DefaultHttpxClient(event_hooks={"request": [lambda r: None]})}
+            with gateway.OpenAI(policy=policy, observer=meter, max_retries=0, **kwargs) as sync_client:
+                with pytest.raises(openai.APIConnectionError, match="incomplete|complete message body"):
+                    sync_client.responses.create(model="route:chat", input=MESSAGES[0]["content"], **limits)
+        assert [r.path for r in hostile.requests] == ["/v1/responses"]  # relayed natively, sent once
+    meter.close()
+    [lost] = sink.records
+    prompt = count_chat(json.loads(json.dumps(MESSAGES)), "first").tokens
+    assert (lost.model, lost.outcome, lost.estimated, lost.prompt_tokens, lost.completion_tokens) == (
+        "first",
+        "error",
+        True,
+        prompt,
+        ceiling,
+    )
+    assert lost.cost_usd == Decimal(prompt + ceiling) / 1_000_000  # $1 per 1M in and out
+    assert _spent(state) == (prompt + ceiling, 0)  # charged at the ceiling, nothing left held
