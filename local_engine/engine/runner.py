@@ -66,7 +66,8 @@ class ModelRunner:
         counts = [chunk.count for chunk in chunks]
         decodes = sum(chunk.decodes for chunk in chunks)  # they come first (`Scheduler.schedule`)
         meta = BatchMeta.build(tables, starts, counts, self.block_size, self.device, decodes)
-        if self.scripted is not None and decodes == len(chunks):  # every row a decode row
+        # every chunk one generated token (a recomputed chunk after preemption is a decode chunk of several)
+        if self.scripted is not None and decodes == len(chunks) == len(ids):
             return self.scripted(tokens, meta)
         return self.model(tokens, meta, last_only=True)[0]  # [N, V]
 
