@@ -68,7 +68,7 @@ def _native(candidate: Candidate, w: WireRequest) -> bool:
         return False
     return (
         target.provider in NATIVE_PROVIDERS
-        or target.base_url == w.base_url
+        or target.base_url.rstrip("/") == w.base_url.rstrip("/")  # the client's own endpoint
         or bool(target.options.get("azure"))
     )
 

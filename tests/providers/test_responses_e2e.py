@@ -135,6 +135,29 @@ def test_stateful_features_reach_openai_natively(
     assert sent["previous_response_id"] == "resp_abc" and sent["store"] is True
 
 
+@pytest.mark.parametrize("slash", ["", "/"])
+def test_a_policy_provider_at_the_clients_own_endpoint_is_relayed_natively(
+    openai_url: str, openai_upstream: LoopbackServer, tmp_path, slash: str
+) -> None:
+    """Whatever the provider is called, and with or without a trailing slash on either URL."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        f"""
+version: 1
+providers:
+  house: {{kind: openai, base_url: "{openai_url}{slash}", api_key: "sk-house"}}
+models:
+  mini: {{provider: house, model: gpt-4o-mini}}
+routes:
+  chat: {{candidates: [mini]}}
+"""
+    )
+    with gateway.OpenAI(api_key="sk-x", base_url=openai_url, policy=str(policy), max_retries=0) as client:
+        client.responses.create(model="route:chat", input="hello", previous_response_id="resp_abc")
+    [sent] = openai_upstream.log
+    assert sent.path == "/v1/responses" and sent.json()["previous_response_id"] == "resp_abc"
+
+
 def test_builtin_tools_on_a_translated_provider_name_the_tool(
     client: gateway.OpenAI, anthropic_env: LoopbackServer
 ) -> None:
