@@ -129,20 +129,9 @@ def local_engine_load() -> Any:
 
 
 def open_state(policy: Policy) -> StateBackend:
-    from gateway.state import BackendConfig, open_backend
+    from gateway.state import open_backend, policy_backend_config
 
-    state = policy.state
-    if state.backend == "sqlite":
-        url = f"sqlite:///{os.path.abspath(state.path or '')}"
-    elif state.backend == "redis" and state.url is not None:
-        url = state.url.get_secret_value()
-    else:
-        url = "memory://"
-    return open_backend(
-        BackendConfig(
-            url, key_prefix=state.key_prefix, busy_timeout_s=state.busy_timeout_s, fail_open=state.fail_open
-        )
-    )
+    return open_backend(policy_backend_config(policy.state))
 
 
 def _policy_source(policy: Any) -> Any:

@@ -18,6 +18,7 @@ where it came from and how old it is (what ``switchyard eval explain`` prints).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -29,7 +30,7 @@ from typing import Literal
 from gateway.evals.results import CaseResult, ModelSummary
 from gateway.policy.schema import Policy
 from gateway.router import DEFAULT_QUALITY, EvalScore
-from gateway.state import BackendConfig
+from gateway.state import BackendConfig, policy_backend_config
 from gateway.state.base import StateBackend
 
 __all__ = [
@@ -143,12 +144,11 @@ def store_config(policy: Policy | None, url: str | None = None) -> BackendConfig
     """
     if url:
         return BackendConfig(url)
-    state = policy.state if policy is not None else None
-    if state is not None and state.backend == "sqlite" and state.path:
-        return BackendConfig(f"sqlite:///{os.path.abspath(state.path)}", key_prefix=state.key_prefix)
-    if state is not None and state.backend == "redis" and state.url is not None:
-        return BackendConfig(state.url.get_secret_value(), key_prefix=state.key_prefix)
-    return BackendConfig(f"sqlite:///{os.path.abspath(DEFAULT_STORE_PATH)}")
+    if policy is not None:
+        config = dataclasses.replace(policy_backend_config(policy.state), fail_open=None)
+        if config.url != "memory://":
+            return config
+    return BackendConfig(f"sqlite://{os.path.abspath(DEFAULT_STORE_PATH)}")
 
 
 def _case_key(eval_set: str, version: str, model: str, case_id: str) -> str:

@@ -239,17 +239,9 @@ class Meter:
             **kwargs: The other arguments of ``Meter``.
         """
         if backend is None:
-            from gateway.state import BackendConfig, open_backend
+            from gateway.state import open_backend, policy_backend_config
 
-            state = policy.state
-            backend = open_backend(
-                BackendConfig(
-                    state_url(state),
-                    key_prefix=state.key_prefix,
-                    busy_timeout_s=state.busy_timeout_s,
-                    fail_open=state.fail_open,
-                )
-            )
+            backend = open_backend(policy_backend_config(policy.state))
             state_sink = StateSink(backend, owns_backend=True)
         else:
             state_sink = StateSink(backend)
@@ -316,15 +308,6 @@ class Meter:
                 self._unpriced += usage.cost_usd is None
             records.append(usage)
         return records
-
-
-def state_url(state: Any) -> str:
-    """The backend URL a policy's ``state`` section names (the Redis URL is a secret there)."""
-    if state.backend == "sqlite":
-        return f"sqlite://{state.path}"
-    if state.backend == "redis":
-        return str(state.url.get_secret_value())
-    return "memory://"
 
 
 class _PricingStage:

@@ -20,9 +20,10 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 from gateway.state.base import (
@@ -46,6 +47,7 @@ __all__ = [
     "UsageRecord",
     "UsageTotal",
     "open_backend",
+    "policy_backend_config",
     "redact_url",
 ]
 
@@ -75,6 +77,28 @@ class BackendConfig:
 
     def __repr__(self) -> str:
         return f"BackendConfig(url={redact_url(self.url)!r}, key_prefix={self.key_prefix!r})"
+
+
+def policy_backend_config(state: Any) -> BackendConfig:
+    """How to open the backend a policy's ``state`` section names: its URL (a SQLite path made
+    absolute against the working directory, the Redis URL taken out of its secret), key prefix,
+    busy timeout and ``fail_open``. The one place a policy becomes a backend: the client's state,
+    the meter's sink, the live board and the eval store all open theirs from it.
+
+    Example:
+        >>> from gateway.policy import parse_policy
+        >>> policy_backend_config(parse_policy("version: 1").state).url
+        'memory://'
+    """
+    if state.backend == "sqlite" and state.path:
+        url = f"sqlite://{os.path.abspath(state.path)}"
+    elif state.backend == "redis" and state.url is not None:
+        url = state.url.get_secret_value()
+    else:
+        url = "memory://"
+    return BackendConfig(
+        url, key_prefix=state.key_prefix, busy_timeout_s=state.busy_timeout_s, fail_open=state.fail_open
+    )
 
 
 def open_backend(url_or_config: str | BackendConfig) -> StateBackend:

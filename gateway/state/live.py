@@ -27,6 +27,7 @@ changes.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import threading
@@ -90,15 +91,11 @@ class LiveBoard:
     @classmethod
     def for_state(cls, state: StateConfig) -> LiveBoard | None:
         """The board of a policy's ``state`` section, on a connection of its own; ``None`` for memory."""
-        if state.backend == "sqlite" and state.path:
-            url = f"sqlite:///{os.path.abspath(state.path)}"
-        elif state.backend == "redis" and state.url is not None:
-            url = state.url.get_secret_value()
-        else:
-            return None
-        from gateway.state import BackendConfig, open_backend
+        from gateway.state import open_backend, policy_backend_config
 
-        config = BackendConfig(url, key_prefix=state.key_prefix, busy_timeout_s=state.busy_timeout_s)
+        config = dataclasses.replace(policy_backend_config(state), fail_open=None)  # it degrades on its own
+        if config.url == "memory://":
+            return None
         return cls(lambda: open_backend(config))
 
     @property

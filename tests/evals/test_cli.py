@@ -158,9 +158,9 @@ def test_the_store_defaults_to_the_policys_state(
         "none",
     ]
     assert main(run) == 0
-    assert f"stored in sqlite:///{tmp_path}/shared/state.sqlite" in capsys.readouterr().out
+    assert f"stored in sqlite://{tmp_path}/shared/state.sqlite" in capsys.readouterr().out  # sqlite:///abs
     assert main(["eval", "report", "quiz", "--policy", str(policy_file), "--out", "r"]) == 0
     assert (tmp_path / "r" / "quiz.md").exists()
     policy_file.write_text(text.replace("state: {backend: sqlite, path: shared/state.sqlite}\n", ""))
     assert main(run) == 0  # no state section: the working directory's .switchyard/evals.sqlite
-    assert f"stored in sqlite:///{tmp_path}/.switchyard/evals.sqlite" in capsys.readouterr().out
+    assert f"stored in sqlite://{tmp_path}/.switchyard/evals.sqlite" in capsys.readouterr().out
