@@ -225,8 +225,11 @@ class Telemetry:
         base = self._base_attributes(record)
         request = self._request_for(record, start_ns)
         span: Span = request.span
-        content = _content(record) if self.capture_content else None  # redacted once, for both places
-        if request.span.is_recording():  # without an SDK, spans are no-ops: skip their attributes
+        recording = request.span.is_recording()
+        # redacted once, for both places, and only when one of them takes it
+        wanted = self.capture_content and (recording or self._events is not None)
+        content = _content(record) if wanted else None
+        if recording:  # without an SDK, spans are no-ops: skip their attributes
             span = self._tracer.start_span(
                 f"{self.operation} {record.candidate.target.model}",
                 context=self._trace.set_span_in_context(request.span),

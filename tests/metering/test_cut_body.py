@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -39,9 +40,17 @@ MESSAGES = [{"role": "user", "content": "count my prompt, please"}]
 FIRST_MAX = 300  # the hostile model's maximum output (policy max_output)
 
 
-def cut(request: RawRequest) -> RawAnswer:
-    headers = {"content-type": "application/json", "content-length": str(len(OK_BODY))}
-    return RawAnswer(response("200 OK", headers, OK_BODY[: len(OK_BODY) // 2]))  # then the connection closes
+def cut_after_half(body: bytes) -> Callable[[RawRequest], RawAnswer]:
+    """An upstream that announces all of ``body`` after 200, sends half, then closes the connection."""
+    headers = {"content-type": "application/json", "content-length": str(len(body))}
+
+    def answer(request: RawRequest) -> RawAnswer:
+        return RawAnswer(response("200 OK", headers, body[: len(body) // 2]))
+
+    return answer
+
+
+cut = cut_after_half(OK_BODY)
 
 
 def refused(request: RawRequest) -> RawAnswer:
@@ -186,11 +195,7 @@ RESPONSES_BODY = json.dumps(
     openai_responses.handle({"model": "gpt-4o-mini", "input": MESSAGES[0]["content"]}, "req_cut").body
 ).encode()
 
-
-def cut_response(request: RawRequest) -> RawAnswer:
-    """A whole ``Response`` object announced, half of it sent, then the connection closes."""
-    headers = {"content-type": "application/json", "content-length": str(len(RESPONSES_BODY))}
-    return RawAnswer(response("200 OK", headers, RESPONSES_BODY[: len(RESPONSES_BODY) // 2]))
+cut_response = cut_after_half(RESPONSES_BODY)  # a whole ``Response`` object announced
 
 
 def _native_policy(tmp_path: Path, hostile: str, state: Path) -> Path:
