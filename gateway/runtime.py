@@ -101,12 +101,12 @@ def build_runtime(policy: Any, user_observer: Observer | None) -> Runtime:
 def eval_backend(policy: Policy, backend: StateBackend) -> StateBackend:
     """Where ``switchyard eval run`` stores scores: the policy's SQLite/Redis state, else the default
     file (read only if it exists: building a client creates no files)."""
-    from gateway.evals.store import DEFAULT_STORE_PATH
+    from gateway.evals.store import DEFAULT_STORE_PATH, store_config
     from gateway.state import open_backend
 
     if policy.state.backend != "memory" or not os.path.exists(DEFAULT_STORE_PATH):
         return backend
-    return open_backend(f"sqlite:///{os.path.abspath(DEFAULT_STORE_PATH)}")
+    return open_backend(store_config(None))  # the default file, as the eval commands open it
 
 
 def local_engine_load() -> Any:
